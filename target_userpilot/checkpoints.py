@@ -1,0 +1,86 @@
+"""STATE gating as a watermark: a STATE goes out only once every record before it is settled.
+
+Every RECORD gets a position as it arrives (1, 2, 3, ...). A STATE is remembered with the
+position of the last record before it. A batch holds its records' positions until its job is
+confirmed; the watermark is the smallest position still held. A STATE is released when its
+position is below the watermark: every record before it is in a completed job, or was reported
+(dead letter) or deliberately skipped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable
+
+
+class Checkpoints:
+    """Holds STATE messages until the data before them is confirmed; thread safe."""
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None]) -> None:
+        """`emit` writes one STATE value to stdout."""
+        self._emit = emit
+        # Re-entrant: a termination signal may release STATE while the main thread holds it.
+        self._lock = threading.RLock()
+        self._states: deque[tuple[int, dict[str, Any]]] = deque()
+        self._holds: dict[Hashable, int] = {}
+        self._last_emitted: dict[str, Any] | None = None
+        self.emitted = 0
+
+    def add_state(self, position: int, state: dict[str, Any]) -> None:
+        """Remember a STATE that arrived after record `position`; release it if it can go."""
+        if not state:
+            # An empty STATE would wipe the bookmarks Meltano keeps; never pass one on.
+            return
+        with self._lock:
+            if self._states and self._states[-1][0] == position:
+                self._states.pop()
+            self._states.append((position, state))
+        self.release()
+
+    def hold(self, holder: Hashable, position: int) -> None:
+        """`holder` (a batch) holds records from `position` on until `settle(holder)`."""
+        with self._lock:
+            self._holds[holder] = position
+
+    def settle(self, holder: Hashable) -> None:
+        """The holder's records are confirmed (or reported); release what can go."""
+        with self._lock:
+            self._holds.pop(holder, None)
+        self.release()
+
+    def watermark(self) -> float:
+        """Smallest position still held; infinity when nothing is pending."""
+        with self._lock:
+            return min(self._holds.values(), default=float("inf"))
+
+    def blocked_since(self) -> int | None:
+        """Position of the oldest held record that holds back a received STATE, if any."""
+        with self._lock:
+            low = min(self._holds.values(), default=None)
+            if low is None or not self._states or self._states[-1][0] < low:
+                return None
+            return low
+
+    def release(self) -> None:
+        """Emit the newest STATE whose records are all settled, if not emitted already."""
+        with self._lock:
+            low = min(self._holds.values(), default=float("inf"))
+            ready = None
+            while self._states and self._states[0][0] < low:
+                ready = self._states.popleft()[1]
+            if ready is None or ready == self._last_emitted:
+                return
+            self._last_emitted = ready
+            self.emitted += 1
+            # Emitting under the lock keeps STATE lines in order across threads.
+            self._emit(ready)
+
+    @property
+    def pending_states(self) -> int:
+        """STATE messages received and not yet released."""
+        with self._lock:
+            return len(self._states)

@@ -1,0 +1,102 @@
+"""Records that cannot be loaded: written to a dead-letter NDJSON file, counted, or fatal.
+
+One policy for every way a record can fail: invalid for the tap's own schema, impossible to
+turn into a profile, or rejected by Userpilot inside a completed job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+Policy = Literal["dead_letter", "fail", "skip"]
+
+
+class InvalidRecordError(ValueError):
+    """A record could not be loaded and the policy is `fail`."""
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    return str(value)
+
+
+class DeadLetters:
+    """Applies the `on_invalid_record` policy; thread safe (the job thread reports too)."""
+
+    def __init__(self, path: Path, policy: Policy) -> None:
+        """The file is created only when the first dead letter arrives."""
+        self.path = path
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._handle: Any = None
+        self.written = 0
+        self.skipped = 0
+
+    def report(  # noqa: PLR0913 - one field per part of a dead letter
+        self,
+        *,
+        stream: str,
+        kind: str,
+        position: int,
+        reason: str,
+        record: Mapping[str, Any] | None = None,
+        profile: Mapping[str, Any] | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        """Dead-letter, skip, or raise for one record, per the policy."""
+        if self.policy == "fail":
+            job = f" in job {job_id}" if job_id else ""
+            msg = (
+                f"record {position:,} of stream {stream!r}{job} cannot be loaded: {reason}. "
+                "Set `on_invalid_record` to `dead_letter` to write such records to a file and "
+                "go on."
+            )
+            raise InvalidRecordError(msg)
+        with self._lock:
+            if self.policy == "skip":
+                self.skipped += 1
+                return
+            letter: dict[str, Any] = {
+                "stream": stream,
+                "kind": kind,
+                "position": position,
+                "reason": reason,
+                "at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            }
+            if job_id is not None:
+                letter["job_id"] = job_id
+            if record is not None:
+                letter["record"] = record
+            if profile is not None:
+                letter["profile"] = profile
+            if self._handle is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._handle = self.path.open("a", encoding="utf-8")
+            self._handle.write(
+                json.dumps(letter, ensure_ascii=False, default=_jsonable, allow_nan=True) + "\n"
+            )
+            self._handle.flush()
+            self.written += 1
+
+    @property
+    def total(self) -> int:
+        """Records dead-lettered or skipped."""
+        return self.written + self.skipped
+
+    def close(self) -> None:
+        """Close the file if one was opened."""
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None

@@ -1,0 +1,1 @@
+"""Sample Singer messages for the demo."""

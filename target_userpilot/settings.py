@@ -1,0 +1,363 @@
+"""The target's settings: the JSON schema users configure, and the typed view the code reads.
+
+The schema is built with the SDK's typing helpers so `--about` (text, json, markdown), Meltano
+and config validation all describe the same settings; defaults live here once.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from singer_sdk import typing as th
+
+from target_userpilot.batches import MAX_API_BYTES, MAX_API_ROWS, MULTIPART_MARGIN, BatchLimits
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from target_userpilot.profiles import Kind
+
+DEFAULT_API_URL = "https://analytex.userpilot.io"
+KINDS: tuple[Kind, ...] = ("users", "companies")
+
+CONFIG_SCHEMA = th.PropertiesList(
+    th.Property(
+        "api_key",
+        th.StringType,
+        required=True,
+        secret=True,
+        title="API key",
+        description="Userpilot API key (Settings > Environment). Sent as `Authorization: Token`; "
+        "never logged.",
+    ),
+    th.Property(
+        "api_url",
+        th.StringType,
+        default=DEFAULT_API_URL,
+        title="API URL",
+        description="Base URL of your Userpilot environment: `https://analytex.userpilot.io` (US), "
+        "`https://analytex-eu.userpilot.io` (EU), or your environment's own host. HTTPS only "
+        "(plain HTTP is accepted for loopback addresses, e.g. the bundled emulator).",
+    ),
+    th.Property(
+        "stream_kinds",
+        th.ObjectType(additional_properties=th.StringType),
+        default={},
+        title="Stream kinds",
+        description='Maps stream names to `users` or `companies`, e.g. `{"contacts": "users", '
+        '"accounts": "companies"}`. Streams named `users` and `companies` need no entry.',
+    ),
+    th.Property(
+        "default_kind",
+        th.StringType(allowed_values=["users", "companies"]),
+        title="Default kind",
+        description="Kind for streams not named in `stream_kinds` (unset: such a stream is an "
+        "error).",
+    ),
+    th.Property(
+        "user_id_property",
+        th.StringType,
+        title="User id property",
+        description="Record property holding the user id. Default: `user_id` if the stream has it, "
+        "else the stream's single key property, else `id`.",
+    ),
+    th.Property(
+        "company_id_property",
+        th.StringType,
+        title="Company id property",
+        description="Record property holding the company id of a company record. Default: "
+        "`company_id` if the stream has it, else the single key property, else `id`.",
+    ),
+    th.Property(
+        "user_company_property",
+        th.StringType,
+        default="company_id",
+        title="User's company property",
+        description="Property of a user record naming the user's company.",
+    ),
+    th.Property(
+        "include_properties",
+        th.ArrayType(th.StringType),
+        title="Include properties",
+        description="If set, only these top-level properties become metadata.",
+    ),
+    th.Property(
+        "exclude_properties",
+        th.ArrayType(th.StringType),
+        default=[],
+        title="Exclude properties",
+        description="Top-level properties never sent as metadata.",
+    ),
+    th.Property(
+        "metadata_separator",
+        th.StringType,
+        default="__",
+        title="Metadata separator",
+        description='Joins nested keys when flattening objects: `{"a": {"b": 1}}` -> `a__b`.',
+    ),
+    th.Property(
+        "arrays",
+        th.StringType(allowed_values=["json", "drop"]),
+        default="json",
+        title="Arrays",
+        description="`json`: send arrays as JSON strings; `drop`: leave them out.",
+    ),
+    th.Property(
+        "nulls",
+        th.StringType(allowed_values=["send", "drop"]),
+        default="send",
+        title="Nulls",
+        description="`send`: null values are sent (they clear the attribute); `drop`: left out.",
+    ),
+    th.Property(
+        "on_invalid_record",
+        th.StringType(allowed_values=["dead_letter", "fail", "skip"]),
+        default="dead_letter",
+        title="On invalid record",
+        description="What to do with a record that cannot become a profile (or that Userpilot "
+        "rejects): `dead_letter` writes it to the dead-letter file and goes on, `fail` stops the "
+        "run, `skip` counts it and goes on.",
+    ),
+    th.Property(
+        "dead_letter_path",
+        th.StringType,
+        default="userpilot-dead-letters.ndjson",
+        title="Dead-letter file",
+        description="NDJSON file that invalid and rejected records are appended to.",
+    ),
+    th.Property(
+        "dry_run",
+        th.BooleanType,
+        default=False,
+        title="Dry run",
+        description="Map and validate everything and write the batch files to `dry_run_dir`; "
+        "upload nothing and emit no STATE.",
+    ),
+    th.Property(
+        "dry_run_dir",
+        th.StringType,
+        default="userpilot-dry-run",
+        title="Dry-run folder",
+        description="Where a dry run writes the NDJSON files it would have uploaded.",
+    ),
+    th.Property(
+        "max_batch_rows",
+        th.IntegerType(minimum=1, maximum=MAX_API_ROWS),
+        default=MAX_API_ROWS,
+        title="Max batch rows",
+        description="Profiles per upload (Userpilot's limit is 10,000).",
+    ),
+    th.Property(
+        "max_batch_bytes",
+        th.IntegerType(minimum=1024, maximum=MAX_API_BYTES - MULTIPART_MARGIN),
+        default=MAX_API_BYTES - MULTIPART_MARGIN,
+        title="Max batch bytes",
+        description="Bytes per upload file; Userpilot's limit is 50 MB, and the default leaves "
+        "64 KiB for the multipart envelope.",
+    ),
+    th.Property(
+        "batch_dir",
+        th.StringType,
+        title="Batch folder",
+        description="Folder for batch files while they wait for upload (default: the system "
+        "temporary folder). Files are removed once their job is confirmed.",
+    ),
+    th.Property(
+        "max_checkpoint_lag_records",
+        th.IntegerType(minimum=1),
+        default=50_000,
+        title="Max checkpoint lag (records)",
+        description="A half-full batch that has held back the newest STATE for this many records "
+        "is uploaded early, so a resume never repeats much.",
+    ),
+    th.Property(
+        "max_checkpoint_lag_minutes",
+        th.NumberType(minimum=0),
+        default=30,
+        title="Max checkpoint lag (minutes)",
+        description="Likewise, in minutes since the batch's first record.",
+    ),
+    th.Property(
+        "job_timeout",
+        th.NumberType(minimum=1),
+        default=3600,
+        title="Job timeout (s)",
+        description="Longest wait for one Userpilot job before the run fails (10,000 rows take "
+        "5 to 9 minutes at Userpilot's documented rate).",
+    ),
+    th.Property(
+        "job_retries",
+        th.IntegerType(minimum=0),
+        default=2,
+        title="Job retries",
+        description="Times a job that ends `failed` is resubmitted before the run fails.",
+    ),
+    th.Property(
+        "poll_max_interval",
+        th.NumberType(minimum=0.1),
+        default=30,
+        title="Max poll interval (s)",
+        description="Longest pause between two polls of a running job.",
+    ),
+    th.Property(
+        "slot_wait_timeout",
+        th.NumberType(minimum=0),
+        default=3600,
+        title="Slot wait timeout (s)",
+        description="Longest wait for another import (HTTP 409) to free Userpilot's job slot.",
+    ),
+    th.Property(
+        "request_retry_max_time",
+        th.NumberType(minimum=0),
+        default=600,
+        title="Request retry time (s)",
+        description="How long one request is retried on connection errors, 429 and 5xx.",
+    ),
+    th.Property(
+        "request_timeout",
+        th.NumberType(minimum=1),
+        default=300,
+        title="Request timeout (s)",
+        description="Read timeout of one HTTP request (an upload of 50 MB included).",
+    ),
+    th.Property(
+        "termination_grace",
+        th.NumberType(minimum=0),
+        default=60,
+        title="Termination grace (s)",
+        description="On SIGTERM/SIGINT, how long to wait for the job in flight before exiting.",
+    ),
+    th.Property(
+        "send_only_changes",
+        th.BooleanType,
+        default=False,
+        title="Send only changes",
+        description="Keep a fingerprint of every profile a completed job confirmed (a local "
+        "SQLite file) and skip profiles that have not changed since.",
+    ),
+    th.Property(
+        "fingerprint_store_path",
+        th.StringType,
+        title="Fingerprint store",
+        description="SQLite file for `send_only_changes` (default: `.meltano/target-userpilot/` "
+        "in a Meltano project, else the user data folder).",
+    ),
+    th.Property(
+        "resend_all",
+        th.BooleanType,
+        default=False,
+        title="Resend all",
+        description="With `send_only_changes`: forget the fingerprints and send every profile.",
+    ),
+    th.Property(
+        "resend_after_days",
+        th.NumberType(minimum=0),
+        title="Resend after (days)",
+        description="With `send_only_changes`: resend unchanged profiles last confirmed this many "
+        "days ago, so edits made in Userpilot are eventually overwritten.",
+    ),
+).to_dict()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, validated settings (the SDK has filled in defaults)."""
+
+    api_url: str
+    stream_kinds: Mapping[str, Kind]
+    default_kind: Kind | None
+    user_id_property: str | None
+    company_id_property: str | None
+    user_company_property: str
+    include_properties: frozenset[str] | None
+    exclude_properties: frozenset[str]
+    metadata_separator: str
+    arrays: Literal["json", "drop"]
+    nulls: Literal["send", "drop"]
+    on_invalid_record: Literal["dead_letter", "fail", "skip"]
+    dead_letter_path: Path
+    dry_run: bool
+    dry_run_dir: Path
+    limits: BatchLimits
+    batch_dir: Path
+    max_checkpoint_lag_records: int
+    max_checkpoint_lag_minutes: float
+    job_timeout: float
+    job_retries: int
+    poll_max_interval: float
+    slot_wait_timeout: float
+    request_retry_max_time: float
+    request_timeout: float
+    termination_grace: float
+    send_only_changes: bool
+    fingerprint_store_path: Path | None
+    resend_all: bool
+    resend_after_days: float | None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Read the settings; raises ValueError naming the setting that is wrong."""
+        kinds: dict[str, Kind] = {}
+        for stream, kind in dict(config.get("stream_kinds") or {}).items():
+            if kind not in KINDS:
+                msg = (
+                    f"`stream_kinds` maps stream {stream!r} to {kind!r}; "
+                    "use 'users' or 'companies'."
+                )
+                raise ValueError(msg)
+            kinds[stream] = kind
+        include = config.get("include_properties")
+        return cls(
+            api_url=config["api_url"],
+            stream_kinds=kinds,
+            default_kind=config.get("default_kind"),
+            user_id_property=config.get("user_id_property"),
+            company_id_property=config.get("company_id_property"),
+            user_company_property=config["user_company_property"],
+            include_properties=frozenset(include) if include is not None else None,
+            exclude_properties=frozenset(config["exclude_properties"]),
+            metadata_separator=config["metadata_separator"],
+            arrays=config["arrays"],
+            nulls=config["nulls"],
+            on_invalid_record=config["on_invalid_record"],
+            dead_letter_path=Path(config["dead_letter_path"]),
+            dry_run=config["dry_run"],
+            dry_run_dir=Path(config["dry_run_dir"]),
+            limits=BatchLimits(config["max_batch_rows"], config["max_batch_bytes"]),
+            batch_dir=Path(config.get("batch_dir") or tempfile.gettempdir()),
+            max_checkpoint_lag_records=config["max_checkpoint_lag_records"],
+            max_checkpoint_lag_minutes=config["max_checkpoint_lag_minutes"],
+            job_timeout=config["job_timeout"],
+            job_retries=config["job_retries"],
+            poll_max_interval=config["poll_max_interval"],
+            slot_wait_timeout=config["slot_wait_timeout"],
+            request_retry_max_time=config["request_retry_max_time"],
+            request_timeout=config["request_timeout"],
+            termination_grace=config["termination_grace"],
+            send_only_changes=config["send_only_changes"],
+            fingerprint_store_path=(
+                Path(config["fingerprint_store_path"])
+                if config.get("fingerprint_store_path")
+                else None
+            ),
+            resend_all=config["resend_all"],
+            resend_after_days=config.get("resend_after_days"),
+        )
+
+    def kind_of(self, stream_name: str) -> Kind:
+        """The kind a stream loads as; raises ValueError naming the settings to use."""
+        if stream_name in self.stream_kinds:
+            return self.stream_kinds[stream_name]
+        if stream_name in KINDS:
+            return stream_name  # type: ignore[return-value]
+        if self.default_kind is not None:
+            return self.default_kind
+        msg = (
+            f"Stream {stream_name!r} is neither 'users' nor 'companies'. Map it with the "
+            f'`stream_kinds` setting, e.g. {{"{stream_name}": "users"}}, set `default_kind`, '
+            "or rename it with a stream map."
+        )
+        raise ValueError(msg)

@@ -1,0 +1,98 @@
+"""Thin SDK sinks: each record becomes a profile (or a rejection) and goes to the pipeline."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from singer_sdk.exceptions import InvalidRecord
+from singer_sdk.sinks import BatchSink
+
+from target_userpilot.profiles import MappingSettings, Rejection, resolve_id_property, to_profile
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from target_userpilot.target import TargetUserpilot
+
+
+class ProfileSink(BatchSink):
+    """Sink for one stream that loads as `users` or `companies`."""
+
+    def __init__(
+        self,
+        target: TargetUserpilot,
+        stream_name: str,
+        schema: dict[str, Any],
+        key_properties: Sequence[str] | None,
+    ) -> None:
+        """Resolve the stream's kind and id properties once."""
+        super().__init__(target, stream_name, schema, key_properties)
+        settings = target.settings
+        self.kind = settings.kind_of(stream_name)
+        self._pipeline = target.pipeline
+        configured = (
+            settings.user_id_property if self.kind == "users" else settings.company_id_property
+        )
+        self.mapping = MappingSettings(
+            kind=self.kind,
+            id_property=resolve_id_property(
+                self.kind, configured, schema.get("properties", {}), key_properties or []
+            ),
+            company_property=settings.user_company_property if self.kind == "users" else None,
+            include=settings.include_properties,
+            exclude=settings.exclude_properties,
+            separator=settings.metadata_separator,
+            arrays=settings.arrays,
+            nulls=settings.nulls,
+        )
+        self._invalid: str | None = None
+        self.logger.info(
+            "Stream '%s' loads as %s, id from property '%s'.",
+            stream_name,
+            self.kind,
+            self.mapping.id_property,
+        )
+
+    @property
+    def is_full(self) -> bool:
+        """Never: batches are cut by the pipeline at the API's row and byte limits."""
+        return False
+
+    # The SDK stops the whole run on the first record that fails the tap's schema (or lacks
+    # a key property). These two hooks are private in the SDK, but they are the only place to
+    # turn such a record into a dead letter instead, which is what `on_invalid_record` promises.
+    def _validate_and_parse(self, record: dict[str, Any]) -> dict[str, Any]:
+        self._invalid = None
+        if self._validator is not None:
+            try:
+                self._validator.validate(record)
+            except InvalidRecord as exc:
+                self._invalid = f"does not match the stream's JSON schema: {exc.error_message}"
+        try:
+            self._parse_timestamps_in_record(
+                record=record, schema=self.schema, treatment=self.datetime_error_treatment
+            )
+        except ValueError as exc:
+            self._invalid = self._invalid or f"has a date that cannot be parsed: {exc}"
+        return record
+
+    def _singer_validate_message(self, record: dict[str, Any]) -> None:
+        missing = [key for key in self.key_properties if key not in record]
+        if missing and self._invalid is None:
+            self._invalid = f"lacks key properties {missing}"
+
+    def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:  # noqa: ARG002
+        """Map the record and hand it over; rejections follow `on_invalid_record`."""
+        position = self._pipeline.position
+        if self._invalid is not None:
+            self._pipeline.reject(self.kind, self.stream_name, position, self._invalid, record)
+            return
+        result = to_profile(record, self.mapping)
+        if isinstance(result, Rejection):
+            self._pipeline.reject(self.kind, self.stream_name, position, result.reason, record)
+            return
+        self._pipeline.add(self.kind, self.stream_name, position, result)
+
+    def process_batch(self, context: dict[str, Any]) -> None:  # noqa: ARG002
+        """An SDK drain: send this kind's open batch."""
+        self._pipeline.flush(self.kind)

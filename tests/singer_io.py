@@ -1,0 +1,174 @@
+"""Test helpers: Singer messages, and the real target CLI run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from target_userpilot.emulator import Emulator
+
+USER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "email": {"type": ["string", "null"]},
+        "company_id": {"type": ["integer", "null"]},
+        "plan": {"type": ["string", "null"]},
+        "seen_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+COMPANY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"id": {"type": "integer"}, "name": {"type": ["string", "null"]}},
+}
+
+
+def schema(stream: str, body: dict[str, Any], key: str | None = "id") -> dict[str, Any]:
+    return {
+        "type": "SCHEMA",
+        "stream": stream,
+        "schema": body,
+        "key_properties": [key] if key else [],
+    }
+
+
+def record(stream: str, rec: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "RECORD", "stream": stream, "record": rec}
+
+
+def state(value: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "STATE", "value": value}
+
+
+def user(i: int, company: int | None = None) -> dict[str, Any]:
+    return {
+        "id": i,
+        "email": f"user{i}@example.com",
+        "company_id": company,
+        "plan": "pro" if i % 3 else "free",
+        "seen_at": "2025-02-01T10:20:30Z",
+    }
+
+
+def interleaved(users: int, companies: int, state_every: int) -> Iterator[dict[str, Any]]:
+    """Users and companies mixed evenly, a STATE every `state_every` records.
+
+    Each STATE value says how many records came before it, so a test can check that every
+    one of them is in Userpilot when the STATE comes out.
+    """
+    yield schema("users", USER_SCHEMA)
+    yield schema("companies", COMPANY_SCHEMA)
+    total = users + companies
+    step = total / companies if companies else float("inf")
+    u = c = 0
+    for n in range(1, total + 1):
+        if c < companies and n >= (c + 1) * step:
+            c += 1
+            yield record("companies", {"id": c, "name": f"Company {c}"})
+        else:
+            u += 1
+            yield record("users", user(u, company=(u % max(companies, 1)) + 1))
+        if n % state_every == 0:
+            yield state({"bookmarks": {"records": n}})
+    yield state({"bookmarks": {"records": total}})
+
+
+def expected_ids(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(kind, id) of every record, in input order."""
+    return [(m["stream"], str(m["record"]["id"])) for m in messages if m["type"] == "RECORD"]
+
+
+@dataclass
+class StateSeen:
+    """A STATE line, with what the emulator held at the moment it was read."""
+
+    value: dict[str, Any]
+    users: set[str]
+    companies: set[str]
+    at: float
+
+
+@dataclass
+class Run:
+    returncode: int
+    states: list[StateSeen]
+    stderr: str
+    stdout_lines: list[str] = field(default_factory=list)
+
+
+def run_target(
+    config: dict[str, Any],
+    messages: Iterable[dict[str, Any] | str],
+    tmp_path: Path,
+    *,
+    emulator: Emulator | None = None,
+    timeout: float = 300,
+    on_state: Callable[[StateSeen, subprocess.Popen[bytes]], None] | None = None,
+) -> Run:
+    """Run `python -m target_userpilot.target` with real pipes; snapshot the store per STATE."""
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    stderr_path = tmp_path / "stderr.log"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "target_userpilot.target", "--config", str(config_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+
+        def feed() -> None:
+            assert proc.stdin is not None
+            try:
+                for message in messages:
+                    line = message if isinstance(message, str) else json.dumps(message)
+                    proc.stdin.write(line.encode() + b"\n")
+                proc.stdin.close()
+            except (BrokenPipeError, ValueError):
+                pass  # the target stopped reading (a failure the test checks)
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        states: list[StateSeen] = []
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        for raw in proc.stdout:
+            line = raw.decode().rstrip("\n")
+            lines.append(line)
+            seen = StateSeen(
+                value=json.loads(line),
+                users=set(emulator.users) if emulator else set(),
+                companies=set(emulator.companies) if emulator else set(),
+                at=time.monotonic(),
+            )
+            states.append(seen)
+            if on_state is not None:
+                on_state(seen, proc)
+            assert time.monotonic() < deadline, "target ran past the test's timeout"
+        returncode = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        writer.join(timeout=5)
+    return Run(returncode, states, stderr_path.read_text(), lines)
+
+
+def assert_states_trail_data(run: Run, messages: list[dict[str, Any]]) -> None:
+    """Every STATE came out only when every record before it was in the emulator's store."""
+    order = expected_ids(messages)
+    for seen in run.states:
+        before = order[: seen.value["bookmarks"]["records"]]
+        missing = [
+            (kind, pid)
+            for kind, pid in before
+            if pid not in (seen.users if kind == "users" else seen.companies)
+        ]
+        assert not missing, f"STATE {seen.value} came out before {len(missing)} records"

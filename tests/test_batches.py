@@ -1,0 +1,84 @@
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from target_userpilot.profiles import Profile
+
+from target_userpilot.batches import BatchFile, BatchLimits, LineTooLargeError
+
+
+def user(uid: str, **metadata: object) -> Profile:
+    return Profile(id=uid, company_id=None, metadata=metadata)  # type: ignore[arg-type]
+
+
+def read(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_lines_are_ndjson_in_arrival_order(tmp_path: Path) -> None:
+    batch = BatchFile("users", tmp_path, BatchLimits())
+    for i, uid in enumerate(["a", "b", "c"], start=1):
+        assert batch.add(user(uid, n=i), i, "users")
+    sealed = batch.seal()
+    assert [row["user_id"] for row in read(sealed.path)] == ["a", "b", "c"]
+    assert sealed.rows == 3
+    assert sealed.size == sealed.path.stat().st_size
+    assert sealed.first_position == 1
+
+
+def test_duplicates_merge_key_by_key_and_keep_first_position(tmp_path: Path) -> None:
+    batch = BatchFile("users", tmp_path, BatchLimits())
+    batch.add(user("a", plan="free", seats=1), 5, "users")
+    batch.add(user("b", plan="pro"), 6, "users")
+    batch.add(user("a", plan="pro", price=Decimal("9.90")), 7, "contacts")
+    sealed = batch.seal()
+    rows = read(sealed.path)
+    assert rows == [
+        {"user_id": "a", "metadata": {"plan": "pro", "seats": 1, "price": 9.9}},
+        {"user_id": "b", "metadata": {"plan": "pro"}},
+    ]
+    assert sealed.merged == 1
+    assert sealed.rows == 2
+    assert sealed.size == sealed.path.stat().st_size
+    assert [(o.profile_id, o.position) for o in sealed.origins] == [("a", 5), ("b", 6)]
+
+
+def test_cut_at_row_limit(tmp_path: Path) -> None:
+    batch = BatchFile("users", tmp_path, BatchLimits(max_rows=2))
+    assert batch.add(user("a"), 1, "users")
+    assert batch.add(user("b"), 2, "users")
+    assert not batch.add(user("c"), 3, "users")
+    # A duplicate of a waiting id still merges into a full batch.
+    assert batch.add(user("a", x=1), 4, "users")
+    assert batch.seal().rows == 2
+
+
+def test_cut_before_byte_limit(tmp_path: Path) -> None:
+    line_size = len(user("a", pad="x" * 50).line("users")) + 1
+    batch = BatchFile("users", tmp_path, BatchLimits(max_bytes=line_size * 2 + 5))
+    assert batch.add(user("a", pad="x" * 50), 1, "users")
+    assert batch.add(user("b", pad="x" * 50), 2, "users")
+    assert not batch.add(user("c", pad="x" * 50), 3, "users")
+    sealed = batch.seal()
+    assert sealed.size <= line_size * 2 + 5
+
+
+def test_a_line_over_the_limit_alone_is_refused(tmp_path: Path) -> None:
+    batch = BatchFile("users", tmp_path, BatchLimits(max_bytes=1024))
+    with pytest.raises(LineTooLargeError, match="max_batch_bytes"):
+        batch.add(user("a", big="x" * 2000), 1, "users")
+
+
+def test_split_halves_keep_every_line_and_origin(tmp_path: Path) -> None:
+    batch = BatchFile("companies", tmp_path, BatchLimits())
+    for i in range(5):
+        batch.add(Profile(id=f"c{i}", company_id=None, metadata={}), i + 10, "companies")
+    sealed = batch.seal()
+    first, second = sealed.split()
+    assert not sealed.path.exists()
+    assert [r["company_id"] for r in read(first.path) + read(second.path)] == [
+        f"c{i}" for i in range(5)
+    ]
+    assert (first.rows, second.rows) == (2, 3)
+    assert (first.first_position, second.first_position) == (10, 12)

@@ -1,0 +1,48 @@
+from typing import Any
+
+from target_userpilot.checkpoints import Checkpoints
+
+
+def make() -> tuple[Checkpoints, list[dict[str, Any]]]:
+    out: list[dict[str, Any]] = []
+    return Checkpoints(out.append), out
+
+
+def test_state_waits_for_every_record_before_it() -> None:
+    gate, out = make()
+    gate.hold("users-1", 1)
+    gate.add_state(10, {"bookmark": 10})
+    assert out == []
+    gate.settle("users-1")
+    assert out == [{"bookmark": 10}]
+
+
+def test_newest_releasable_state_only() -> None:
+    gate, out = make()
+    gate.hold("companies-1", 5)
+    gate.add_state(3, {"b": 3})
+    assert out == [{"b": 3}]  # nothing before it is pending
+    gate.add_state(8, {"b": 8})
+    gate.hold("users-1", 9)
+    gate.add_state(12, {"b": 12})
+    gate.settle("users-1")
+    assert out == [{"b": 3}]  # companies-1 (from record 5) still holds 8 and 12
+    gate.settle("companies-1")
+    assert out == [{"b": 3}, {"b": 12}]
+
+
+def test_empty_and_repeated_states_are_not_emitted() -> None:
+    gate, out = make()
+    gate.add_state(0, {})
+    gate.add_state(1, {"b": 1})
+    gate.add_state(2, {"b": 1})
+    assert out == [{"b": 1}]
+
+
+def test_blocked_since_names_the_oldest_holder_of_a_state() -> None:
+    gate, _ = make()
+    gate.hold("companies-1", 4)
+    assert gate.blocked_since() is None  # no STATE waiting behind it
+    gate.add_state(9, {"b": 9})
+    assert gate.blocked_since() == 4
+    assert gate.watermark() == 4
