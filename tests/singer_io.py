@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -113,6 +114,7 @@ def run_target(
     emulator: Emulator | None = None,
     timeout: float = 300,
     on_state: Callable[[StateSeen, subprocess.Popen[bytes]], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Run:
     """Run `python -m target_userpilot.target` with real pipes; snapshot the store per STATE."""
     config_path = tmp_path / "config.json"
@@ -124,6 +126,7 @@ def run_target(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
+            env={**os.environ, **(env or {})},
         )
         assert proc.stdin is not None
         assert proc.stdout is not None

@@ -1,0 +1,212 @@
+"""Parse and validate bulk identify payloads, the way the emulated server does before a job."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import IO, Any, Literal
+
+from target_userpilot.emulator.config import MAX_RECORDS
+
+Kind = Literal["users", "companies"]
+
+ID_KEY: dict[str, str] = {"users": "user_id", "companies": "company_id"}
+_ALLOWED_KEYS: dict[str, frozenset[str]] = {
+    "users": frozenset({"user_id", "company_id", "metadata"}),
+    "companies": frozenset({"company_id", "metadata"}),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One valid record of a submitted payload.
+
+    Attributes:
+        line: 1-based line of the uploaded file (or 1-based position in a JSON array).
+        id: The record's `user_id` or `company_id`.
+        record: The record as sent.
+    """
+
+    line: int
+    id: str
+    record: dict[str, Any]
+
+
+class PayloadError(Exception):
+    """A payload the server refuses before creating a job.
+
+    Attributes:
+        status: 400 or 413.
+        message: The error text sent to the client.
+        line: The offending 1-based line (or array position), when there is one.
+        reason: The reason alone, without the position.
+    """
+
+    def __init__(
+        self, status: int, message: str, *, line: int | None = None, reason: str = ""
+    ) -> None:
+        """Build the error; `message` is what the client sees in `{"error": ...}`."""
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.line = line
+        self.reason = reason or message
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body."""
+        out: dict[str, Any] = {"error": self.message}
+        if self.line is not None:
+            out["line"] = self.line
+            out["reason"] = self.reason
+        return out
+
+
+def too_many(count: int | str) -> PayloadError:
+    """The 413 for a payload with more than MAX_RECORDS records."""
+    return PayloadError(
+        413, f"Payload Too Large: {count} records, at most {MAX_RECORDS:,} per request"
+    )
+
+
+def _reject_constant(name: str) -> Any:  # noqa: ANN401 - json hook signature
+    msg = f"{name} is not valid JSON"
+    raise ValueError(msg)
+
+
+def loads(text: str | bytes) -> Any:  # noqa: ANN401 - any JSON value
+    """Strict JSON: no NaN or Infinity."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def record_problem(obj: object, kind: Kind) -> str | None:  # noqa: PLR0911
+    """Why `obj` is not a valid record of `kind`, or None when it is."""
+    if not isinstance(obj, dict):
+        return f"not a JSON object (got {_json_type(obj)})"
+    id_key = ID_KEY[kind]
+    unknown = sorted(set(obj) - _ALLOWED_KEYS[kind])
+    if unknown:
+        allowed = ", ".join(sorted(_ALLOWED_KEYS[kind]))
+        return f"unknown field {unknown[0]!r} (allowed: {allowed})"
+    if id_key not in obj:
+        return f"{id_key} is missing"
+    if not isinstance(obj[id_key], str):
+        return f"{id_key} must be a string (got {_json_type(obj[id_key])})"
+    if not obj[id_key].strip():
+        return f"{id_key} must not be empty"
+    if kind == "users" and "company_id" in obj:
+        company = obj["company_id"]
+        if not isinstance(company, str):
+            return f"company_id must be a string (got {_json_type(company)})"
+        if not company.strip():
+            return "company_id must not be empty"
+    if "metadata" in obj:
+        return metadata_problem(obj["metadata"])
+    return None
+
+
+def metadata_problem(metadata: object, name: str = "metadata") -> str | None:
+    """Why `metadata` is not an object of primitives, or None when it is."""
+    if not isinstance(metadata, dict):
+        return f"{name} must be an object (got {_json_type(metadata)})"
+    for key, value in metadata.items():
+        if not _primitive(value):
+            return (
+                f"{name}.{key} must be a string, number, boolean or null (got {_json_type(value)})"
+            )
+    return None
+
+
+def _primitive(value: object) -> bool:
+    if value is None or isinstance(value, (str, bool, int)):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _row(obj: object, kind: Kind, line: int, where: str) -> Row:
+    problem = record_problem(obj, kind)
+    if problem is not None:
+        raise PayloadError(400, f"{where} {line}: {problem}", line=line, reason=problem)
+    assert isinstance(obj, dict)  # noqa: S101 - record_problem checked it
+    return Row(line=line, id=obj[ID_KEY[kind]], record=obj)
+
+
+def parse_ndjson(stream: IO[bytes], kind: Kind) -> list[Row]:  # noqa: C901
+    """Every record of an NDJSON file, in order.
+
+    Blank lines at the end are fine; a blank line followed by a record is an error. More than
+    MAX_RECORDS records answers 413, which wins over a bad line.
+
+    Raises:
+        PayloadError: 413 for too many records, else 400 naming the first bad line.
+    """
+    rows: list[Row] = []
+    first_error: PayloadError | None = None
+    blank_at: int | None = None
+    count = 0
+    for number, raw in enumerate(stream, start=1):
+        if not raw.strip():
+            blank_at = blank_at or number
+            continue
+        count += 1
+        if count > MAX_RECORDS:
+            raise too_many(f"more than {MAX_RECORDS:,}")  # noqa: EM102, TRY003
+        if first_error is not None:
+            continue  # only counting now, so a 413 still wins
+        if blank_at is not None:
+            first_error = PayloadError(
+                400, f"line {blank_at}: empty line", line=blank_at, reason="empty line"
+            )
+            continue
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            obj = loads(text)
+            rows.append(_row(obj, kind, number, "line"))
+        except UnicodeDecodeError:
+            first_error = PayloadError(
+                400, f"line {number}: not UTF-8", line=number, reason="not UTF-8"
+            )
+        except PayloadError as e:
+            first_error = e
+        except ValueError as e:
+            reason = f"not valid JSON ({e})"
+            first_error = PayloadError(400, f"line {number}: {reason}", line=number, reason=reason)
+    if first_error is not None:
+        raise first_error
+    if not rows:
+        raise PayloadError(400, "the file holds no records")
+    return rows
+
+
+def parse_json_body(body: bytes, kind: Kind) -> list[Row]:
+    """Every record of a `{"users": [...]}` / `{"companies": [...]}` body, in order.
+
+    Raises:
+        PayloadError: 413 for too many records, else 400 naming the first bad record.
+    """
+    try:
+        payload = loads(body)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise PayloadError(400, f"the body is not valid JSON ({e})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get(kind), list):
+        raise PayloadError(400, f'the body must be a JSON object {{"{kind}": [...]}}')
+    records: list[Any] = payload[kind]
+    if len(records) > MAX_RECORDS:
+        raise too_many(len(records))
+    if not records:
+        raise PayloadError(400, f"{kind} is empty")
+    return [_row(obj, kind, n, "record") for n, obj in enumerate(records, start=1)]

@@ -1,0 +1,33 @@
+"""Shared fixtures: a running Userpilot emulator per test."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from target_userpilot.emulator import Emulator, EmulatorConfig, serve
+
+EMULATOR_TOKEN = "test-token"  # noqa: S105 - the emulator's
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """An emulator with token "test-token", unlimited processing rate and no faults."""
+    config = EmulatorConfig(token=EMULATOR_TOKEN, rows_per_minute=float("inf"))
+    with serve(config, port=0) as emu:
+        yield emu
+
+
+@pytest.fixture
+def make_emulator() -> Iterator[Callable[..., Emulator]]:
+    """Start emulators with `EmulatorConfig` keyword arguments; all stop at the end of the test."""
+    with contextlib.ExitStack() as stack:
+
+        def make(**kwargs: Any) -> Emulator:
+            kwargs.setdefault("token", EMULATOR_TOKEN)
+            return stack.enter_context(serve(EmulatorConfig(**kwargs), port=0))
+
+        yield make

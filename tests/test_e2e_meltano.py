@@ -1,0 +1,152 @@
+"""End to end through real Meltano: `meltano run tap-jsonl target-userpilot` into the emulator.
+
+Needs Meltano installed apart from the project (`.ci/e2e-setup` does it and prints the path):
+
+    MELTANO_BIN="$(bash .ci/e2e-setup)" uv run pytest -m e2e
+
+Without MELTANO_BIN the test is skipped, except in CI (`CI=true`), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from target_userpilot.emulator import EmulatorConfig, serve
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "e2e-meltano-token"  # noqa: S105 - the emulator's throwaway token
+STATE_ID = "dev:tap-jsonl-to-target-userpilot"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+def meltano_bin() -> Path:
+    value = os.environ.get("MELTANO_BIN", "")
+    if not value:
+        reason = (
+            "MELTANO_BIN is not set: the Meltano end-to-end test needs Meltano installed in its "
+            'own venv; run `MELTANO_BIN="$(bash .ci/e2e-setup)" uv run pytest -m e2e`'
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    path = Path(value)
+    assert path.is_file(), f"MELTANO_BIN={value} is not a file"
+    return path
+
+
+def work_copy(dest: Path) -> Path:
+    """meltano.yml and examples/, with the loader installed from this checkout."""
+    dest.mkdir()
+    shutil.copytree(ROOT / "examples", dest / "examples")
+    text = (ROOT / "meltano.yml").read_text(encoding="utf-8")
+    local = "    pip_url: -e .\n"
+    assert text.count(local) == 1
+    text = text.replace(local, f"    pip_url: -e {shlex.quote(str(ROOT))}\n")
+    (dest / "meltano.yml").write_text(text, encoding="utf-8")
+    return dest
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+class Meltano:
+    def __init__(self, executable: Path, project: Path, env: dict[str, str]) -> None:
+        self.executable, self.project, self.env = executable, project, env
+
+    def __call__(self, *args: str, timeout: float = 240) -> str:
+        proc = subprocess.run(
+            [str(self.executable), *args],
+            cwd=self.project,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"meltano {' '.join(args)} exited {proc.returncode}:\n{output}"
+        return proc.stdout
+
+
+def meltano_env(api_url: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        # The project's own venv (uv run) must not leak into Meltano's plugin venvs.
+        if key not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
+        and not key.startswith(("MELTANO_", "TARGET_USERPILOT_", "TAP_JSONL_"))
+    }
+    env.update(
+        {
+            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "MELTANO_CLI_DISABLE_VERSION_CHECK": "true",
+            "UV_PYTHON_DOWNLOADS": "never",
+            # Meltano's convention: <PLUGIN>_<SETTING>, overriding the `dev` environment's values.
+            "TARGET_USERPILOT_API_URL": api_url,
+            "TARGET_USERPILOT_API_KEY": TOKEN,
+        }
+    )
+    return env
+
+
+def test_meltano_run_loads_the_examples_and_stores_state(tmp_path: Path) -> None:
+    executable = meltano_bin()
+    project = work_copy(tmp_path / "project")
+    expected_users = {u["user_id"]: u for u in read_jsonl(project / "examples/users.jsonl")}
+    expected_companies = {
+        c["company_id"]: c for c in read_jsonl(project / "examples/companies.jsonl")
+    }
+
+    with serve(EmulatorConfig(token=TOKEN, rows_per_minute=60_000), port=0) as emu:
+        meltano = Meltano(executable, project, meltano_env(emu.url))
+        started = time.monotonic()
+        meltano("install")
+        installed = time.monotonic()
+        meltano("--environment=dev", "run", "tap-jsonl", "target-userpilot")
+        ran = time.monotonic()
+        print(f"meltano install {installed - started:.1f}s, run {ran - installed:.1f}s")
+
+        assert sorted(emu.users) == sorted(expected_users)
+        assert sorted(emu.companies) == sorted(expected_companies)
+        for user_id, record in expected_users.items():
+            assert_profile(emu.users[user_id], record, id_key="user_id")
+        for company_id, record in expected_companies.items():
+            assert_profile(emu.companies[company_id], record, id_key="company_id")
+        jobs_after_first_run = len(emu.jobs)
+        assert jobs_after_first_run >= 2, "users and companies are separate jobs"
+
+        # Meltano stored the STATE the target released...
+        assert STATE_ID in meltano("--environment=dev", "state", "list").split()
+        state = json.loads(meltano("--environment=dev", "state", "get", STATE_ID))
+        partitions = state["singer_state"]["bookmarks"]["profiles"]["partitions"]
+        files = sorted(Path(p["context"]["_sdc_filename"]).name for p in partitions)
+        assert files == ["companies.jsonl", "users.jsonl"]
+
+        # ...and hands it back to the tap: a second run finds nothing new to send.
+        meltano("--environment=dev", "run", "tap-jsonl", "target-userpilot")
+        assert len(emu.jobs) == jobs_after_first_run
+
+
+def assert_profile(profile: dict[str, Any], record: dict[str, Any], *, id_key: str) -> None:
+    """A profile carries the record's id and every other property as a metadata value."""
+    assert profile[id_key] == record[id_key]
+    metadata = profile["metadata"]
+    for key, value in record.items():
+        if key == id_key:
+            continue
+        if key == "company_id" and id_key == "user_id":
+            assert profile["company_id"] == value
+            continue
+        assert key in metadata, (key, profile)
+        assert str(metadata[key]).lower() == str(value).lower(), (key, metadata[key], value)
