@@ -57,13 +57,10 @@ class Checkpoints:
         with self._lock:
             return min(self._holds.values(), default=float("inf"))
 
-    def blocked_since(self) -> int | None:
-        """Position of the oldest held record that holds back a received STATE, if any."""
+    def newest_state_position(self) -> int | None:
+        """Position of the newest STATE received and not released yet."""
         with self._lock:
-            low = min(self._holds.values(), default=None)
-            if low is None or not self._states or self._states[-1][0] < low:
-                return None
-            return low
+            return self._states[-1][0] if self._states else None
 
     def release(self) -> None:
         """Emit the newest STATE whose records are all settled, if not emitted already."""

@@ -34,6 +34,9 @@ def run(input_path: Path, *, batch_rows: int, rows_per_minute: float) -> int:
                         "api_key": TOKEN,
                         "api_url": emu.url,
                         "max_batch_rows": batch_rows,
+                        # Small, so the sparse companies batch goes out early and STATE
+                        # checkpoints show along the way.
+                        "max_checkpoint_lag_records": batch_rows,
                         "dead_letter_path": str(dead_letters),
                         "batch_dir": tmp,
                     },

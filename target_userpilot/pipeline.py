@@ -206,14 +206,15 @@ class Pipeline:
         self.runner.ship(sealed)
 
     def _flush_lagging(self) -> None:
-        """Ship a half-full batch early when it alone holds back the newest STATE too long."""
-        low = self.checkpoints.blocked_since()
-        if low is None:
+        """Ship a half-full batch early when it has held back the newest STATE too long."""
+        newest = self.checkpoints.newest_state_position()
+        if newest is None:
             return
         for kind, batch in list(self._open.items()):
-            if batch.first_position != low:
+            first = batch.first_position
+            if first is None or first > newest:
                 continue
-            records = self.position - low
+            records = self.position - first
             minutes = (time.monotonic() - self._opened_at[kind]) / 60
             if (
                 records >= self.settings.max_checkpoint_lag_records

@@ -168,7 +168,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "max_checkpoint_lag_records",
         th.IntegerType(minimum=1),
-        default=50_000,
+        default=20_000,
         title="Max checkpoint lag (records)",
         description="A half-full batch that has held back the newest STATE for this many records "
         "is uploaded early, so a resume never repeats much.",
@@ -299,7 +299,10 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
-        """Read the settings; raises ValueError naming the setting that is wrong."""
+        """Read the settings; raises ValueError naming the setting that is wrong.
+
+        Numbers are made floats here: the SDK reads config files with Decimal for decimals.
+        """
         kinds: dict[str, Kind] = {}
         for stream, kind in dict(config.get("stream_kinds") or {}).items():
             if kind not in KINDS:
@@ -329,14 +332,14 @@ class Settings:
             limits=BatchLimits(config["max_batch_rows"], config["max_batch_bytes"]),
             batch_dir=Path(config.get("batch_dir") or tempfile.gettempdir()),
             max_checkpoint_lag_records=config["max_checkpoint_lag_records"],
-            max_checkpoint_lag_minutes=config["max_checkpoint_lag_minutes"],
-            job_timeout=config["job_timeout"],
+            max_checkpoint_lag_minutes=float(config["max_checkpoint_lag_minutes"]),
+            job_timeout=float(config["job_timeout"]),
             job_retries=config["job_retries"],
-            poll_max_interval=config["poll_max_interval"],
-            slot_wait_timeout=config["slot_wait_timeout"],
-            request_retry_max_time=config["request_retry_max_time"],
-            request_timeout=config["request_timeout"],
-            termination_grace=config["termination_grace"],
+            poll_max_interval=float(config["poll_max_interval"]),
+            slot_wait_timeout=float(config["slot_wait_timeout"]),
+            request_retry_max_time=float(config["request_retry_max_time"]),
+            request_timeout=float(config["request_timeout"]),
+            termination_grace=float(config["termination_grace"]),
             send_only_changes=config["send_only_changes"],
             fingerprint_store_path=(
                 Path(config["fingerprint_store_path"])
@@ -344,7 +347,11 @@ class Settings:
                 else None
             ),
             resend_all=config["resend_all"],
-            resend_after_days=config.get("resend_after_days"),
+            resend_after_days=(
+                float(config["resend_after_days"])
+                if config.get("resend_after_days") is not None
+                else None
+            ),
         )
 
     def kind_of(self, stream_name: str) -> Kind:

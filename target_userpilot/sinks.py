@@ -46,6 +46,8 @@ class ProfileSink(BatchSink):
             nulls=settings.nulls,
         )
         self._invalid: str | None = None
+        # `on_invalid_record: fail` keeps the SDK's own errors for schema and key problems.
+        self._fail_fast = settings.on_invalid_record == "fail"
         self.logger.info(
             "Stream '%s' loads as %s, id from property '%s'.",
             stream_name,
@@ -67,6 +69,8 @@ class ProfileSink(BatchSink):
             try:
                 self._validator.validate(record)
             except InvalidRecord as exc:
+                if self._fail_fast:
+                    raise
                 self._invalid = f"does not match the stream's JSON schema: {exc.error_message}"
         try:
             self._parse_timestamps_in_record(
@@ -77,6 +81,9 @@ class ProfileSink(BatchSink):
         return record
 
     def _singer_validate_message(self, record: dict[str, Any]) -> None:
+        if self._fail_fast:
+            super()._singer_validate_message(record)
+            return
         missing = [key for key in self.key_properties if key not in record]
         if missing and self._invalid is None:
             self._invalid = f"lacks key properties {missing}"

@@ -33,15 +33,18 @@ def test_duplicates_merge_key_by_key_and_keep_first_position(tmp_path: Path) -> 
     batch.add(user("b", plan="pro"), 6, "users")
     batch.add(user("a", plan="pro", price=Decimal("9.90")), 7, "contacts")
     sealed = batch.seal()
-    rows = read(sealed.path)
-    assert rows == [
-        {"user_id": "a", "metadata": {"plan": "pro", "seats": 1, "price": 9.9}},
-        {"user_id": "b", "metadata": {"plan": "pro"}},
-    ]
+    rows = {row["user_id"]: row for row in read(sealed.path)}
+    assert rows == {
+        "a": {"user_id": "a", "metadata": {"plan": "pro", "seats": 1, "price": 9.9}},
+        "b": {"user_id": "b", "metadata": {"plan": "pro"}},
+    }
     assert sealed.merged == 1
     assert sealed.rows == 2
     assert sealed.size == sealed.path.stat().st_size
-    assert [(o.profile_id, o.position) for o in sealed.origins] == [("a", 5), ("b", 6)]
+    # Line i of the file is origins[i]; a merged line keeps its first record's position.
+    assert [(o.profile_id, o.position) for o in sealed.origins] == [
+        (row["user_id"], {"a": 5, "b": 6}[row["user_id"]]) for row in read(sealed.path)
+    ]
 
 
 def test_cut_at_row_limit(tmp_path: Path) -> None:

@@ -39,10 +39,10 @@ def test_empty_and_repeated_states_are_not_emitted() -> None:
     assert out == [{"b": 1}]
 
 
-def test_blocked_since_names_the_oldest_holder_of_a_state() -> None:
+def test_the_newest_waiting_state_and_the_watermark_are_known() -> None:
     gate, _ = make()
     gate.hold("companies-1", 4)
-    assert gate.blocked_since() is None  # no STATE waiting behind it
+    assert gate.newest_state_position() is None
     gate.add_state(9, {"b": 9})
-    assert gate.blocked_since() == 4
+    assert gate.newest_state_position() == 9
     assert gate.watermark() == 4

@@ -186,8 +186,9 @@ def test_plain_http_is_refused_except_on_loopback(tmp_path: Path) -> None:
 
 
 def test_dead_letter_file_has_record_reason_and_position(
-    emulator: Emulator, tmp_path: Path
+    make_emulator: Callable[..., Emulator], tmp_path: Path
 ) -> None:
+    emulator = make_emulator(token=TOKEN, rows_per_minute=float("inf"))
     messages = [
         schema("users", USER_SCHEMA),
         record("users", user(1)),

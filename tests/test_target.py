@@ -53,7 +53,7 @@ def test_state_is_released_only_after_its_records_are_in_userpilot(
     emu = make_emulator(token=TOKEN, rows_per_minute=600_000)
     messages = list(interleaved(users=25_000, companies=3_000, state_every=1_000))
     run = run_target(
-        config_for(emu, tmp_path, max_checkpoint_lag_records=5_000),
+        config_for(emu, tmp_path, max_checkpoint_lag_records=12_000),
         messages,
         tmp_path,
         emulator=emu,
