@@ -197,7 +197,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "poll_max_interval",
-        th.NumberType(minimum=0.1),
+        th.NumberType(minimum=1),
         default=30,
         title="Max poll interval (s)",
         description="Longest pause between two polls of a running job.",
@@ -358,8 +358,10 @@ class Settings:
         """The kind a stream loads as; raises ValueError naming the settings to use."""
         if stream_name in self.stream_kinds:
             return self.stream_kinds[stream_name]
-        if stream_name in KINDS:
-            return stream_name  # type: ignore[return-value]
+        if stream_name == "users":
+            return "users"
+        if stream_name == "companies":
+            return "companies"
         if self.default_kind is not None:
             return self.default_kind
         msg = (

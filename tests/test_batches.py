@@ -3,9 +3,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from target_userpilot.profiles import Profile
 
 from target_userpilot.batches import BatchFile, BatchLimits, LineTooLargeError
+from target_userpilot.profiles import Profile
 
 
 def user(uid: str, **metadata: object) -> Profile:
@@ -43,7 +43,7 @@ def test_duplicates_merge_key_by_key_and_keep_first_position(tmp_path: Path) -> 
     assert sealed.size == sealed.path.stat().st_size
     # Line i of the file is origins[i]; a merged line keeps its first record's position.
     assert [(o.profile_id, o.position) for o in sealed.origins] == [
-        (row["user_id"], {"a": 5, "b": 6}[row["user_id"]]) for row in read(sealed.path)
+        (str(row["user_id"]), {"a": 5, "b": 6}[str(row["user_id"])]) for row in read(sealed.path)
     ]
 
 

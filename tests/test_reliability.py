@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from singer_io import (
+    USER_SCHEMA,
     StateSeen,
     assert_states_trail_data,
     interleaved,
@@ -17,7 +18,6 @@ from singer_io import (
     schema,
     state,
     user,
-    USER_SCHEMA,
 )
 
 if TYPE_CHECKING:
@@ -163,9 +163,7 @@ def test_the_api_key_never_appears_in_any_output(
     assert not [text[:200] for text in written if TOKEN in text]
 
 
-def test_a_rejected_key_fails_fast_naming_the_setting(
-    emulator: Emulator, tmp_path: Path
-) -> None:
+def test_a_rejected_key_fails_fast_naming_the_setting(emulator: Emulator, tmp_path: Path) -> None:
     wrong = "sk-wrong-key-0000"
     cfg = {**config_for(emulator, tmp_path), "api_key": wrong}
     messages = [schema("users", USER_SCHEMA), record("users", user(1)), state({"n": 1})]
@@ -198,8 +196,7 @@ def test_dead_letter_file_has_record_reason_and_position(
     run = run_target(config_for(emulator, tmp_path), messages, tmp_path, emulator=emulator)
     assert run.returncode == 0, run.stderr
     letters = [
-        json.loads(line)
-        for line in (tmp_path / "dead-letters.ndjson").read_text().splitlines()
+        json.loads(line) for line in (tmp_path / "dead-letters.ndjson").read_text().splitlines()
     ]
     assert len(letters) == 1
     assert letters[0]["stream"] == "users"

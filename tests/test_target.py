@@ -136,7 +136,7 @@ def test_no_input_no_state(emulator: Emulator, tmp_path: Path) -> None:
 def test_empty_state_is_never_passed_on_and_floats_stay_exact(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    messages = [
+    messages: list[dict[str, Any] | str] = [
         state({}),
         schema("users", USER_SCHEMA),
         record("users", user(1)),
