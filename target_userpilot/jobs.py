@@ -127,7 +127,6 @@ class JobRunner:
         self.current_job: str | None = None
         self.rate = RateEstimate()
         self.jobs_resubmitted = 0
-        self.idle_since = clock()
 
     def start(self) -> None:
         """Launch the slot thread."""
@@ -150,11 +149,6 @@ class JobRunner:
             self.raise_if_failed()
             self._queue.append(batch)
             self._cond.notify_all()
-
-    def waiting(self) -> list[SealedBatch]:
-        """Batches queued and not yet submitted."""
-        with self._cond:
-            return list(self._queue)
 
     def finish(self) -> None:
         """Wait until every shipped batch is confirmed (or the thread failed)."""
@@ -188,12 +182,11 @@ class JobRunner:
                         self._cond.wait()
                     if not self._queue:
                         return
-                    batch = self._queue[0]
-                self._send(batch)
-                with self._cond:
-                    self._queue.popleft()
-                    self.idle_since = self._clock()
+                    # Taken off the queue now, so the next batch of its kind may wait there
+                    # while this one is in flight.
+                    batch = self._queue.popleft()
                     self._cond.notify_all()
+                self._send(batch)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
             with self._cond:
                 self.error = exc
