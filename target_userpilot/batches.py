@@ -140,16 +140,19 @@ class BatchFile:
         """Whether a line for this id is waiting in the batch."""
         return profile_id in self._index
 
-    def add(self, profile: Profile, position: int, stream: str) -> bool:
+    def add(self, profile: Profile, position: int, stream: str, line: bytes | None = None) -> bool:
         """Append (or merge) a profile; False when it does not fit and the batch must be cut.
 
-        A profile that does not fit is not merged: the batch goes out as it is, and the
-        newer values travel in the next batch, which Userpilot applies later.
+        `line` is `profile.line(kind)` if the caller has it already. A profile that does not
+        fit is not merged: the batch goes out as it is, and the newer values travel in the
+        next batch, which Userpilot applies later.
         """
         entry = self._index.get(profile.id)
         if entry is not None:
             profile = merge(self._read(entry), profile)
-        line = profile.line(self.kind)
+            line = profile.line(self.kind)
+        elif line is None:
+            line = profile.line(self.kind)
         if len(line) + 1 > self.limits.max_bytes:
             msg = (
                 f"profile line is {len(line) + 1:,} bytes, over the batch limit of "

@@ -109,15 +109,18 @@ class Pipeline:
 
     def add(self, kind: Kind, stream: str, position: int, profile: Profile) -> None:
         """Put a profile into its kind's open batch, cutting the batch when it is full."""
-        if self._fingerprints is not None and self._unchanged(kind, profile):
-            self.counters.unchanged += 1
-            return
+        line = None
+        if self._fingerprints is not None:
+            line = profile.line(kind)  # encoded once: for the fingerprint and for the batch
+            if self._unchanged(kind, profile, line):
+                self.counters.unchanged += 1
+                return
         batch = self._open.get(kind) or self._new_batch(kind, position)
         try:
-            if not batch.add(profile, position, stream):
+            if not batch.add(profile, position, stream, line):
                 self._ship(kind)
                 batch = self._new_batch(kind, position)
-                batch.add(profile, position, stream)
+                batch.add(profile, position, stream, line)
         except LineTooLargeError as exc:
             self.reject(kind, stream, position, str(exc), profile.metadata)
             return
@@ -231,7 +234,7 @@ class Pipeline:
                 self.counters.early_flushes += 1
                 self._ship(kind)
 
-    def _unchanged(self, kind: Kind, profile: Profile) -> bool:
+    def _unchanged(self, kind: Kind, profile: Profile, line: bytes) -> bool:
         assert self._fingerprints is not None  # noqa: S101 - checked by the caller
         open_batch = self._open.get(kind)
         if (open_batch is not None and profile.id in open_batch) or any(
@@ -239,7 +242,7 @@ class Pipeline:
         ):
             # A newer value for this id is still on its way: this one must follow it.
             return False
-        return self._fingerprints.is_unchanged(kind, profile.id, fingerprint(profile.line(kind)))
+        return self._fingerprints.is_unchanged(kind, profile.id, fingerprint(line))
 
     # --- the job thread calls these --------------------------------------------------
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk.exceptions import InvalidRecord
+from singer_sdk.helpers._compat import (
+    date_fromisoformat,
+    datetime_fromisoformat,
+    time_fromisoformat,
+)
+from singer_sdk.helpers._typing import get_datelike_property_type
 from singer_sdk.sinks import BatchSink
+from singer_sdk.sinks.core import JSONSchemaValidator
 
+from target_userpilot.fastcheck import FastPathValidator, compile_check
 from target_userpilot.profiles import MappingSettings, Rejection, resolve_id_property, to_profile
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+
+    from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
     from target_userpilot.target import TargetUserpilot
 
@@ -46,6 +56,10 @@ class ProfileSink(BatchSink):
             nulls=settings.nulls,
         )
         self._invalid: str | None = None
+        # The SDK looks up every record key's schema for date-likes on every record; the
+        # date-like top-level properties and their parsers are found once here instead.
+        self._properties: dict[str, Any] = dict(self.schema.get("properties") or {})
+        self._date_parsers = _date_parsers(self._properties)
         # `on_invalid_record: fail` keeps the SDK's own errors for schema and key problems.
         self._fail_fast = settings.on_invalid_record == "fail"
         self.logger.info(
@@ -60,6 +74,15 @@ class ProfileSink(BatchSink):
         """Never: batches are cut by the pipeline at the API's row and byte limits."""
         return False
 
+    def get_validator(self) -> BaseJSONSchemaValidator | None:
+        """The SDK's validator, behind a fast check that lets the common valid record through."""
+        validator = super().get_validator()
+        if type(validator) is JSONSchemaValidator:
+            check = compile_check(self.schema)
+            if check is not None:
+                return FastPathValidator(validator, check)
+        return validator
+
     # The SDK stops the whole run on the first record that fails the tap's schema (or lacks
     # a key property). These two hooks are private in the SDK, but they are the only place to
     # turn such a record into a dead letter instead, which is what `on_invalid_record` promises.
@@ -73,12 +96,37 @@ class ProfileSink(BatchSink):
                     raise
                 self._invalid = f"does not match the stream's JSON schema: {exc.error_message}"
         try:
-            self._parse_timestamps_in_record(
-                record=record, schema=self.schema, treatment=self.datetime_error_treatment
-            )
+            self._parse_dates(record)
         except ValueError as exc:
             self._invalid = self._invalid or f"has a date that cannot be parsed: {exc}"
         return record
+
+    def _parse_dates(self, record: dict[str, Any]) -> None:
+        """The SDK's `_parse_timestamps_in_record`, without its per-key schema lookups.
+
+        Records with keys outside the schema (the SDK warns about those) and records with a
+        date that does not parse (the SDK's `datetime_error_treatment` applies) go through the
+        SDK's own method, untouched, so messages and repairs stay the SDK's.
+        """
+        if not record.keys() <= self._properties.keys():
+            self._sdk_parse_dates(record)
+            return
+        parsed: dict[str, Any] = {}
+        for key, parse in self._date_parsers:
+            value = record.get(key)
+            if value is not None:
+                try:
+                    parsed[key] = parse(value)
+                except ValueError:
+                    self._sdk_parse_dates(record)
+                    return
+        if parsed:
+            record.update(parsed)
+
+    def _sdk_parse_dates(self, record: dict[str, Any]) -> None:
+        self._parse_timestamps_in_record(
+            record=record, schema=self.schema, treatment=self.datetime_error_treatment
+        )
 
     def _singer_validate_message(self, record: dict[str, Any]) -> None:
         if self._fail_fast:
@@ -103,3 +151,17 @@ class ProfileSink(BatchSink):
     def process_batch(self, context: dict[str, Any]) -> None:  # noqa: ARG002
         """An SDK drain: send this kind's open batch."""
         self._pipeline.flush(self.kind)
+
+
+def _date_parsers(properties: dict[str, Any]) -> list[tuple[str, Callable[[Any], Any]]]:
+    """(key, parser) of the top-level date-time/date/time properties, as the SDK parses them."""
+    parsers: list[tuple[str, Callable[[Any], Any]]] = []
+    for key, schema in properties.items():
+        kind = get_datelike_property_type(schema) if isinstance(schema, dict) else None
+        if kind == "time":
+            parsers.append((key, time_fromisoformat))
+        elif kind == "date":
+            parsers.append((key, date_fromisoformat))
+        elif kind:
+            parsers.append((key, datetime_fromisoformat))
+    return parsers

@@ -10,6 +10,7 @@ Without MELTANO_BIN the test is skipped, except in CI (`CI=true`), where that is
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -25,6 +26,7 @@ from target_userpilot.emulator import EmulatorConfig, serve
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "e2e-meltano-token"  # noqa: S105 - the emulator's throwaway token
 STATE_ID = "dev:tap-jsonl-to-target-userpilot"
+LOGGER = logging.getLogger(__name__)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -95,12 +97,13 @@ def meltano_env(api_url: str) -> dict[str, str]:
             # Meltano's convention: <PLUGIN>_<SETTING>, overriding the `dev` environment's values.
             "TARGET_USERPILOT_API_URL": api_url,
             "TARGET_USERPILOT_API_KEY": TOKEN,
+            "TARGET_USERPILOT_SEND_ONLY_CHANGES": "true",
         }
     )
     return env
 
 
-def test_meltano_run_loads_the_examples_and_stores_state(tmp_path: Path) -> None:
+def test_meltano_run_loads_examples_keeps_state_and_skips_unchanged(tmp_path: Path) -> None:
     executable = meltano_bin()
     project = work_copy(tmp_path / "project")
     expected_users = {u["user_id"]: u for u in read_jsonl(project / "examples/users.jsonl")}
@@ -115,7 +118,7 @@ def test_meltano_run_loads_the_examples_and_stores_state(tmp_path: Path) -> None
         installed = time.monotonic()
         meltano("--environment=dev", "run", "tap-jsonl", "target-userpilot")
         ran = time.monotonic()
-        print(f"meltano install {installed - started:.1f}s, run {ran - installed:.1f}s")
+        LOGGER.info("meltano install %.1fs, run %.1fs", installed - started, ran - installed)
 
         assert sorted(emu.users) == sorted(expected_users)
         assert sorted(emu.companies) == sorted(expected_companies)
@@ -133,7 +136,10 @@ def test_meltano_run_loads_the_examples_and_stores_state(tmp_path: Path) -> None
         files = sorted(Path(p["context"]["_sdc_filename"]).name for p in partitions)
         assert files == ["companies.jsonl", "users.jsonl"]
 
-        # ...and hands it back to the tap: a second run finds nothing new to send.
+        # A second run: tap-jsonl 0.3.1 reads every file again (its skip check looks for a
+        # bookmark key the SDK does not write), and `send_only_changes`, with its store in the
+        # default place inside the Meltano project, keeps the unchanged profiles at home.
+        assert (project / ".meltano/target-userpilot/fingerprints.sqlite").is_file()
         meltano("--environment=dev", "run", "tap-jsonl", "target-userpilot")
         assert len(emu.jobs) == jobs_after_first_run
 

@@ -16,6 +16,7 @@ import math
 import threading
 import time
 import uuid
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from target_userpilot.emulator.faults import FaultPlan
@@ -155,6 +156,7 @@ class Store:
         self._users: dict[str, dict[str, Any]] = {}
         self._companies: dict[str, dict[str, Any]] = {}
         self._jobs: list[_Job] = []
+        self._unapplied: deque[tuple[Kind, list[Row], set[int]]] = deque()
         self._by_id: dict[str, _Job] = {}
         self._unsettled = 0  # index of the first job not yet done
         self._our_jobs = 0
@@ -206,9 +208,9 @@ class Store:
             logger.info("job %s (%s) failed", job.job_id, self._describe(job))
             return
         rejected = set(job.rejected)
-        for index, row in enumerate(rows):
-            if index not in rejected:
-                self._upsert(job.kind, row.record)
+        # Upserted when the profiles are next looked at (`_apply`), in job order: a job-status
+        # answer, often what a client waits on before its next upload, does not pay for it.
+        self._unapplied.append((job.kind, rows, rejected))
         logger.info(
             "job %s (%s) completed, %d rows applied, %d rejected",
             job.job_id,
@@ -216,6 +218,14 @@ class Store:
             job.total - len(rejected),
             len(rejected),
         )
+
+    def _apply(self) -> None:
+        """Upsert the rows of finished jobs not applied yet, oldest job first."""
+        while self._unapplied:
+            kind, rows, rejected = self._unapplied.popleft()
+            for index, row in enumerate(rows):
+                if index not in rejected:
+                    self._upsert(kind, row.record)
 
     @staticmethod
     def _describe(job: _Job) -> str:
@@ -411,6 +421,7 @@ class Store:
         """`POST /v1/identify`: applied at once, no job."""
         with self.lock:
             self.advance()
+            self._apply()
             record: dict[str, Any] = {"user_id": user_id, "metadata": metadata}
             if company is not None:
                 company_id = company["id"]
@@ -437,12 +448,14 @@ class Store:
         """A copy of the user profiles, as of now."""
         with self.lock:
             self.advance()
+            self._apply()
             return _copy(self._users)
 
     def companies(self) -> dict[str, dict[str, Any]]:
         """A copy of the company profiles, as of now."""
         with self.lock:
             self.advance()
+            self._apply()
             return _copy(self._companies)
 
     def jobs(self) -> list[JobRecord]:

@@ -1,0 +1,714 @@
+"""Benchmark target-userpilot through its real CLI against the bundled emulator.
+
+Every measurement runs `python -m target_userpilot.target --config ...` as a subprocess with
+real pipes (stdin fed from an input file generated beforehand, so a tap's cost is not
+measured), against an emulator served in this process. Wall time runs from the start of the
+process until it exits, which includes waiting for the last Userpilot job.
+
+    uv sync --all-groups          # matplotlib and meltanolabs-target-csv (the baseline)
+    uv run python scripts/bench.py [--quick] [--only NAME] [--out DIR]
+
+Measurements (`--only` takes one of these names):
+
+- throughput: records/s on users of nine fields, emulator unlimited, with default settings
+  and with `validate_records: false`, beside the same input through `target-csv`.
+- slots: the emulator at 2,000 rows/s; how busy the one job slot stays (from the emulator's
+  job records), the gaps between a job's end and the next submission, polls per job; draws
+  `slot-timeline.png`.
+- memory: peak RSS of the target process at 1,000,000 records (emulator unlimited).
+- duplicates: rows sent / records received on an input where 20% of the records are later
+  updates of an id seen shortly before.
+- changes: `send_only_changes` over three runs: everything, the same input, 1% changed.
+
+Results go to `<out>/results.json` (figures, machine, git commit) and the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from target_userpilot.emulator import EmulatorConfig, JobRecord, RequestRecord, serve
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from target_userpilot.emulator import Emulator
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token"  # noqa: S105 - the emulator's key, not a secret
+UNLIMITED = float("inf")
+NAMES = ("throughput", "slots", "memory", "duplicates", "changes")
+
+USER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "user_id": {"type": "string"},
+        "email": {"type": ["string", "null"]},
+        "name": {"type": ["string", "null"]},
+        "company_id": {"type": ["string", "null"]},
+        "plan": {"type": ["string", "null"]},
+        "signed_up_at": {"type": ["string", "null"], "format": "date-time"},
+        "logins": {"type": ["integer", "null"]},
+        "score": {"type": ["number", "null"]},
+        "address": {
+            "type": ["object", "null"],
+            "properties": {
+                "city": {"type": ["string", "null"]},
+                "country": {"type": ["string", "null"]},
+            },
+        },
+    },
+    "required": ["user_id"],
+}
+PLANS = ("free", "starter", "pro", "enterprise")
+CITIES = (("Berlin", "DE"), ("Lyon", "FR"), ("Austin", "US"), ("Osaka", "JP"), ("Porto", "PT"))
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many records each measurement uses."""
+
+    throughput: int
+    slots: int
+    slot_rows_per_minute: float
+    memory: int
+    duplicates: int
+    changes: int
+    repeats: int
+
+
+FULL = Sizes(
+    throughput=200_000,
+    slots=200_000,
+    slot_rows_per_minute=120_000,
+    memory=1_000_000,
+    duplicates=200_000,
+    changes=100_000,
+    repeats=2,
+)
+QUICK = Sizes(
+    throughput=5_000,
+    slots=30_000,
+    slot_rows_per_minute=1_200_000,
+    memory=20_000,
+    duplicates=10_000,
+    changes=3_000,
+    repeats=1,
+)
+
+
+# --- input ---------------------------------------------------------------------------------
+
+
+def user(i: int, version: int = 0) -> dict[str, Any]:
+    """User number `i`; a higher `version` is a later update of the same user."""
+    city, country = CITIES[i % len(CITIES)]
+    return {
+        "user_id": f"u{i}",
+        "email": f"user{i}@example.com",
+        "name": f"User {i}",
+        "company_id": f"c{i % 5_000}",
+        "plan": PLANS[(i + version) % len(PLANS)],
+        "signed_up_at": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:07Z",
+        "logins": i % 997 + version,
+        "score": round((i % 10_000) / 100 + version / 10, 2),
+        "address": {"city": city, "country": country},
+    }
+
+
+def write_input(path: Path, records: Iterator[dict[str, Any]], state_every: int = 10_000) -> int:
+    """SCHEMA, the RECORDs with a STATE every `state_every`, a final STATE; returns the count."""
+    count = 0
+    with path.open("w") as out:
+        header = {
+            "type": "SCHEMA",
+            "stream": "users",
+            "schema": USER_SCHEMA,
+            "key_properties": ["user_id"],
+        }
+        out.write(json.dumps(header) + "\n")
+        for rec in records:
+            out.write(json.dumps({"type": "RECORD", "stream": "users", "record": rec}) + "\n")
+            count += 1
+            if count % state_every == 0:
+                out.write(json.dumps({"type": "STATE", "value": {"offset": count}}) + "\n")
+        out.write(json.dumps({"type": "STATE", "value": {"offset": count}}) + "\n")
+    return count
+
+
+def plain_users(n: int) -> Iterator[dict[str, Any]]:
+    """Users 0..n-1, once each."""
+    return (user(i) for i in range(n))
+
+
+def changed_users(n: int, share: float, seed: int = 1) -> Iterator[dict[str, Any]]:
+    """Users 0..n-1 with a random `share` of them updated (one field differs)."""
+    rng = random.Random(seed)  # noqa: S311 - test data
+    changed = set(rng.sample(range(n), round(n * share)))
+    return (user(i, version=1 if i in changed else 0) for i in range(n))
+
+
+def duplicated_users(
+    n: int, share: float, window: int = 20_000, seed: int = 2
+) -> Iterator[dict[str, Any]]:
+    """`n` records, a `share` of which re-emit an id seen in the last `window` records.
+
+    Like a tap re-emitting a row updated during the sync: each duplicate is a later version
+    of a user emitted 1 to `window` records earlier (uniformly), so with batches of 10,000
+    some duplicates land in the same batch as their original and some in the next one.
+    """
+    rng = random.Random(seed)  # noqa: S311 - test data
+    duplicate_at = sorted(rng.sample(range(n), round(n * share)))
+    due = iter(duplicate_at)
+    next_dup = next(due, None)
+    fresh = 0
+    emitted: list[int] = []  # id at each position
+    versions: dict[int, int] = {}
+    for pos in range(n):
+        if pos == next_dup and emitted:
+            back = rng.randint(1, min(window, len(emitted)))
+            uid = emitted[-back]
+            next_dup = next(due, None)
+        else:
+            if pos == next_dup:
+                next_dup = next(due, None)
+            uid = fresh
+            fresh += 1
+        versions[uid] = versions.get(uid, -1) + 1
+        emitted.append(uid)
+        yield user(uid, version=versions[uid])
+
+
+# --- running a target --------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """One target process, start to exit."""
+
+    command: str
+    records: int
+    seconds: float
+    returncode: int
+    peak_rss_mb: float
+    stderr: str
+    stdout_lines: int
+    jobs: list[JobRecord] = field(default_factory=list)
+
+    @property
+    def records_per_second(self) -> float:
+        """Input records over wall time."""
+        return self.records / self.seconds if self.seconds else 0.0
+
+    @property
+    def rows_sent(self) -> int:
+        """Rows in the jobs this run submitted."""
+        return sum(job.rows for job in self.jobs if not job.foreign)
+
+
+def venv_executable(name: str) -> str:
+    """An executable installed next to this Python (the project's venv)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        msg = f"{name} not found next to {sys.executable}; run `uv sync --all-groups`"
+        raise FileNotFoundError(msg)
+    return found
+
+
+def run_process(
+    command: list[str], input_path: Path, records: int, workdir: Path, timeout: float
+) -> RunResult:
+    """Run `command` with `input_path` piped to its stdin; wall time and peak RSS."""
+    stderr_path = workdir / "stderr.log"
+    lines = 0
+
+    def drain(stream: IO[bytes]) -> None:
+        nonlocal lines
+        for _ in stream:
+            lines += 1
+
+    with stderr_path.open("wb") as stderr, input_path.open("rb") as source:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            cwd=workdir,
+        )
+        assert proc.stdin is not None  # noqa: S101
+        assert proc.stdout is not None  # noqa: S101
+        stdin = proc.stdin
+
+        def feed() -> None:
+            try:
+                shutil.copyfileobj(source, stdin, 1 << 20)
+                stdin.close()
+            except (BrokenPipeError, ValueError):
+                pass  # the target stopped reading; its return code says why
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        reader = threading.Thread(target=drain, args=(proc.stdout,), daemon=True)
+        feeder.start()
+        reader.start()
+        status, peak_kib = _wait(proc, timeout)
+        seconds = time.perf_counter() - started
+        feeder.join(5)
+        reader.join(5)
+    return RunResult(
+        command=" ".join(Path(part).name if part.startswith("/") else part for part in command),
+        records=records,
+        seconds=seconds,
+        returncode=status,
+        peak_rss_mb=peak_kib / 1024,
+        stderr=stderr_path.read_text(errors="replace"),
+        stdout_lines=lines,
+    )
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int]:
+    """Wait for the process (killed past `timeout`); its exit code and peak RSS in KiB.
+
+    The peak is the kernel's high-water mark of the process's own memory (`VmHWM`), read
+    every few milliseconds until it exits. Not `ru_maxrss` from wait4/getrusage: on Linux a
+    child's `ru_maxrss` starts from the parent's RSS at fork/exec (`exec_mmap` carries the
+    old mm's high-water mark over), so it reported this process's emulator memory instead.
+    """
+    status_file = Path(f"/proc/{proc.pid}/status")
+    deadline = time.monotonic() + timeout
+    peak = 0
+    while proc.poll() is None:
+        try:
+            match = re.search(r"VmHWM:\s+(\d+) kB", status_file.read_text())
+        except OSError:
+            match = None
+        if match:
+            peak = max(peak, int(match.group(1)))
+        if time.monotonic() > deadline:
+            proc.kill()
+            deadline = float("inf")
+        time.sleep(0.01)
+    return int(proc.returncode or 0), peak
+
+
+def userpilot_command(config: dict[str, Any], workdir: Path) -> list[str]:
+    """The real CLI, as the harness of a Singer pipeline would start it."""
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(config))
+    return [sys.executable, "-m", "target_userpilot.target", "--config", str(config_path)]
+
+
+def userpilot_config(emu: Emulator, workdir: Path, **extra: Any) -> dict[str, Any]:  # noqa: ANN401
+    """Settings for a run against `emu`, batch files under `workdir`."""
+    batches = workdir / "batches"
+    batches.mkdir(exist_ok=True)
+    return {"api_key": TOKEN, "api_url": emu.url, "batch_dir": str(batches), **extra}
+
+
+def run_userpilot(
+    emu: Emulator,
+    input_path: Path,
+    records: int,
+    scratch: Path,
+    *,
+    timeout: float = 900,
+    **extra: Any,  # noqa: ANN401 - settings
+) -> RunResult:
+    """One run of target-userpilot against `emu`; fails loudly if the target failed."""
+    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=scratch))
+    known = len(emu.jobs)
+    command = userpilot_command(userpilot_config(emu, workdir, **extra), workdir)
+    result = run_process(command, input_path, records, workdir, timeout)
+    result.jobs = emu.jobs[known:]
+    if result.returncode != 0:
+        msg = f"target-userpilot exited {result.returncode}:\n{result.stderr[-3000:]}"
+        raise RuntimeError(msg)
+    return result
+
+
+def run_csv(input_path: Path, records: int, scratch: Path, *, validate: bool) -> RunResult:
+    """The same input through meltanolabs-target-csv (the baseline)."""
+    workdir = Path(tempfile.mkdtemp(prefix="csv-", dir=scratch))
+    config = {"output_path": str(workdir / "out"), "validate_records": validate}
+    (workdir / "out").mkdir()
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(config))
+    command = [venv_executable("target-csv"), "--config", str(config_path)]
+    result = run_process(command, input_path, records, workdir, 900)
+    if result.returncode != 0:
+        msg = f"target-csv exited {result.returncode}:\n{result.stderr[-3000:]}"
+        raise RuntimeError(msg)
+    return result
+
+
+def fastest(runs: list[RunResult]) -> RunResult:
+    """The run with the shortest wall time."""
+    return min(runs, key=lambda r: r.seconds)
+
+
+# --- measurements ------------------------------------------------------------------------
+
+Table = list[tuple[str, str]]
+
+
+def measure_throughput(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]:
+    """Records/s of target-userpilot and target-csv, with and without validation."""
+    n = sizes.throughput
+    path = scratch / "throughput.singer"
+    write_input(path, plain_users(n))
+    out: dict[str, Any] = {"records": n, "repeats": sizes.repeats}
+    with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
+        for label, validate in (("default", True), ("no_validation", False)):
+            extra = {} if validate else {"validate_records": False}
+            runs = [run_userpilot(emu, path, n, scratch, **extra) for _ in range(sizes.repeats)]
+            out[f"userpilot_{label}"] = _run_figures(fastest(runs))
+    for label, validate in (("default", True), ("no_validation", False)):
+        runs = [run_csv(path, n, scratch, validate=validate) for _ in range(sizes.repeats)]
+        out[f"csv_{label}"] = _run_figures(fastest(runs))
+    for label in ("default", "no_validation"):
+        ours = out[f"userpilot_{label}"]["records_per_second"]
+        theirs = out[f"csv_{label}"]["records_per_second"]
+        out[f"ratio_{label}"] = ours / theirs
+    for who in ("userpilot", "csv"):
+        for label in ("default", "no_validation"):
+            fig = out[f"{who}_{label}"]
+            table.append(
+                (
+                    f"throughput {who} {label.replace('_', ' ')}",
+                    (
+                        f"{fig['records_per_second']:,.0f} rec/s ({fig['seconds']:.2f} s, "
+                        f"peak RSS {fig['peak_rss_mb']:.0f} MB)"
+                    ),
+                )
+            )
+    table.append(("ratio userpilot/csv, default", f"{out['ratio_default']:.2f}x"))
+    table.append(("ratio userpilot/csv, no validation", f"{out['ratio_no_validation']:.2f}x"))
+    return out
+
+
+def _run_figures(result: RunResult) -> dict[str, Any]:
+    return {
+        "seconds": round(result.seconds, 3),
+        "records_per_second": round(result.records_per_second, 1),
+        "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "rows_sent": result.rows_sent,
+        "jobs": len(result.jobs),
+    }
+
+
+_POLLS = re.compile(r"Job \S+ completed: .*?, ([\d,]+) rows, .*?(\d+) polls")
+
+
+def measure_slots(sizes: Sizes, scratch: Path, out_dir: Path, table: Table) -> dict[str, Any]:
+    """How busy the single job slot stays while the emulator works at a fixed rate."""
+    n = sizes.slots
+    path = scratch / "slots.singer"
+    write_input(path, plain_users(n))
+    rpm = sizes.slot_rows_per_minute
+    with serve(EmulatorConfig(token=TOKEN, rows_per_minute=rpm, queued_seconds=0), port=0) as emu:
+        result = run_userpilot(emu, path, n, scratch, timeout=max(600.0, 3 * n / (rpm / 60)))
+        requests = emu.requests
+    jobs = sorted((j for j in result.jobs if not j.foreign), key=lambda j: j.submitted_at)
+    if any(j.finished_at is None for j in jobs):
+        msg = "a job had not finished when the target exited"
+        raise RuntimeError(msg)
+    ends = [float(j.finished_at or 0.0) for j in jobs]
+    starts = [j.submitted_at for j in jobs]
+    busy = sum(end - start for start, end in zip(starts, ends, strict=True))
+    span = ends[-1] - starts[0]
+    gaps = [nxt - end for end, nxt in zip(ends[:-1], starts[1:], strict=True)]
+    polls = [int(m.group(2)) for m in _POLLS.finditer(result.stderr)]
+    parts = _gap_parts(jobs, requests)
+    figures: dict[str, Any] = {
+        "records": n,
+        "rows_per_minute": rpm,
+        "jobs": len(jobs),
+        "rows_per_job": [j.rows for j in jobs],
+        "busy_seconds": round(busy, 3),
+        "span_seconds": round(span, 3),
+        "utilization": busy / span if span else 0.0,
+        "max_gap_seconds": max(gaps, default=0.0),
+        "mean_gap_seconds": sum(gaps) / len(gaps) if gaps else 0.0,
+        "gaps_seconds": [round(g, 4) for g in gaps],
+        "polls_per_job": polls,
+        # Each gap in three: job end -> first poll after it; that poll -> next upload starts
+        # arriving; upload arriving -> job created (transfer plus the emulator's parsing).
+        "gap_parts_seconds": parts,
+        "wall_seconds": round(result.seconds, 3),
+    }
+    draw_timeline(jobs, out_dir / "slot-timeline.png", rpm)
+    table.append(
+        (
+            "slot utilization",
+            (
+                f"{figures['utilization']:.2%} over {len(jobs)} jobs "
+                f"(busy {busy:.1f} s of {span:.1f} s)"
+            ),
+        )
+    )
+    table.append(
+        (
+            "slot gaps",
+            f"max {figures['max_gap_seconds']:.3f} s, mean {figures['mean_gap_seconds']:.3f} s",
+        )
+    )
+    if parts:
+        means = {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
+        table.append(
+            (
+                "mean gap, in parts",
+                (
+                    f"notice {means['notice']:.3f} s + to next upload {means['to_upload']:.3f} s "
+                    f"+ upload and server parse {means['upload']:.3f} s"
+                ),
+            )
+        )
+    if polls:
+        table.append(
+            ("polls per job", f"{', '.join(map(str, polls))} (total {sum(polls)})"),
+        )
+    return figures
+
+
+def _gap_parts(jobs: list[JobRecord], requests: list[RequestRecord]) -> list[dict[str, float]]:
+    """Split each gap between jobs using the emulator's request log."""
+    parts = []
+    for job, nxt in itertools.pairwise(jobs):
+        end = float(job.finished_at or job.submitted_at)
+        polls = [r.at for r in requests if r.method == "GET" and r.job_id == job.job_id]
+        posts = [r.at for r in requests if r.method == "POST" and r.job_id == nxt.job_id]
+        noticed = min((at for at in polls if at >= end), default=None)
+        if noticed is None or not posts:
+            continue
+        parts.append(
+            {
+                "notice": round(noticed - end, 4),
+                "to_upload": round(posts[0] - noticed, 4),
+                "upload": round(nxt.submitted_at - posts[0], 4),
+            }
+        )
+    return parts
+
+
+def draw_timeline(jobs: list[JobRecord], png: Path, rpm: float) -> None:
+    """One bar per job on a time axis, so the gaps between jobs show."""
+    import matplotlib as mpl  # noqa: PLC0415 - only this measurement needs it
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    origin = jobs[0].submitted_at if jobs else 0.0
+    fig, ax = plt.subplots(figsize=(12, 3.2))
+    for index, job in enumerate(jobs):
+        start = job.submitted_at - origin
+        width = float(job.finished_at or job.submitted_at) - job.submitted_at
+        ax.broken_barh(
+            [(start, width)], (0.1, 0.8), facecolors="tab:blue" if index % 2 else "tab:cyan"
+        )
+    for prev, nxt in itertools.pairwise(jobs):
+        end = float(prev.finished_at or prev.submitted_at) - origin
+        gap = nxt.submitted_at - origin - end
+        ax.broken_barh([(end, gap)], (0.1, 0.8), facecolors="tab:red")
+        if gap > 0.05:  # label only visible gaps
+            ax.text(end + gap / 2, 0.95, f"{gap:.2f}s", ha="center", fontsize=6)
+    ax.set_yticks([])
+    ax.set_xlabel("seconds since the first submission")
+    ax.set_title(f"Userpilot job slot: {len(jobs)} jobs at {rpm:,.0f} rows/min (gaps in red)")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def measure_memory(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]:
+    """Peak RSS of the target process at `sizes.memory` records."""
+    n = sizes.memory
+    path = scratch / "memory.singer"
+    write_input(path, plain_users(n))
+    with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
+        result = run_userpilot(emu, path, n, scratch)
+    path.unlink()
+    figures = _run_figures(result) | {"records": n}
+    table.append(
+        (
+            f"peak RSS at {n:,} records",
+            f"{result.peak_rss_mb:.0f} MB ({result.records_per_second:,.0f} rec/s)",
+        )
+    )
+    return figures
+
+
+def measure_duplicates(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]:
+    """Rows sent per record received when 20% of records update an id seen shortly before."""
+    n = sizes.duplicates
+    path = scratch / "duplicates.singer"
+    write_input(path, duplicated_users(n, 0.2))
+    with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
+        result = run_userpilot(emu, path, n, scratch)
+        distinct = len(emu.users)
+    figures = _run_figures(result) | {
+        "records": n,
+        "duplicate_share": 0.2,
+        "window": 20_000,
+        "distinct_ids": distinct,
+        "sent_per_received": result.rows_sent / n,
+        "sent_per_distinct": result.rows_sent / distinct,
+    }
+    table.append(
+        (
+            "rows sent / records (20% dups)",
+            (
+                f"{figures['sent_per_received']:.3f} ({result.rows_sent:,} of {n:,}; "
+                f"{distinct:,} distinct ids)"
+            ),
+        )
+    )
+    return figures
+
+
+def measure_changes(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]:
+    """`send_only_changes`: a first run, the same input again, then 1% changed."""
+    n = sizes.changes
+    same = scratch / "changes-same.singer"
+    changed = scratch / "changes-1pct.singer"
+    write_input(same, plain_users(n))
+    write_input(changed, changed_users(n, 0.01))
+    store = Path(tempfile.mkdtemp(prefix="fingerprints-", dir=scratch)) / "fp.sqlite"
+    settings: dict[str, Any] = {"send_only_changes": True, "fingerprint_store_path": str(store)}
+    figures: dict[str, Any] = {"records": n}
+    with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
+        for label, path in (("first", same), ("same_again", same), ("one_percent", changed)):
+            result = run_userpilot(emu, path, n, scratch, **settings)
+            figures[label] = _run_figures(result)
+            table.append(
+                (
+                    f"changes-only: {label.replace('_', ' ')}",
+                    f"{result.rows_sent:,} rows sent, {result.seconds:.2f} s",
+                )
+            )
+    return figures
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What ran the benchmark."""
+    cpu = platform.processor()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        match = re.search(r"model name\s*:\s*(.+)", info)
+        cpu = match.group(1).strip() if match else cpu
+    except OSError:
+        pass
+    try:
+        mem_kib = int(re.findall(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())[0])
+    except (OSError, IndexError):
+        mem_kib = 0
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "singer_sdk": _version("singer-sdk"),
+        "target_csv": _version("meltanolabs-target-csv"),
+    }
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit measured, and whether the work tree had changes."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+
+
+def run(names: list[str], sizes: Sizes, out_dir: Path) -> dict[str, Any]:
+    """Run the named measurements; write results.json; return the results."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table: Table = []
+    results: dict[str, Any] = {
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "sizes": sizes.__dict__,
+        "machine": machine(),
+        "git": git_commit(),
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="userpilot-bench-") as tmp:
+        scratch = Path(tmp)
+        for name in names:
+            began = time.perf_counter()
+            if name == "throughput":
+                results[name] = measure_throughput(sizes, scratch, table)
+            elif name == "slots":
+                results[name] = measure_slots(sizes, scratch, out_dir, table)
+            elif name == "memory":
+                results[name] = measure_memory(sizes, scratch, table)
+            elif name == "duplicates":
+                results[name] = measure_duplicates(sizes, scratch, table)
+            elif name == "changes":
+                results[name] = measure_changes(sizes, scratch, table)
+            results[name]["bench_seconds"] = round(time.perf_counter() - began, 1)
+    results["bench_seconds"] = round(time.perf_counter() - started, 1)
+    results["table"] = [{"measure": k, "value": v} for k, v in table]
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    width = max((len(k) for k, _ in table), default=0)
+    print(
+        f"target-userpilot benchmark ({results['machine']['cpus']} CPUs, "
+        f"commit {str(results['git']['commit'])[:10]}{'+dirty' if results['git']['dirty'] else ''})"
+    )
+    for key, value in table:
+        print(f"  {key:<{width}}  {value}")
+    print(f"  {'benchmark time':<{width}}  {results['bench_seconds']:.0f} s; results in {out_dir}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--only", choices=NAMES, action="append", help="run only this (repeatable)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench", help="where results go")
+    args = parser.parse_args(argv)
+    run(list(args.only or NAMES), QUICK if args.quick else FULL, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

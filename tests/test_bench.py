@@ -1,0 +1,62 @@
+"""scripts/bench.py runs end to end at tiny sizes and writes its figures and its timeline.
+
+Nothing here is timed: the figures depend on the machine; only their presence is checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_writes_every_figure_and_the_timeline(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the `bench` dependency group is not installed")
+    if not (Path(sys.executable).parent / "target-csv").exists() and not shutil.which("target-csv"):
+        pytest.skip("target-csv (the `bench` dependency group) is not installed")
+    bench = _bench()
+    tiny = bench.Sizes(
+        throughput=300,
+        slots=12_000,
+        slot_rows_per_minute=6_000_000,
+        memory=300,
+        duplicates=500,
+        changes=200,
+        repeats=1,
+    )
+    bench.run(list(bench.NAMES), tiny, tmp_path)
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {"machine", "git", "sizes", "table", *bench.NAMES} <= results.keys()
+    throughput = results["throughput"]
+    for key in ("userpilot_default", "userpilot_no_validation", "csv_default", "csv_no_validation"):
+        assert throughput[key]["records_per_second"] > 0
+    assert {"ratio_default", "ratio_no_validation"} <= throughput.keys()
+    slots = results["slots"]
+    assert slots["jobs"] == 2
+    assert {"utilization", "max_gap_seconds", "mean_gap_seconds", "polls_per_job"} <= slots.keys()
+    assert results["memory"]["peak_rss_mb"] > 0
+    assert results["duplicates"]["sent_per_received"] <= 1
+    changes = results["changes"]
+    assert changes["first"]["rows_sent"] == 200
+    assert changes["same_again"]["rows_sent"] == 0
+    assert changes["one_percent"]["rows_sent"] == 2
+    png = tmp_path / "slot-timeline.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
