@@ -25,6 +25,7 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 import backoff
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 from requests_toolbelt import MultipartEncoder
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ CLOCK_SKEW = 60.0  # seconds a server's job timestamps may lag our clock (lost s
 SLOT_POLL_FIRST = 1.0  # first wait between job-list polls while another job holds the slot
 SLOT_POLL_CAP = 15.0
 NDJSON = "application/x-ndjson"
+UPLOAD_BLOCK = 1 << 20  # bytes per socket write of an upload body
 
 _FAILED = frozenset({"failed", "error"})
 _END_KEYS = ("end_time", "completed_at", "finished_at")
@@ -390,6 +392,19 @@ class _Upload:
     not_before: float  # POSIX seconds
 
 
+class _LargeBlockAdapter(HTTPAdapter):
+    """Writes request bodies in 1 MiB blocks instead of urllib3's 16 KiB.
+
+    Each block is a file read and a socket write, and each of those hands the GIL to the main
+    thread (busy mapping records) and waits to get it back: fewer blocks, faster uploads, a
+    shorter idle gap in Userpilot's job slot.
+    """
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - requests' own signature
+        kwargs["blocksize"] = UPLOAD_BLOCK
+        super().init_poolmanager(*args, **kwargs)
+
+
 class UserpilotClient:
     """Submits NDJSON files to Userpilot's bulk identify API and reads job status."""
 
@@ -421,6 +436,8 @@ class UserpilotClient:
         self._submitted: set[str] = set()  # ids this client created (never "lost" twice)
         self._job_urls: dict[str, str] = {}  # ids whose job answers at another URL
         self._session = requests.Session()
+        for prefix in ("https://", "http://"):
+            self._session.mount(prefix, _LargeBlockAdapter())
         self._session.headers.update(
             {
                 "Authorization": f"Token {api_key}",

@@ -203,6 +203,10 @@ def test_a_10000_line_file_is_accepted_and_10001_is_413(emulator: Emulator) -> N
     job = wait_done(emulator, submitted(post_file(emulator, "users", ndjson(users(10_000)))))
     assert job["processed_count"] == 10_000
     assert len(emulator.users) == 10_000
+    # The request log times the upload: arrival, body all in, then the job after parsing.
+    post = next(r for r in emulator.requests if r.status == 200 and r.method == "POST")
+    assert post.received_at is not None
+    assert post.at <= post.received_at <= emulator.jobs[0].submitted_at
 
 
 def _big_file(path: Path, size: int) -> Path:

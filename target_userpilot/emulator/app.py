@@ -200,6 +200,7 @@ class Handler(BaseHTTPRequestHandler):
         self._job_id: str | None = None
         self._filename: str | None = None
         self._content_size = 0
+        self._received_at: float | None = None
         self._body = _Body(None, None)
         return super().parse_request()
 
@@ -295,6 +296,7 @@ class Handler(BaseHTTPRequestHandler):
             at=getattr(self, "_at", self.store.now()),
             fault=fault,
             job_id=getattr(self, "_job_id", None),
+            received_at=getattr(self, "_received_at", None),
         )
         self.store.log_request(record)
         logger.info(
@@ -438,6 +440,7 @@ class Handler(BaseHTTPRequestHandler):
             storage = parts[0]
             self._filename = _part_filename(storage)
             self._content_size = cast("_CappedSpool", storage.stream).written
+            self._received_at = self.store.now()
             return parse_ndjson(storage.stream, kind)
         finally:
             for storage in files.values():

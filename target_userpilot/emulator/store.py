@@ -74,6 +74,7 @@ class RequestRecord:
     at: float
     fault: str | None = None
     job_id: str | None = None
+    received_at: float | None = None  # when an upload's body was all in, before it was parsed
 
 
 class SlotBusyError(Exception):
