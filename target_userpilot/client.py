@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
-import ipaddress
 import json
 import logging
 import time
@@ -27,6 +26,8 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from requests_toolbelt import MultipartEncoder
+
+from target_userpilot.loopback import is_loopback
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -171,15 +172,6 @@ def parse_job(obj: Mapping[str, Any]) -> JobStatus:
     )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_api_url(url: str) -> str:
     """Validate `api_url` and return it normalized (lower-case scheme and host, no trailing slash).
 
@@ -209,7 +201,7 @@ def check_api_url(url: str) -> str:
     if parts.query or parts.fragment:
         msg = f"`api_url` {text!r} must not have a query or fragment"
         raise ValueError(msg)
-    if scheme == "http" and not _is_loopback(host):
+    if scheme == "http" and not is_loopback(host):
         msg = (
             f"`api_url` {text!r} uses plain http://, which would send the API key unencrypted; "
             "use https:// (http:// is only accepted for localhost/127.0.0.1/::1)"

@@ -138,10 +138,14 @@ class _Body:
 
 
 class _CappedSpool(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
-    """An upload part spooled to disk past 1 MB, refusing to grow past MAX_FILE_BYTES."""
+    """An upload part, in memory up to 16 MB, on disk past that, refused past MAX_FILE_BYTES.
+
+    A typical 10,000-row batch is a few MB: kept in memory, its time from upload to job does
+    not depend on the disk (which the target, writing its next batch, keeps busy).
+    """
 
     def __init__(self) -> None:
-        super().__init__(max_size=1024 * 1024, mode="w+b")
+        super().__init__(max_size=16 * 1024 * 1024, mode="w+b")
         self.written = 0
 
     def write(self, data: bytes) -> int:  # type: ignore[override]

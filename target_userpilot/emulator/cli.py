@@ -15,7 +15,8 @@ from target_userpilot.emulator.config import (
     PROGRESS_FIELDS,
     EmulatorConfig,
 )
-from target_userpilot.emulator.server import is_loopback, serve
+from target_userpilot.emulator.server import serve
+from target_userpilot.loopback import is_loopback
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

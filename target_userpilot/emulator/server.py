@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import socket
 import socketserver
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from target_userpilot.emulator.app import Handler
 from target_userpilot.emulator.config import EmulatorConfig
 from target_userpilot.emulator.store import Store
+from target_userpilot.loopback import is_loopback
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,16 +23,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("target_userpilot.emulator")
 
 _JOIN_SECONDS = 5.0
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` names a loopback address (`localhost`, `127.x.x.x`, `::1`)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Server(HTTPServer):
