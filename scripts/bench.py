@@ -26,7 +26,9 @@ Results go to `<out>/results.json` (figures, machine, git commit) and the table 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import gc
 import itertools
 import json
 import os
@@ -424,7 +426,10 @@ def measure_slots(sizes: Sizes, scratch: Path, out_dir: Path, table: Table) -> d
     path = scratch / "slots.singer"
     write_input(path, plain_users(n))
     rpm = sizes.slot_rows_per_minute
-    with serve(EmulatorConfig(token=TOKEN, rows_per_minute=rpm, queued_seconds=0), port=0) as emu:
+    with (
+        _gc_pauses() as pauses,
+        serve(EmulatorConfig(token=TOKEN, rows_per_minute=rpm, queued_seconds=0), port=0) as emu,
+    ):
         result = run_userpilot(emu, path, n, scratch, timeout=max(600.0, 3 * n / (rpm / 60)))
         requests = emu.requests
     jobs = sorted((j for j in result.jobs if not j.foreign), key=lambda j: j.submitted_at)
@@ -453,6 +458,8 @@ def measure_slots(sizes: Sizes, scratch: Path, out_dir: Path, table: Table) -> d
         # Each gap in four: job end -> first poll after it; that poll -> next upload starts
         # arriving; the body on the wire; the emulator parsing it until the job exists.
         "gap_parts_seconds": parts,
+        # Garbage collections over 50 ms in this process, where the emulator parses uploads.
+        "emulator_gc_pauses_seconds": pauses,
         # The same gaps beside jobs at Userpilot's documented floor rate (a full batch runs
         # 8.3 minutes there, 5 s here): what the slot's idle time costs in production.
         "utilization_at_1200_rows_per_minute": _utilization_at(1_200, jobs, gaps),
@@ -491,11 +498,37 @@ def measure_slots(sizes: Sizes, scratch: Path, out_dir: Path, table: Table) -> d
                 ),
             )
         )
+    if pauses:
+        table.append(
+            (
+                "emulator GC pauses",
+                f"{len(pauses)} over 50 ms, the longest {max(pauses):.3f} s (server side)",
+            )
+        )
     if polls:
         table.append(
             ("polls per job", f"{', '.join(map(str, polls))} (total {sum(polls)})"),
         )
     return figures
+
+
+@contextlib.contextmanager
+def _gc_pauses() -> Iterator[list[float]]:
+    """Collects the seconds of this process's garbage collections that took over 50 ms."""
+    slow: list[float] = []
+    began = [0.0]
+
+    def callback(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        elif (took := time.perf_counter() - began[0]) > 0.05:
+            slow.append(round(took, 3))
+
+    gc.callbacks.append(callback)
+    try:
+        yield slow
+    finally:
+        gc.callbacks.remove(callback)
 
 
 def _utilization_at(rows_per_minute: float, jobs: list[JobRecord], gaps: list[float]) -> float:
@@ -691,6 +724,9 @@ def run(names: list[str], sizes: Sizes, out_dir: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="userpilot-bench-") as tmp:
         scratch = Path(tmp)
         for name in names:
+            # The emulator runs in this process: garbage an earlier measurement left (its
+            # emulators' stores) must not be collected in the middle of this one.
+            gc.collect()
             began = time.perf_counter()
             if name == "throughput":
                 results[name] = measure_throughput(sizes, scratch, table)
