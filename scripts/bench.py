@@ -256,6 +256,7 @@ def run_process(
             stdout=subprocess.PIPE,
             stderr=stderr,
             cwd=workdir,
+            env=_ENV,
         )
         assert proc.stdin is not None  # noqa: S101
         assert proc.stdout is not None  # noqa: S101
@@ -285,6 +286,11 @@ def run_process(
         stderr=stderr_path.read_text(errors="replace"),
         stdout_lines=lines,
     )
+
+
+# As installed by pip or pipx: with bytecode caches. Without them (PYTHONDONTWRITEBYTECODE is
+# set on some machines) every run recompiles the SDK, about a second of each measurement.
+_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int]:
