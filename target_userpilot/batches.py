@@ -7,6 +7,7 @@ in memory, which is what lets a later record for the same id merge into its earl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from target_userpilot.profiles import Kind, Profile, merge
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 MAX_API_ROWS = 10_000
@@ -81,7 +83,8 @@ class SealedBatch:
         for start, stop in ((0, half), (half, len(lines))):
             path = self.path.with_name(f"{self.path.stem}-{start}{self.path.suffix}")
             chunk = lines[start:stop]
-            path.write_bytes(b"".join(line + b"\n" for line in chunk))
+            with _disk(path, "write"):
+                path.write_bytes(b"".join(line + b"\n" for line in chunk))
             origins = self.origins[start:stop]
             parts.append(
                 SealedBatch(
@@ -105,6 +108,23 @@ class LineTooLargeError(ValueError):
     """One profile line alone is over the batch byte limit."""
 
 
+class BatchFileError(Exception):
+    """A batch file could not be written (a full disk, most often); says what to fix."""
+
+
+@contextlib.contextmanager
+def _disk(path: Path, doing: str) -> Iterator[None]:
+    """Turn an OS error on a batch file into a BatchFileError naming the file and the setting."""
+    try:
+        yield
+    except OSError as exc:
+        msg = (
+            f"cannot {doing} batch file {path}: {exc.strerror or exc}; free space there or "
+            "point the `batch_dir` setting elsewhere. Nothing unconfirmed was checkpointed."
+        )
+        raise BatchFileError(msg) from exc
+
+
 def _parse_line(kind: Kind, line: bytes) -> Profile:
     obj = json.loads(line, parse_float=Decimal)
     id_key = "user_id" if kind == "users" else "company_id"
@@ -123,7 +143,8 @@ class BatchFile:
         self.kind = kind
         self.limits = limits
         self.path = directory / f"userpilot-{kind}-{uuid.uuid4().hex}.ndjson"
-        self._handle = self.path.open("w+b")
+        with _disk(self.path, "create"):
+            self._handle = self.path.open("w+b")
         self._end = 0
         self._index: dict[str, _Entry] = {}
         self._dead_bytes = 0
@@ -178,35 +199,26 @@ class BatchFile:
         return True
 
     def _write(self, line: bytes) -> None:
-        try:
+        with _disk(self.path, "write"):
             self._handle.write(line)
             self._handle.write(b"\n")
-        except OSError as exc:
-            msg = f"cannot write batch file {self.path}: {exc.strerror} (setting `batch_dir`)"
-            raise OSError(exc.errno, msg) from exc
         self._end += len(line) + 1
 
     def _read(self, entry: _Entry) -> Profile:
-        self._handle.flush()
+        with _disk(self.path, "write"):
+            self._handle.flush()
         return _parse_line(self.kind, os.pread(self._handle.fileno(), entry.length, entry.offset))
 
     def seal(self) -> SealedBatch:
         """Close the file, compacting away lines superseded by merges."""
         entries = sorted(self._index.items(), key=lambda item: item[1].offset)
-        self._handle.flush()
-        if self._dead_bytes:
-            compact = self.path.with_suffix(".compact")
-            fd = self._handle.fileno()
-            with compact.open("wb") as out:
-                for _, entry in entries:
-                    out.write(os.pread(fd, entry.length + 1, entry.offset))
-                out.flush()
-                os.fsync(out.fileno())
-            self._handle.close()
-            compact.replace(self.path)
-        else:
-            os.fsync(self._handle.fileno())
-            self._handle.close()
+        with _disk(self.path, "write"):
+            self._handle.flush()
+            if self._dead_bytes:
+                self._compact(entries)
+            else:
+                os.fsync(self._handle.fileno())
+                self._handle.close()
         return SealedBatch(
             kind=self.kind,
             path=self.path,
@@ -217,7 +229,24 @@ class BatchFile:
             merged=self.merged,
         )
 
+    def _compact(self, entries: list[tuple[str, _Entry]]) -> None:
+        """Rewrite the file without the lines that merges superseded."""
+        compact = self.path.with_suffix(".compact")
+        fd = self._handle.fileno()
+        try:
+            with compact.open("wb") as out:
+                for _, entry in entries:
+                    out.write(os.pread(fd, entry.length + 1, entry.offset))
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError:
+            compact.unlink(missing_ok=True)
+            raise
+        self._handle.close()
+        compact.replace(self.path)
+
     def discard(self) -> None:
         """Close and remove the file (termination before upload)."""
-        self._handle.close()
+        with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+            self._handle.close()
         self.path.unlink(missing_ok=True)

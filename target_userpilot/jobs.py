@@ -128,6 +128,7 @@ class JobRunner:
         self._thread = threading.Thread(target=self._run, name="userpilot-jobs", daemon=True)
         self.error: BaseException | None = None
         self.current_job: str | None = None
+        self._in_flight: SealedBatch | None = None  # taken off the queue, not yet confirmed
         self.rate = RateEstimate()
         self.jobs_resubmitted = 0
 
@@ -170,7 +171,8 @@ class JobRunner:
     def abandon(self, grace: float) -> tuple[list[SealedBatch], str | None]:
         """Stop after the job in flight (waiting up to `grace` s for it); drop the queue.
 
-        Returns the batches never submitted and the id of a job left running, if any.
+        Returns the batches never confirmed (their files are the caller's to remove) and the
+        id of a job left running, if any.
         """
         with self._cond:
             dropped = list(self._queue)
@@ -181,6 +183,8 @@ class JobRunner:
         if self._thread.is_alive():
             self._stop.set()
             return dropped, self.current_job
+        if self._in_flight is not None:  # the thread ended on an error with it
+            dropped.append(self._in_flight)
         return dropped, None
 
     def _run(self) -> None:
@@ -193,9 +197,10 @@ class JobRunner:
                         return
                     # Taken off the queue now, so the next batch of its kind may wait there
                     # while this one is in flight.
-                    batch = self._queue.popleft()
+                    batch = self._in_flight = self._queue.popleft()
                     self._cond.notify_all()
                 self._send(batch)
+                self._in_flight = None
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
             with self._cond:
                 self.error = exc

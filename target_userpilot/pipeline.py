@@ -71,6 +71,7 @@ class Pipeline:
         self._opened_at: dict[Kind, float] = {}
         self._in_flight_ids: dict[str, set[str]] = {}
         self._started = time.monotonic()
+        self._stopped = False  # finished, terminated or aborted: nothing more to do
         self._client = client
         self.runner: JobRunner | None = None
         settings.batch_dir.mkdir(parents=True, exist_ok=True)
@@ -150,9 +151,20 @@ class Pipeline:
         self.checkpoints.release()
         self._log_summary()
         self.close()
+        self._stopped = True
 
     def terminate(self) -> None:
         """SIGTERM/SIGINT: stop, wait briefly for the job in flight, say what was left."""
+        self._stop_early("Stopped before the end of input")
+
+    def abort(self) -> None:
+        """A fatal error: stop as `terminate` does, leaving no batch file behind."""
+        self._stop_early("Failed before the end of input")
+
+    def _stop_early(self, headline: str) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         dropped: list[SealedBatch] = []
         left_running = None
         if self.runner is not None:
@@ -169,8 +181,9 @@ class Pipeline:
                 left_running,
             )
         self.logger.warning(
-            "Stopped before the end of input: %s records received, STATE released up to the "
-            "last confirmed job; rerun from the last STATE to resume.",
+            "%s: %s records received, STATE released up to the last confirmed job; rerun "
+            "from the last STATE to resume.",
+            headline,
             f"{self.counters.records_in:,}",
         )
         self._log_summary()

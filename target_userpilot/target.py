@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import sys
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, StorageTarget
 from singer_sdk.target_base import Target
 
+from target_userpilot.batches import BatchFileError
 from target_userpilot.client import RetryPolicy, UserpilotClient, UserpilotError, check_api_url
 from target_userpilot.deadletters import InvalidRecordError
 from target_userpilot.fingerprints import (
@@ -24,6 +26,7 @@ from target_userpilot.settings import CONFIG_SCHEMA, Settings
 from target_userpilot.sinks import ProfileSink
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType
 
     from singer_sdk.sinks import Sink
@@ -34,7 +37,33 @@ USER_FACING_ERRORS = (
     JobFailedError,
     InvalidRecordError,
     FingerprintStoreBusyError,
+    BatchFileError,
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _stops_on_failure(
+    handler: Callable[Concatenate[TargetUserpilot, P], R],
+) -> Callable[Concatenate[TargetUserpilot, P], R]:
+    """A message handler that, when it fails, stops the job slot and removes unconfirmed batches.
+
+    The SDK's `listen` is final, so each handler that can fail once batches exist is wrapped.
+    """
+
+    @functools.wraps(handler)
+    def wrapper(target: TargetUserpilot, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return handler(target, *args, **kwargs)
+        except Exception:
+            try:
+                target.pipeline.abort()
+            except Exception:  # the first failure is the one to report
+                target.logger.exception("Cleaning up after the failure failed too")
+            raise
+
+    return wrapper
 
 
 class TargetUserpilot(Target):
@@ -102,6 +131,11 @@ class TargetUserpilot(Target):
 
     # --- messages ----------------------------------------------------------------------
 
+    @_stops_on_failure
+    def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
+        super()._process_schema_message(message_dict)
+
+    @_stops_on_failure
     def _process_record_message(self, message_dict: dict[str, Any]) -> None:
         self.pipeline.next_position()
         super()._process_record_message(message_dict)
@@ -110,6 +144,7 @@ class TargetUserpilot(Target):
         self._assert_line_requires(message_dict, requires={"value"})
         self.pipeline.add_state(message_dict["value"])
 
+    @_stops_on_failure
     def _process_batch_message(self, message_dict: dict[str, Any]) -> None:
         # The SDK hands BATCH files to the sink whole; reading them here instead sends every
         # record through the same path as a RECORD message (stream maps, validation, positions).
@@ -148,6 +183,7 @@ class TargetUserpilot(Target):
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
+    @_stops_on_failure
     def process_endofpipe(self) -> None:
         """End of input: drain the sinks, wait for the last job, emit the last STATE."""
         super().process_endofpipe()

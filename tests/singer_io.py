@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -115,8 +116,18 @@ def run_target(
     timeout: float = 300,
     on_state: Callable[[StateSeen, subprocess.Popen[bytes]], None] | None = None,
     env: dict[str, str] | None = None,
+    max_file_bytes: int | None = None,
 ) -> Run:
-    """Run `python -m target_userpilot.target` with real pipes; snapshot the store per STATE."""
+    """Run `python -m target_userpilot.target` with real pipes; snapshot the store per STATE.
+
+    `max_file_bytes` caps the size of any file the target writes (RLIMIT_FSIZE): a write past
+    it fails as a full disk would (Python ignores the SIGXFSZ that would otherwise kill it).
+    """
+
+    def limit_files() -> None:
+        if max_file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config))
     stderr_path = tmp_path / "stderr.log"
@@ -127,6 +138,7 @@ def run_target(
             stdout=subprocess.PIPE,
             stderr=stderr,
             env={**os.environ, **(env or {})},
+            preexec_fn=limit_files if max_file_bytes is not None else None,  # noqa: PLW1509 - no threads run in the child before exec
         )
         assert proc.stdin is not None
         assert proc.stdout is not None

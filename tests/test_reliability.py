@@ -167,6 +167,24 @@ def test_the_api_key_never_appears_in_any_output(
     assert not [text[:200] for text in written if TOKEN in text]
 
 
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing_behind(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    messages = list(interleaved(users=2_000, companies=0, state_every=500))
+    # Any file over 64 KB fails to grow: the first batch (about 250 KB) cannot be written.
+    run = run_target(
+        config_for(emulator, tmp_path), messages, tmp_path, emulator=emulator, max_file_bytes=65_536
+    )
+    assert run.returncode == 1
+    assert run.states == []
+    assert "Traceback" not in run.stderr
+    error = next(line for line in run.stderr.splitlines() if "target-userpilot failed" in line)
+    assert "cannot write batch file" in error
+    assert "`batch_dir`" in error
+    assert emulator.jobs == [], "a half-written batch is never uploaded"
+    assert not list((tmp_path / "batches").iterdir()), "the half-written batch is removed"
+
+
 def test_a_rejected_key_fails_fast_naming_the_setting(emulator: Emulator, tmp_path: Path) -> None:
     wrong = "sk-wrong-key-0000"
     cfg = {**config_for(emulator, tmp_path), "api_key": wrong}

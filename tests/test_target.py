@@ -113,6 +113,8 @@ def test_a_job_that_keeps_failing_stops_the_run_without_state(
     assert len(failed) == 2  # the first attempt and one retry
     assert failed[-1] in run.stderr
     assert "job_retries" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not list((tmp_path / "batches").iterdir()), "no batch file is left behind"
 
 
 def test_a_job_that_fails_once_is_resubmitted(
