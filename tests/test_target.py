@@ -70,6 +70,15 @@ def test_state_is_released_only_after_its_records_are_in_userpilot(
     assert len(run.states) >= 4
     assert run.states[-1].value == {"bookmarks": {"records": 28_000}}
     assert not list((tmp_path / "batches").iterdir()), "confirmed batch files are removed"
+    # The SDK's METRIC lines keep working: records counted per stream.
+    counted: dict[str, int] = {}
+    for line in run.stderr.splitlines():
+        if "METRIC: " in line:
+            metric = json.loads(line.split("METRIC: ", 1)[1])
+            if metric["metric"] == "record_count":
+                stream = metric["tags"]["stream"]
+                counted[stream] = counted.get(stream, 0) + metric["value"]
+    assert counted == {"users": 25_000, "companies": 3_000}
 
 
 def test_streams_are_routed_by_stream_kinds(emulator: Emulator, tmp_path: Path) -> None:
