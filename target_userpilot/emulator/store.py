@@ -200,6 +200,10 @@ class Store:
                     break
                 self._finish(job)
                 self._unsettled += 1
+            if self._unsettled < len(self._jobs):
+                # A job holds the slot, so no client waits on this answer to upload its next
+                # batch: the moment to upsert what earlier jobs completed.
+                self._apply_completed()
             return now
 
     def _finish(self, job: _Job) -> None:
@@ -209,8 +213,8 @@ class Store:
             logger.info("job %s (%s) failed", job.job_id, self._describe(job))
             return
         rejected = set(job.rejected)
-        # Upserted when the profiles are next looked at (`_apply`), in job order: a job-status
-        # answer, often what a client waits on before its next upload, does not pay for it.
+        # Upserted later, in job order (`_apply_completed`): the status answer that tells a
+        # client its job is done, and the upload that follows, do not pay for it.
         self._unapplied.append((job.kind, rows, rejected))
         logger.info(
             "job %s (%s) completed, %d rows applied, %d rejected",
@@ -220,8 +224,13 @@ class Store:
             len(rejected),
         )
 
-    def _apply(self) -> None:
-        """Upsert the rows of finished jobs not applied yet, oldest job first."""
+    def _settle(self) -> None:
+        """Bring jobs up to now with every completed job's rows upserted."""
+        self.advance()
+        self._apply_completed()
+
+    def _apply_completed(self) -> None:
+        """Upsert the rows of completed jobs not applied yet, oldest job first."""
         while self._unapplied:
             kind, rows, rejected = self._unapplied.popleft()
             for index, row in enumerate(rows):
@@ -421,8 +430,7 @@ class Store:
     ) -> None:
         """`POST /v1/identify`: applied at once, no job."""
         with self.lock:
-            self.advance()
-            self._apply()
+            self._settle()
             record: dict[str, Any] = {"user_id": user_id, "metadata": metadata}
             if company is not None:
                 company_id = company["id"]
@@ -448,15 +456,13 @@ class Store:
     def users(self) -> dict[str, dict[str, Any]]:
         """A copy of the user profiles, as of now."""
         with self.lock:
-            self.advance()
-            self._apply()
+            self._settle()
             return _copy(self._users)
 
     def companies(self) -> dict[str, dict[str, Any]]:
         """A copy of the company profiles, as of now."""
         with self.lock:
-            self.advance()
-            self._apply()
+            self._settle()
             return _copy(self._companies)
 
     def jobs(self) -> list[JobRecord]:
