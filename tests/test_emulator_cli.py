@@ -43,6 +43,7 @@ OPTIONS = [
     "--string-values-only",
     "--reject-key",
     "--refuse-multipart",
+    "--proxy-body-limit",
 ]
 
 

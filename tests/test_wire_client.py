@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from target_userpilot.wire import (
     RetryPolicy,
     SlotWaitTimeoutError,
     TransientError,
+    UnreachableError,
     UserpilotClient,
     UserpilotError,
 )
@@ -198,6 +200,232 @@ def test_auth_refusal_is_immediate_and_names_the_setting(
     assert KEY not in text
     assert len(scripted.seen) == 1
     assert all(KEY not in r.getMessage() for r in caplog.records)
+
+
+def test_the_links_url_of_the_submit_answer_is_polled(scripted: Script, tmp_path: Path) -> None:
+    job_id = "bulk:jobs:NX-1:abc"
+    scripted.routes["POST /v1/users/bulk_identify"] = [
+        (202, {}, {"job_id": job_id, "links": f"/v1/jobs-at/{job_id}", "status": "queued"})
+    ]
+    scripted.default["GET /v1/jobs-at/"] = (200, {}, {"job_id": job_id, "status": "validating"})
+    client = client_for(scripted.url)
+    assert client.submit("users", ndjson(tmp_path, 1), rows=1) == job_id
+    assert client.get_job(job_id).state == "running"
+    assert [s.path for s in scripted.seen][1:] == [f"/v1/jobs-at/{job_id}"]
+
+
+def test_a_links_url_on_another_host_is_never_polled(scripted: Script, tmp_path: Path) -> None:
+    scripted.routes["POST /v1/users/bulk_identify"] = [
+        (202, {}, {"job_id": "j", "links": "https://elsewhere.example/v1/background_jobs/j"})
+    ]
+    scripted.default["GET /v1/background_jobs/j"] = (200, {}, {"job_id": "j", "status": "queued"})
+    client = client_for(scripted.url)
+    client.submit("users", ndjson(tmp_path, 1), rows=1)
+    assert client.get_job("j").status == "queued"
+    assert scripted.seen[-1].path == "/v1/background_jobs/j"
+
+
+@pytest.mark.parametrize("garbage", ["<html><body>Deploying</body></html>", "", {}])
+def test_a_2xx_poll_without_a_job_is_retried_like_a_5xx(scripted: Script, garbage: Any) -> None:
+    scripted.routes["GET /v1/background_jobs/j"] = [(200, {}, garbage)] * 2
+    done = {"job_id": "j", "status": "completed"}
+    scripted.default["GET /v1/background_jobs/j"] = (200, {}, done)
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
+    assert client.get_job("j").state == "completed"
+    assert client.stats.retries == 2
+
+
+def test_a_2xx_poll_without_a_job_gives_up_after_the_retry_time(scripted: Script) -> None:
+    scripted.default["GET /v1/background_jobs/j"] = (200, {}, "<html>maintenance</html>")
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
+    with pytest.raises(TransientError, match=r"without a job.*request_retry_max_time"):
+        client.get_job("j")
+
+
+def test_lost_answer_is_looked_for_over_about_10_s_before_uploading_again(
+    scripted: Script, tmp_path: Path
+) -> None:
+    path = ndjson(tmp_path, 2)
+    ours = {"job_id": "bulk:jobs:A:ours", "status": "queued", "filename": f"x-{path.name}",
+            "links": "/v1/background_jobs/bulk:jobs:A:ours"}  # fmt: skip
+    scripted.routes["POST /v1/users/bulk_identify"] = ["drop"]
+    scripted.routes["GET /v1/background_jobs/"] = [(200, {}, [])] * 2  # listed late
+    scripted.default["GET /v1/background_jobs/"] = (200, {}, [ours])
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
+    assert client.submit("users", path, rows=2) == "bulk:jobs:A:ours"
+    assert [s.method for s in scripted.seen] == ["POST", "GET", "GET", "GET"]  # one upload
+    assert client.stats.lost_submissions_recovered == 1
+
+
+def test_lost_answer_never_listed_is_uploaded_again_after_the_look_ups(
+    scripted: Script, tmp_path: Path
+) -> None:
+    scripted.routes["POST /v1/users/bulk_identify"] = ["drop"]
+    scripted.default["POST /v1/users/bulk_identify"] = (202, {}, {"job_id": "second"})
+    scripted.default["GET /v1/background_jobs/"] = (200, {}, [])
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
+    assert client.submit("users", ndjson(tmp_path, 2), rows=2) == "second"
+    assert [s.method for s in scripted.seen] == ["POST", "GET", "GET", "GET", "GET", "POST"]
+    assert 10 <= clock.now < 11  # the look-ups' waits, plus one short backoff
+
+
+def test_dropped_upload_then_409_finds_our_own_job_in_the_list(
+    scripted: Script, tmp_path: Path
+) -> None:
+    path = ndjson(tmp_path, 2)
+    ours = {"job_id": "bulk:jobs:A:ours", "status": "queued", "filename": f"x-{path.name}"}
+    scripted.routes["POST /v1/users/bulk_identify"] = ["drop", (409, {}, {"detail": "busy"})]
+    scripted.routes["GET /v1/background_jobs/"] = [(200, {}, [])] * 4  # not listed yet
+    scripted.default["GET /v1/background_jobs/"] = (200, {}, [ours])
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
+    assert client.submit("users", path, rows=2) == "bulk:jobs:A:ours"
+    assert [s.method for s in scripted.seen] == ["POST", *["GET"] * 4, "POST", "GET"]
+    assert client.stats.lost_submissions_recovered == 1
+
+
+def test_409_is_the_judge_the_list_only_names_the_import_blocking(
+    scripted: Script, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    conflict = {"errors": [{"message": "Conflict - Import job already in progress"}]}
+    scripted.routes["POST /v1/users/bulk_identify"] = [(409, {}, conflict)] * 3
+    scripted.default["POST /v1/users/bulk_identify"] = (202, {}, {"job_id": "mine"})
+    listed = [
+        {"job_id": "export-1", "type": "export_users", "status": "processing"},  # for ever
+        {"job_id": "theirs", "type": "identify_user", "status": "pending_refresh"},
+    ]
+    scripted.default["GET /v1/background_jobs/"] = (200, {}, listed)
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
+    with caplog.at_level(logging.INFO):
+        assert client.submit("users", ndjson(tmp_path, 1), rows=1) == "mine"
+    assert clock.history == [1, 3, 7]  # 1, 2, 4 s between uploads
+    assert [s.method for s in scripted.seen] == ["POST", "GET", "POST", "POST", "POST"]
+    assert client.stats.conflicts_waited == 3
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert "theirs" in infos[0]
+    assert "export-1" not in infos[0]
+    assert "slot_wait_timeout" in infos[0]
+
+
+def test_409_with_only_an_export_listed_still_waits_then_names_no_import(
+    scripted: Script, tmp_path: Path
+) -> None:
+    scripted.default["POST /v1/users/bulk_identify"] = (409, {}, {"detail": "busy"})
+    scripted.default["GET /v1/background_jobs/"] = (
+        200,
+        {},
+        [{"job_id": "export-1", "type": "export_users", "status": "processing"}],
+    )
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock, slot_wait_timeout=60)
+    with pytest.raises(SlotWaitTimeoutError) as err:
+        client.submit("users", ndjson(tmp_path, 1), rows=1)
+    assert "export-1" not in str(err.value)
+    assert clock.now == pytest.approx(60)
+    assert max(b - a for a, b in itertools.pairwise([0.0, *clock.history])) <= 30
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (415, {"errors": [{"message": "Unsupported Media Type"}]}),
+        (400, {"errors": [{"message": "No file uploaded: the request body must be JSON"}]}),
+        (400, {"error": "file is required"}),
+    ],
+)
+def test_multipart_refused_on_the_first_upload_switches_the_run_to_json(
+    scripted: Script, tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int, body: Any
+) -> None:
+    scripted.routes["POST /v1/users/bulk_identify"] = [(status, {}, body)]
+    scripted.default["POST /v1/users/bulk_identify"] = (202, {}, {"job_id": "j"})
+    client = client_for(scripted.url)
+    with caplog.at_level(logging.WARNING):
+        client.submit("users", ndjson(tmp_path, 2), rows=2)
+        client.submit("users", ndjson(tmp_path, 3), rows=3)
+    types = [s.headers["Content-Type"] for s in scripted.seen]
+    assert types[0].startswith("multipart/form-data")
+    assert types[1:] == ["application/json", "application/json"]
+    switches = [r for r in caplog.records if "JSON bodies" in r.getMessage()]
+    assert len(switches) == 1
+    assert "`upload_format`" in switches[0].getMessage()
+
+
+def test_a_400_about_a_row_never_switches_the_format(scripted: Script, tmp_path: Path) -> None:
+    rejected = {"errors": [{"message": "line 1: metadata.plan must be a string", "line": 1}]}
+    scripted.routes["POST /v1/users/bulk_identify"] = [(400, {}, rejected)]
+    client = client_for(scripted.url)
+    with pytest.raises(RejectedUploadError, match=r"line 1: metadata\.plan must be a string"):
+        client.submit("users", ndjson(tmp_path, 2), rows=2)
+    assert len(scripted.seen) == 1
+
+
+def test_after_a_multipart_success_a_415_is_an_error_not_a_switch(
+    scripted: Script, tmp_path: Path
+) -> None:
+    scripted.routes["POST /v1/users/bulk_identify"] = [
+        (202, {}, {"job_id": "j"}),
+        (415, {}, {"error": "Unsupported Media Type"}),
+    ]
+    client = client_for(scripted.url)
+    client.submit("users", ndjson(tmp_path, 1), rows=1)
+    with pytest.raises(RejectedUploadError, match="415"):
+        client.submit("users", ndjson(tmp_path, 1), rows=1)
+
+
+def test_a_413_is_payload_too_large_with_the_servers_words(
+    scripted: Script, tmp_path: Path
+) -> None:
+    html = "<html><head><title>413 Request Entity Too Large</title></head></html>"
+    scripted.routes["POST /v1/users/bulk_identify"] = [(413, {}, html)]
+    client = client_for(scripted.url)
+    with pytest.raises(PayloadTooLargeError, match="413 Request Entity Too Large"):
+        client.submit("users", ndjson(tmp_path, 1), rows=1)
+
+
+def test_preflight_logs_the_host_never_the_key(
+    scripted: Script, caplog: pytest.LogCaptureFixture
+) -> None:
+    scripted.default["GET /v1/background_jobs/"] = (200, {}, [])
+    client = client_for(scripted.url, key=f"{KEY}\n")
+    with caplog.at_level(logging.DEBUG):
+        client.preflight()
+    [seen] = scripted.seen
+    assert seen.headers["Authorization"] == f"Token {KEY}"  # stripped
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(scripted.url in line for line in lines)
+    assert all(KEY not in line for line in lines)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_preflight_refused_key_is_an_auth_error_at_once(scripted: Script, status: int) -> None:
+    scripted.default["GET /v1/background_jobs/"] = (status, {}, {"detail": "no"})
+    with pytest.raises(AuthError, match="`api_key`"):
+        client_for(scripted.url).preflight()
+    assert len(scripted.seen) == 1
+
+
+def test_preflight_of_a_wrong_path_names_api_url(scripted: Script) -> None:
+    with pytest.raises(UserpilotError, match=r"`api_url`.*HTTP 404"):
+        client_for(scripted.url + "/not-the-api").preflight()
+
+
+def test_preflight_of_a_closed_port_fails_within_seconds_naming_api_url() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    server.server_close()  # nothing listens there now
+    clock = FakeClock()
+    client = client_for(url, retry=RetryPolicy(max_time=600), sleep=clock.sleep, clock=clock)
+    with pytest.raises(UnreachableError) as err:
+        client.preflight()
+    assert "connection refused" in str(err.value)
+    assert "`api_url` setting" in str(err.value)
+    assert url in str(err.value)
+    assert clock.now <= 6  # not request_retry_max_time's 600 s
 
 
 EMU_KEY = "sk-live-9e8d-EMULATOR-KEY-1234"

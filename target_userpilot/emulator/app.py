@@ -59,6 +59,11 @@ MAX_SMALL_BODY = 1024 * 1024
 DRAIN_LIMIT = 1024 * 1024 * 1024
 """An unread request body up to this size is read and discarded so the client sees the answer."""
 _CHUNK = 64 * 1024
+PROXY_413 = (
+    b"<html><head><title>413 Request Entity Too Large</title></head><body>"
+    b"<center><h1>413 Request Entity Too Large</h1></center><hr><center>nginx</center>"
+    b"</body></html>\n"
+)
 
 
 class _TooLargeError(Exception):
@@ -387,6 +392,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _submit(self, kind: Kind) -> None:
         cfg = self.store.config
+        if cfg.proxy_body_limit and self._body.size > cfg.proxy_body_limit:
+            self._send(413, PROXY_413, "text/html")
+            return
         mimetype, options = parse_options_header(self.headers.get("Content-Type"))
         try:
             if mimetype == "multipart/form-data" and cfg.refuse_multipart:

@@ -217,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.foreign_job_seconds,
         help="a job that is not ours holds the slot this long from start (submits get 409)",
     )
+    rules.add_argument(
+        "--proxy-body-limit",
+        type=int,
+        default=_DEFAULTS.proxy_body_limit,
+        help="a proxy answers 413 (HTML) to any upload body over this many bytes (0: none)",
+    )
     return p
 
 
@@ -254,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             string_values_only=args.string_values_only,
             reject_keys=frozenset(args.reject_key),
             refuse_multipart=args.refuse_multipart,
+            proxy_body_limit=args.proxy_body_limit,
         )
     except ValueError as e:
         parser.error(str(e))

@@ -126,6 +126,8 @@ class EmulatorConfig:
             naming the line.
         refuse_multipart: 415 or 400: a multipart upload is refused with that status (a
             server taking JSON bodies only); 0: multipart is accepted.
+        proxy_body_limit: A proxy in front of the API answers 413 (an HTML page) to any upload
+            body over this many bytes, however few rows it holds (0: no proxy).
     """
 
     token: str = "test-token"  # noqa: S105 - a test server's default key
@@ -154,6 +156,7 @@ class EmulatorConfig:
     string_values_only: bool = False
     reject_keys: frozenset[str] = frozenset()
     refuse_multipart: int = 0
+    proxy_body_limit: int = 0
     shapes: Shapes = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -224,6 +227,8 @@ def _problems(cfg: EmulatorConfig) -> list[str]:  # noqa: C901, PLR0912 - one ch
         problems.append(f"export_job must be one of {', '.join(EXPORT_JOBS)}")
     if not 0.0 <= shapes.retry_after_share <= 1.0:
         problems.append("retry_after_share must be between 0 and 1")
+    if cfg.proxy_body_limit < 0:
+        problems.append("proxy_body_limit must be >= 0 (0: no proxy)")
     if cfg.max_value_chars < 0:
         problems.append("max_value_chars must be >= 0 (0: no limit)")
     if cfg.refuse_multipart not in REFUSALS:
