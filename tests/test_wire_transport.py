@@ -84,8 +84,8 @@ def test_a_key_is_stripped_of_surrounding_whitespace(key: str) -> None:
     [
         ("", "empty"),
         (" \n", "empty"),
-        (12345678, "must be a string, got a int"),
-        ({"token": KEY}, "must be a string, got a dict"),
+        (12345678, "must be a string, not int"),
+        ({"token": KEY}, "must be a string, not dict"),
         (f"{KEY[:8]}\n{KEY[8:]}", "line breaks"),
     ],
 )

@@ -64,7 +64,7 @@ SLOT_RETRY_CAP = 30.0
 # the server may list the job a moment after it was created.
 LOST_LOOKUPS = (0.0, 2.0, 3.0, 5.0)
 DEFAULT_RETRY = RetryPolicy()
-PREFLIGHT_CONNECT_SECONDS = 5.0  # how long an unreachable host is tried before the run stops
+PREFLIGHT_CONNECT_SECONDS = 3.0  # how long an unreachable host is tried before the run stops
 _NO_FILE = re.compile(r"\bfile\b", re.IGNORECASE)
 _NO_FILE_HINT = re.compile(r"\b(no|missing|required|expected|empty)\b", re.IGNORECASE)
 

@@ -36,7 +36,7 @@ def clean_api_key(value: object) -> str:
     refuses in a header (quoting the header, key included, in its error).
     """
     if not isinstance(value, str):
-        msg = f"`api_key` must be a string, got a {type(value).__name__} (value not shown)"
+        msg = f"`api_key` must be a string, not {type(value).__name__} (value not shown)"
         raise ValueError(msg)  # noqa: TRY004 - a settings error, reported as one line
     key = value.strip()
     if not key:
