@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from singer_io import USER_SCHEMA, interleaved, record, run_target, schema, state, user
+from singer_io import USER_SCHEMA, Run, interleaved, record, run_target, schema, state, user
 
 from target_userpilot.batches import MAX_API_BYTES
 
@@ -126,6 +126,17 @@ def test_a_dry_run_skips_the_preflight(tmp_path: Path) -> None:
     assert "Sending to Userpilot" not in run.stderr
 
 
+def run_3_000_users(emu: Emulator, tmp_path: Path, **extra: Any) -> Run:
+    """3,000 users in batches of 1,000, a STATE after each 1,000; every one must land."""
+    messages = list(interleaved(users=3_000, companies=0, state_every=1_000))
+    config = config_for(emu.url, tmp_path, max_batch_rows=1_000, **extra)
+    run = run_target(config, messages, tmp_path, emulator=emu)
+    assert run.returncode == 0, run.stderr
+    assert len(emu.users) == 3_000
+    assert run.states[-1].value == messages[-1]["value"]
+    return run
+
+
 def test_an_export_stuck_in_processing_and_a_foreign_import_do_not_stop_the_run(
     make_emulator: Callable[..., Emulator], tmp_path: Path
 ) -> None:
@@ -136,29 +147,15 @@ def test_an_export_stuck_in_processing_and_a_foreign_import_do_not_stop_the_run(
         foreign_job_seconds=1.5,
         pending_refresh_seconds=0.3,
     )
-    messages = list(interleaved(users=3_000, companies=0, state_every=1_000))
-    run = run_target(
-        config_for(emu.url, tmp_path, max_batch_rows=1_000, slot_wait_timeout=60),
-        messages,
-        tmp_path,
-        emulator=emu,
-    )
-    assert run.returncode == 0, run.stderr
-    assert len(emu.users) == 3_000
+    run_3_000_users(emu, tmp_path, slot_wait_timeout=60)
     assert len([j for j in emu.jobs if not j.foreign]) == 3
-    assert run.states[-1].value == messages[-1]["value"]
 
 
 def test_a_server_refusing_multipart_gets_json_after_one_logged_switch(
     make_emulator: Callable[..., Emulator], tmp_path: Path
 ) -> None:
     emu = make_emulator(token=TOKEN, rows_per_minute=float("inf"), refuse_multipart=415)
-    messages = list(interleaved(users=2_500, companies=0, state_every=500))
-    run = run_target(
-        config_for(emu.url, tmp_path, max_batch_rows=1_000), messages, tmp_path, emulator=emu
-    )
-    assert run.returncode == 0, run.stderr
-    assert len(emu.users) == 2_500
+    run = run_3_000_users(emu, tmp_path)
     assert {j.source for j in emu.jobs} == {"json"}
     assert run.stderr.count("sending JSON bodies") == 1
 
@@ -167,13 +164,8 @@ def test_lost_submit_answers_create_one_job_per_batch(
     make_emulator: Callable[..., Emulator], tmp_path: Path
 ) -> None:
     emu = make_emulator(token=TOKEN, rows_per_minute=float("inf"), drop_submit_responses=3)
-    messages = list(interleaved(users=3_000, companies=0, state_every=1_000))
-    run = run_target(
-        config_for(emu.url, tmp_path, max_batch_rows=1_000), messages, tmp_path, emulator=emu
-    )
-    assert run.returncode == 0, run.stderr
+    run_3_000_users(emu, tmp_path)
     assert len(emu.jobs) == 3  # 3 batches, 3 jobs: none uploaded twice
-    assert len(emu.users) == 3_000
 
 
 def test_max_batch_bytes_default_stays_under_50_000_000_with_the_envelope() -> None:
