@@ -337,6 +337,7 @@ def test_409_with_only_an_export_listed_still_waits_then_names_no_import(
         (415, {"errors": [{"message": "Unsupported Media Type"}]}),
         (400, {"errors": [{"message": "No file uploaded: the request body must be JSON"}]}),
         (400, {"error": "file is required"}),
+        (400, {"error": "expected one part named 'file', got ['upload']"}),
     ],
 )
 def test_multipart_refused_on_the_first_upload_switches_the_run_to_json(
@@ -356,12 +357,19 @@ def test_multipart_refused_on_the_first_upload_switches_the_run_to_json(
     assert "`upload_format`" in switches[0].getMessage()
 
 
-def test_a_400_about_a_row_never_switches_the_format(scripted: Script, tmp_path: Path) -> None:
-    rejected = {"errors": [{"message": "line 1: metadata.plan must be a string", "line": 1}]}
+@pytest.mark.parametrize(
+    "said",
+    ["line 1: metadata.plan must be a string", "the file holds no records", "line 1: bad profile"],
+)
+def test_a_400_about_the_rows_never_switches_the_format(
+    scripted: Script, tmp_path: Path, said: str
+) -> None:
+    rejected = {"errors": [{"message": said, "line": 1}]}
     scripted.routes["POST /v1/users/bulk_identify"] = [(400, {}, rejected)]
     client = client_for(scripted.url)
-    with pytest.raises(RejectedUploadError, match=r"line 1: metadata\.plan must be a string"):
+    with pytest.raises(RejectedUploadError) as err:
         client.submit("users", ndjson(tmp_path, 2), rows=2)
+    assert said in str(err.value)
     assert len(scripted.seen) == 1
 
 

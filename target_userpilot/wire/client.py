@@ -65,8 +65,13 @@ SLOT_RETRY_CAP = 30.0
 LOST_LOOKUPS = (0.0, 2.0, 3.0, 5.0)
 DEFAULT_RETRY = RetryPolicy()
 PREFLIGHT_CONNECT_SECONDS = 3.0  # how long an unreachable host is tried before the run stops
-_NO_FILE = re.compile(r"\bfile\b", re.IGNORECASE)
-_NO_FILE_HINT = re.compile(r"\b(no|missing|required|expected|empty)\b", re.IGNORECASE)
+# "No file uploaded", "file is required", "expected one part named 'file'", "missing file";
+# not "the file holds no records" (an empty upload), which JSON would not fix.
+_NO_FILE = re.compile(
+    r"\bno file\b|\bfile\b[^.;]*\b(?:missing|required|not (?:found|provided|uploaded))\b"
+    r"|\b(?:missing|expected)\b[^.;]*\bfile\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -90,9 +95,7 @@ class _SlotWait:
 
 def says_no_file(status: int, body: str) -> bool:
     """Whether a refused multipart upload reads as "this endpoint takes no file" (415, or 400)."""
-    return status == 415 or (  # noqa: PLR2004
-        status == 400 and bool(_NO_FILE.search(body)) and bool(_NO_FILE_HINT.search(body))  # noqa: PLR2004
-    )
+    return status == 415 or (status == 400 and bool(_NO_FILE.search(body)))  # noqa: PLR2004
 
 
 class UserpilotClient:
