@@ -445,8 +445,6 @@ def emulator() -> Callable[..., ContextManager[Emulator]]:
     def start(**kw: Any) -> ContextManager[Emulator]:
         kw.setdefault("token", EMU_KEY)
         kw.setdefault("rows_per_minute", float("inf"))
-        kw.setdefault("validating_seconds", 0.05)
-        kw.setdefault("pending_refresh_seconds", 0.05)
         return serve(emulator_config(**kw), port=0)
 
     return start

@@ -202,7 +202,7 @@ class Store:
                 job = self._jobs[self._unsettled]
                 if job.phase == QUEUED and now >= job.started_at:
                     job.phase = PROCESSING
-                    logger.info("job %s (%s) processing", job.job_id, self._describe(job))
+                    logger.info("job %s (%s) started", job.job_id, self._describe(job))
                 if now < job.finished_at:
                     break
                 self._finish(job)
