@@ -8,7 +8,7 @@ texts (which may quote a header) are reduced to their type name.
 from __future__ import annotations
 
 import json
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 import urllib3
@@ -19,7 +19,7 @@ from target_userpilot.wire.errors import UserpilotError
 from target_userpilot.wire.retry import Failure, retry_after
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Generator
     from pathlib import Path
 
 UploadFormat = Literal["multipart", "json"]
@@ -69,45 +69,42 @@ class JsonBody:
                     lines += 1
                     content += len(stripped)
         self.length = len(self._head) + content + max(lines - 1, 0) + len(self._tail)
-        self._pieces: Iterator[bytes] | None = None
-        self._buffer = b""
+        self._pieces: Generator[bytes, None, None] | None = None
+        self._buffer = bytearray()
 
     def __len__(self) -> int:
         """Content-Length."""
         return self.length
 
-    def _generate(self, stream: IO[bytes]) -> Iterator[bytes]:
-        yield self._head
-        first = True
-        for line in stream:
-            stripped = line.strip()
-            if stripped:
-                yield stripped if first else b"," + stripped
-                first = False
-        yield self._tail
+    def _generate(self) -> Generator[bytes, None, None]:
+        with self._path.open("rb") as stream:
+            yield self._head
+            first = True
+            for line in stream:
+                stripped = line.strip()
+                if stripped:
+                    yield stripped if first else b"," + stripped
+                    first = False
+            yield self._tail
 
     def read(self, size: int = -1) -> bytes:
         """Up to `size` bytes of the body (everything when negative)."""
         if self._pieces is None:
-            stream = self._path.open("rb")
-            self._pieces = self._closing(stream)
+            self._pieces = self._generate()
         want = self.length if size is None or size < 0 else size
         while len(self._buffer) < want:
             piece = next(self._pieces, None)
             if piece is None:
                 break
-            self._buffer += piece
-        out, self._buffer = self._buffer[:want], self._buffer[want:]
+            self._buffer += piece  # a bytearray: amortized, not a copy per line
+        out = bytes(self._buffer[:want])
+        del self._buffer[:want]
         return out
-
-    def _closing(self, stream: IO[bytes]) -> Iterator[bytes]:
-        with stream:
-            yield from self._generate(stream)
 
     def close(self) -> None:
         """Release the file if reading stopped early."""
         if self._pieces is not None:
-            self._pieces.close()  # type: ignore[attr-defined]
+            self._pieces.close()
 
 
 class _LargeBlockAdapter(HTTPAdapter):
