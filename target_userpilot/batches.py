@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 MAX_API_ROWS = 10_000
-MAX_API_BYTES = 50 * 1024 * 1024
+MAX_API_BYTES = 50_000_000  # Userpilot's "50 MB", read as the smaller decimal megabytes
 # Room left under the API's 50 MB for the multipart envelope and any difference in how the
 # server counts the body.
 MULTIPART_MARGIN = 64 * 1024

@@ -15,14 +15,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from target_userpilot.client import JobStatus, PayloadTooLargeError
+from target_userpilot.wire import JobStatus, PayloadTooLargeError
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable
 
     from target_userpilot.batches import SealedBatch
-    from target_userpilot.client import UserpilotClient
+    from target_userpilot.wire import UserpilotClient
 
 # Before the first job reports progress nothing is known of the rate: poll soon, then back off.
 FIRST_POLL = 0.05

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Mapping
 
-    from target_userpilot.client import UserpilotClient
     from target_userpilot.fingerprints import FingerprintStore
     from target_userpilot.profiles import Kind, Profile
     from target_userpilot.settings import Settings
+    from target_userpilot.wire import UserpilotClient
 
 # How often (in records) the per-record path looks at checkpoint lag; keeps the hot path cheap.
 LAG_CHECK_EVERY = 256

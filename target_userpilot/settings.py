@@ -155,8 +155,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.IntegerType(minimum=1024, maximum=MAX_API_BYTES - MULTIPART_MARGIN),
         default=MAX_API_BYTES - MULTIPART_MARGIN,
         title="Max batch bytes",
-        description="Bytes per upload file; Userpilot's limit is 50 MB, and the default leaves "
-        "64 KiB for the multipart envelope.",
+        description="Bytes per upload file; Userpilot's limit is 50 MB (50,000,000 bytes), and "
+        "the default leaves 64 KiB for the multipart envelope or the JSON body's wrapper.",
     ),
     th.Property(
         "batch_dir",
@@ -222,6 +222,16 @@ CONFIG_SCHEMA = th.PropertiesList(
         default=300,
         title="Request timeout (s)",
         description="Read timeout of one HTTP request (an upload of 50 MB included).",
+    ),
+    th.Property(
+        "upload_format",
+        th.StringType(allowed_values=["multipart", "json"]),
+        default="multipart",
+        title="Upload format",
+        description="How a batch is uploaded: `multipart` (an NDJSON file, Userpilot's bulk "
+        'pages) or `json` (a `{"users": [...]}` body, its API reference). With `multipart`, an '
+        "upload refused with HTTP 415 (or a 400 saying there is no file) switches the run to "
+        "`json`.",
     ),
     th.Property(
         "termination_grace",
@@ -291,6 +301,7 @@ class Settings:
     slot_wait_timeout: float
     request_retry_max_time: float
     request_timeout: float
+    upload_format: Literal["multipart", "json"]
     termination_grace: float
     send_only_changes: bool
     fingerprint_store_path: Path | None
@@ -339,6 +350,7 @@ class Settings:
             slot_wait_timeout=float(config["slot_wait_timeout"]),
             request_retry_max_time=float(config["request_retry_max_time"]),
             request_timeout=float(config["request_timeout"]),
+            upload_format=config["upload_format"],
             termination_grace=float(config["termination_grace"]),
             send_only_changes=config["send_only_changes"],
             fingerprint_store_path=(

@@ -7,11 +7,11 @@ import gzip
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
+from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, StorageTarget
 from singer_sdk.target_base import Target
 
 from target_userpilot.batches import BatchFileError
-from target_userpilot.client import RetryPolicy, UserpilotClient, UserpilotError, check_api_url
 from target_userpilot.deadletters import InvalidRecordError
 from target_userpilot.fingerprints import (
     FingerprintStore,
@@ -24,6 +24,8 @@ from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import encode_json
 from target_userpilot.settings import CONFIG_SCHEMA, Settings
 from target_userpilot.sinks import ProfileSink
+from target_userpilot.wire import RetryPolicy, UserpilotClient, UserpilotError, check_api_url
+from target_userpilot.wire.transport import clean_api_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -95,9 +97,16 @@ class TargetUserpilot(Target):
                 retry=RetryPolicy(max_time=self.settings.request_retry_max_time),
                 timeout=(10.0, self.settings.request_timeout),
                 slot_wait_timeout=self.settings.slot_wait_timeout,
+                upload_format=self.settings.upload_format,
                 user_agent=f"{self.name}/{self.plugin_version}",
                 logger=self.logger,
             )
+            try:
+                # Before any input is read: a wrong host or key is one clear line at once.
+                client.preflight()
+            except UserpilotError:
+                client.close()
+                raise
         self.pipeline = Pipeline(
             self.settings,
             client=client,
@@ -105,6 +114,20 @@ class TargetUserpilot(Target):
             logger=self.logger,
             fingerprints=self._open_fingerprints(api_url),
         )
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """Strip the key's surrounding whitespace; refuse an unusable key without quoting it.
+
+        Runs before the SDK's JSON-schema check, whose message for a key of the wrong type
+        would quote the key.
+        """
+        if "api_key" in self._config:
+            try:
+                self._config["api_key"] = clean_api_key(self._config["api_key"])
+            except ValueError as exc:
+                msg = "Config validation failed"
+                raise ConfigValidationError(msg, errors=[str(exc)], schema={}) from None
+        return super()._validate_config(raise_errors=raise_errors)
 
     def _open_fingerprints(self, api_url: str) -> FingerprintStore | None:
         settings = self.settings

@@ -1,4 +1,4 @@
-"""Shared fixtures: a running Userpilot emulator per test."""
+"""Shared fixtures: a running Userpilot emulator per test, in the profile under test."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from emulated import emulator_config
+from wire_script import Script, scripted_server
 
-from target_userpilot.emulator import Emulator, EmulatorConfig, serve
-
-EMULATOR_TOKEN = "test-token"  # noqa: S105 - the emulator's
+from target_userpilot.emulator import Emulator, serve
 
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
     """An emulator with token "test-token", unlimited processing rate and no faults."""
-    config = EmulatorConfig(token=EMULATOR_TOKEN, rows_per_minute=float("inf"))
-    with serve(config, port=0) as emu:
+    with serve(emulator_config(rows_per_minute=float("inf")), port=0) as emu:
         yield emu
 
 
@@ -27,7 +26,13 @@ def make_emulator() -> Iterator[Callable[..., Emulator]]:
     with contextlib.ExitStack() as stack:
 
         def make(**kwargs: Any) -> Emulator:
-            kwargs.setdefault("token", EMULATOR_TOKEN)
-            return stack.enter_context(serve(EmulatorConfig(**kwargs), port=0))
+            return stack.enter_context(serve(emulator_config(**kwargs), port=0))
 
         yield make
+
+
+@pytest.fixture
+def scripted() -> Iterator[Script]:
+    """A scripted local server: each request gets the first matching reply."""
+    with scripted_server() as script:
+        yield script

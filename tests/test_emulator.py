@@ -20,6 +20,25 @@ AUTH = {"Authorization": f"Token {TOKEN}"}
 Make = Callable[..., Emulator]
 
 
+@pytest.fixture
+def make_emulator(make_emulator: Make) -> Make:
+    """These tests pin the bulk pages' shapes (profile `legacy`), whatever profile the run tests.
+
+    The API reference's shapes (the default profile) are covered in test_emulator_reference.py.
+    """
+
+    def make(**kwargs: Any) -> Emulator:
+        kwargs.setdefault("profile", "legacy")
+        return make_emulator(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def emulator(make_emulator: Make) -> Emulator:
+    return make_emulator(rows_per_minute=float("inf"))
+
+
 def ndjson(records: Iterable[Any]) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in records)
 

@@ -33,6 +33,17 @@ OPTIONS = [
     "--drop-submit-responses",
     "--reject-id",
     "--foreign-job-seconds",
+    "--profile",
+    "--validating-seconds",
+    "--pending-refresh-seconds",
+    "--job-list-page-size",
+    "--export-job",
+    "--retry-after-share",
+    "--max-value-chars",
+    "--string-values-only",
+    "--reject-key",
+    "--refuse-multipart",
+    "--proxy-body-limit",
 ]
 
 
@@ -72,6 +83,8 @@ def test_serves_logs_and_stops_on_a_signal(sig: signal.Signals) -> None:
             "0",
             "--token",
             "cli-token",
+            "--profile",
+            "legacy",
             "--rows-per-minute",
             "inf",
             "--job-id-style",

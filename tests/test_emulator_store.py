@@ -41,7 +41,9 @@ def submit(store: Store, batch: list[Row]) -> str:
 
 def test_a_job_lands_exactly_at_its_finish_time() -> None:
     clock = Clock()
-    store = Store(EmulatorConfig(rows_per_minute=600, queued_seconds=2), clock)  # 10 rows/s
+    store = Store(
+        EmulatorConfig(profile="legacy", rows_per_minute=600, queued_seconds=2), clock
+    )  # 10 rows/s
     job_id = submit(store, rows(20))
     view = store.job_view(job_id)
     assert view is not None
@@ -73,7 +75,7 @@ def test_a_job_lands_exactly_at_its_finish_time() -> None:
 
 def test_later_jobs_and_later_lines_win() -> None:
     clock = Clock()
-    store = Store(EmulatorConfig(rows_per_minute=0), clock)
+    store = Store(EmulatorConfig(profile="legacy", rows_per_minute=0), clock)
     first = parse_ndjson(
         io.BytesIO(
             b'{"user_id": "a", "company_id": "x", "metadata": {"k": 1, "keep": true}}\n'
@@ -94,7 +96,10 @@ def test_later_jobs_and_later_lines_win() -> None:
 def test_rejections_accumulate_while_processing_and_failures_apply_nothing() -> None:
     clock = Clock()
     store = Store(
-        EmulatorConfig(rows_per_minute=60, reject_ids=frozenset({"1", "8"}), fail_jobs=1), clock
+        EmulatorConfig(
+            profile="legacy", rows_per_minute=60, reject_ids=frozenset({"1", "8"}), fail_jobs=1
+        ),
+        clock,
     )
     failing = submit(store, rows(2))
     clock.t += 2
@@ -120,7 +125,9 @@ def test_rejections_accumulate_while_processing_and_failures_apply_nothing() -> 
 
 def test_foreign_jobs_queue_behind_a_running_job() -> None:
     clock = Clock()
-    store = Store(EmulatorConfig(rows_per_minute=60, foreign_job_seconds=3), clock)
+    store = Store(
+        EmulatorConfig(profile="legacy", rows_per_minute=60, foreign_job_seconds=3), clock
+    )
     with pytest.raises(SlotBusyError):
         submit(store, rows(1))
     clock.t += 3
@@ -136,14 +143,16 @@ def test_foreign_jobs_queue_behind_a_running_job() -> None:
 
 
 def test_job_ids_follow_the_style() -> None:
-    store = Store(EmulatorConfig(rows_per_minute=0, job_id_style="alternate", account="ACC"))
+    store = Store(
+        EmulatorConfig(profile="legacy", rows_per_minute=0, job_id_style="alternate", account="ACC")
+    )
     ids = [submit(store, rows(1)) for _ in range(3)]
     assert [i.startswith("bulk:jobs:ACC:") for i in ids] == [False, True, False]
     assert len(ids[0]) == 36
 
 
 def test_lost_responses_are_counted_down() -> None:
-    store = Store(EmulatorConfig(rows_per_minute=0, drop_submit_responses=1))
+    store = Store(EmulatorConfig(profile="legacy", rows_per_minute=0, drop_submit_responses=1))
     assert store.submit("users", rows(1), size=1, uploaded_filename=None, source="json")[1]
     assert not store.submit("users", rows(1), size=1, uploaded_filename=None, source="json")[1]
     store.set_faults(drop_submit_responses=1)

@@ -7,9 +7,9 @@ import time
 from typing import TYPE_CHECKING
 
 from target_userpilot.batches import BatchFile, BatchLimits, SealedBatch
-from target_userpilot.client import UserpilotClient
 from target_userpilot.jobs import OVERDUE_MAX, JobOutcome, JobRunner, PollPlan, RateEstimate
 from target_userpilot.profiles import Profile
+from target_userpilot.wire import UserpilotClient
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -168,8 +168,9 @@ def test_the_api_key_never_appears_in_any_output(
 
 
 def test_a_full_disk_is_one_clear_error_and_leaves_nothing_behind(
-    emulator: Emulator, tmp_path: Path
+    make_emulator: Callable[..., Emulator], tmp_path: Path
 ) -> None:
+    emulator = make_emulator(token=TOKEN)  # the preflight checks the key before any input
     messages = list(interleaved(users=2_000, companies=0, state_every=500))
     # Any file over 64 KB fails to grow: the first batch (about 250 KB) cannot be written.
     run = run_target(

@@ -255,7 +255,10 @@ def test_skip_policy_counts_without_a_file(emulator: Emulator, tmp_path: Path) -
 def test_rows_userpilot_rejects_become_dead_letters(
     make_emulator: Callable[..., Emulator], tmp_path: Path
 ) -> None:
-    emu = make_emulator(token=TOKEN, rows_per_minute=float("inf"), reject_ids=frozenset({"2"}))
+    # Per-row detail of rejected rows: only the bulk pages' shapes (`legacy`) carry it.
+    emu = make_emulator(
+        token=TOKEN, rows_per_minute=float("inf"), reject_ids=frozenset({"2"}), profile="legacy"
+    )
     dead = tmp_path / "dead.ndjson"
     cfg = {
         "api_key": TOKEN,

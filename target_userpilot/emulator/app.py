@@ -27,10 +27,12 @@ from werkzeug.serving import DechunkedInput
 
 from target_userpilot.emulator.config import MAX_FILE_BYTES, MULTIPART_OVERHEAD_BYTES
 from target_userpilot.emulator.faults import RETRYABLE_STATUSES
-from target_userpilot.emulator.store import RequestRecord, SlotBusyError, Store, iso_z
+from target_userpilot.emulator.store import RequestRecord, SlotBusyError, Store
 from target_userpilot.emulator.validation import (
     Kind,
     PayloadError,
+    Rules,
+    check_rules,
     loads,
     metadata_problem,
     parse_json_body,
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from werkzeug.datastructures import FileStorage
+
+    from target_userpilot.emulator.config import EmulatorConfig
 
 logger = logging.getLogger("target_userpilot.emulator")
 
@@ -55,6 +59,11 @@ MAX_SMALL_BODY = 1024 * 1024
 DRAIN_LIMIT = 1024 * 1024 * 1024
 """An unread request body up to this size is read and discarded so the client sees the answer."""
 _CHUNK = 64 * 1024
+PROXY_413 = (
+    b"<html><head><title>413 Request Entity Too Large</title></head><body>"
+    b"<center><h1>413 Request Entity Too Large</h1></center><hr><center>nginx</center>"
+    b"</body></html>\n"
+)
 
 
 class _TooLargeError(Exception):
@@ -168,7 +177,7 @@ def _spool_factory(
 def too_large_file() -> PayloadError:
     """The 413 for a file (or JSON body) over 50 MB."""
     return PayloadError(
-        413, f"Payload Too Large: the file exceeds {MAX_FILE_BYTES // (1024 * 1024)} MB"
+        413, f"Payload Too Large: the file exceeds 50 MB ({MAX_FILE_BYTES:,} bytes)"
     )
 
 
@@ -235,12 +244,12 @@ class Handler(BaseHTTPRequestHandler):
             self._fault(fault, cfg.retry_after_seconds)
             return
         if not self._authorized(cfg.token):
-            self._json(401, {"error": "Unauthorized: missing or invalid API key"})
+            self._error(401, "Unauthorized: missing or invalid API key")
             return
         path = self.path.split("?", 1)[0]
         route = self._route(path)
         if route is None:
-            self._json(404, {"error": f"Not Found: {self.command} {path}"})
+            self._error(404, f"Not Found: {self.command} {path}")
         elif self.command != route[0]:
             self._not_allowed(route[0])
         else:
@@ -268,23 +277,31 @@ class Handler(BaseHTTPRequestHandler):
         return hmac.compare_digest(key.strip().encode(), token.encode())
 
     def _not_allowed(self, allowed: str) -> None:
-        self._json(
-            405,
-            {"error": f"Method Not Allowed: {self.command}, use {allowed}"},
-            headers={"Allow": allowed},
+        self._error(
+            405, f"Method Not Allowed: {self.command}, use {allowed}", headers={"Allow": allowed}
         )
+
+    def _error(
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        fault: str | None = None,
+    ) -> None:
+        """An error answer in the profile's body shape."""
+        reference = self.store.config.shapes.reference
+        body = PayloadError(status, message).body(reference=reference)
+        self._json(status, body, headers=headers, fault=fault)
 
     def _fault(self, fault: str, retry_after: int) -> None:
         status = RETRYABLE_STATUSES[fault]
         if status == 429:  # noqa: PLR2004
-            self._json(
-                429,
-                {"error": "Too Many Requests"},
-                headers={"Retry-After": str(retry_after)},
-                fault=fault,
-            )
+            send = self.store.retry_after_sent()
+            headers = {"Retry-After": str(retry_after)} if send else None
+            self._error(429, "Too Many Requests", headers=headers, fault=fault)
         elif status == 500:  # noqa: PLR2004
-            self._json(500, {"error": "Internal Server Error"}, fault=fault)
+            self._error(500, "Internal Server Error", fault=fault)
         elif status == 502:  # noqa: PLR2004
             body = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
             self._send(502, body, "text/html", fault=fault)
@@ -368,48 +385,58 @@ class Handler(BaseHTTPRequestHandler):
         job_id = unquote(raw_id.rstrip("/"))
         view = self.store.job_view(job_id) if job_id else None
         if view is None:
-            self._json(404, {"error": f"Not Found: no job {job_id!r}"})
+            self._error(404, f"Not Found: no job {job_id!r}")
             return
         self._job_id = job_id
         self._json(200, view)
 
     def _submit(self, kind: Kind) -> None:
+        cfg = self.store.config
+        if cfg.proxy_body_limit and self._body.size > cfg.proxy_body_limit:
+            self._send(413, PROXY_413, "text/html")
+            return
         mimetype, options = parse_options_header(self.headers.get("Content-Type"))
         try:
+            if mimetype == "multipart/form-data" and cfg.refuse_multipart:
+                raise self._no_multipart(cfg.refuse_multipart)
             if mimetype == "multipart/form-data":
                 rows, name = self._multipart(kind, options), self._filename
-                source = "multipart"
+                source, where = "multipart", "line"
             elif mimetype == "application/json":
-                rows, name, source = self._json_rows(kind), None, "json"
+                rows, name, source, where = self._json_rows(kind), None, "json", "record"
             else:
                 raise PayloadError(  # noqa: TRY301 - one place answers every payload error
                     400,
                     "Content-Type must be multipart/form-data (one part named 'file' holding "
                     f'NDJSON) or application/json ({{"{kind}": [...]}}), got {mimetype or "none"}',
                 )
+            check_rules(rows, _rules(cfg), where)
             job, lost = self.store.submit(
                 kind, rows, size=self._content_size, uploaded_filename=name, source=source
             )
         except PayloadError as e:
-            self._json(e.status, e.body())
+            self._json(e.status, e.body(reference=cfg.shapes.reference))
             return
         except SlotBusyError as e:
-            self._json(
-                409,
-                {"error": f"Conflict: another bulk job is in progress ({e.job_id})"},
-            )
+            if cfg.shapes.reference:
+                self._error(409, "Conflict - Import job already in progress")
+            else:
+                self._json(
+                    409, {"error": f"Conflict: another bulk job is in progress ({e.job_id})"}
+                )
             return
         self._job_id = job.job_id
         if lost:
             self._drop("lost_response")
             return
-        cfg = self.store.config
-        payload = {
-            "job_id": job.job_id,
-            "status": "queued",
-            "submitted_at": iso_z(job.submitted_at),
-        }
-        self._json(cfg.submit_status, payload)
+        self._json(cfg.shapes.submit_status, self.store.submit_view(job))
+
+    @staticmethod
+    def _no_multipart(status: int) -> PayloadError:
+        """A server that takes JSON bodies only (the API reference's request body)."""
+        if status == 415:  # noqa: PLR2004
+            return PayloadError(415, "Unsupported Media Type: send application/json")
+        return PayloadError(400, "No file uploaded: the request body must be JSON")
 
     def _multipart(self, kind: Kind, options: dict[str, str]) -> list[Any]:
         body = self._body
@@ -510,6 +537,10 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ANN401
         """http.server's own messages, at debug level."""
         logger.debug("http.server: " + format, *args)  # noqa: G003
+
+
+def _rules(cfg: EmulatorConfig) -> Rules:
+    return Rules(cfg.max_value_chars, cfg.string_values_only, cfg.reject_keys)
 
 
 def _identify_problem(payload: object) -> str | None:  # noqa: PLR0911

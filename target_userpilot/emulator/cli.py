@@ -10,9 +10,12 @@ import threading
 from typing import TYPE_CHECKING
 
 from target_userpilot.emulator.config import (
+    EXPORT_JOBS,
     FAULT_KINDS,
     JOB_ID_STYLES,
+    PROFILES,
     PROGRESS_FIELDS,
+    REFUSALS,
     EmulatorConfig,
 )
 from target_userpilot.emulator.server import serve
@@ -68,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="log warnings only, not every request and job"
     )
 
+    shapes = p.add_argument_group(
+        "shapes (unset: the profile decides; see docs/emulator.md)",
+    )
+    shapes.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=_DEFAULTS.profile,
+        help="reference: Userpilot's API reference (202, bulk:jobs: ids, completed_rows, "
+        "validating/pending_refresh, errors bodies, paged job list with an export job); "
+        "legacy: the bulk pages' shapes",
+    )
     jobs = p.add_argument_group("jobs")
     jobs.add_argument(
         "--rows-per-minute",
@@ -84,21 +98,61 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument(
         "--job-id-style",
         choices=JOB_ID_STYLES,
-        default=_DEFAULTS.job_id_style,
         help="job ids: a UUID, bulk:jobs:<account>:<uuid>, or one of each in turn",
     )
     jobs.add_argument(
         "--progress-fields",
         choices=PROGRESS_FIELDS,
-        default=_DEFAULTS.progress_fields,
         help="job object: processed_count/error_count, or completed_rows/total_rows",
     )
     jobs.add_argument(
         "--submit-status",
         type=int,
         choices=(200, 202),
-        default=_DEFAULTS.submit_status,
         help="status code of a successful submit",
+    )
+    jobs.add_argument("--validating-seconds", type=float, help="how long a job stays 'validating'")
+    jobs.add_argument(
+        "--pending-refresh-seconds",
+        type=float,
+        help="how long a processed job stays 'pending_refresh' (holding the slot)",
+    )
+    jobs.add_argument(
+        "--job-list-page-size",
+        type=int,
+        help="jobs in the job list, newest first (0: every job, oldest first)",
+    )
+    jobs.add_argument(
+        "--export-job",
+        choices=EXPORT_JOBS,
+        help="an export job in the job list: none, completed, or stuck in 'processing'",
+    )
+
+    rules = p.add_argument_group("rejection rules (a stricter server; all off by default)")
+    rules.add_argument(
+        "--max-value-chars",
+        type=int,
+        default=_DEFAULTS.max_value_chars,
+        help="400 naming the line for a metadata string longer than this (0: no limit)",
+    )
+    rules.add_argument(
+        "--string-values-only",
+        action="store_true",
+        help="400 naming the line for a metadata value that is not a string or null",
+    )
+    rules.add_argument(
+        "--reject-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="400 naming the line for a metadata key; repeatable",
+    )
+    rules.add_argument(
+        "--refuse-multipart",
+        type=int,
+        choices=REFUSALS,
+        default=_DEFAULTS.refuse_multipart,
+        help="refuse multipart uploads with 415 or 400 (a JSON-only server); 0: accept",
     )
 
     faults = p.add_argument_group("faults (all off by default)")
@@ -124,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=_DEFAULTS.retry_after_seconds,
         help="Retry-After sent with a 429",
+    )
+    faults.add_argument(
+        "--retry-after-share",
+        type=float,
+        help="share of 429s that carry Retry-After (the profile decides when unset)",
     )
     faults.add_argument(
         "--slow-seconds",
@@ -158,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.foreign_job_seconds,
         help="a job that is not ours holds the slot this long from start (submits get 409)",
     )
+    rules.add_argument(
+        "--proxy-body-limit",
+        type=int,
+        default=_DEFAULTS.proxy_body_limit,
+        help="a proxy answers 413 (HTML) to any upload body over this many bytes (0: none)",
+    )
     return p
 
 
@@ -170,11 +235,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = EmulatorConfig(
             token=args.token,
+            profile=args.profile,
             rows_per_minute=args.rows_per_minute,
             queued_seconds=args.queued_seconds,
             job_id_style=args.job_id_style,
             progress_fields=args.progress_fields,
             submit_status=args.submit_status,
+            validating_seconds=args.validating_seconds,
+            pending_refresh_seconds=args.pending_refresh_seconds,
+            job_list_page_size=args.job_list_page_size,
+            export_job=args.export_job,
+            retry_after_share=args.retry_after_share,
             account=args.account,
             seed=args.seed,
             fail_rate=args.fail_rate,
@@ -185,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             drop_submit_responses=args.drop_submit_responses,
             reject_ids=frozenset(args.reject_id),
             foreign_job_seconds=args.foreign_job_seconds,
+            max_value_chars=args.max_value_chars,
+            string_values_only=args.string_values_only,
+            reject_keys=frozenset(args.reject_key),
+            refuse_multipart=args.refuse_multipart,
+            proxy_body_limit=args.proxy_body_limit,
         )
     except ValueError as e:
         parser.error(str(e))

@@ -40,6 +40,11 @@ class FaultPlan:
             return None
         return self._rng.choice(config.fault_kinds)
 
+    def retry_after_sent(self, config: EmulatorConfig) -> bool:
+        """Whether the 429 being answered carries Retry-After (the real-time API documents none)."""
+        share = config.shapes.retry_after_share
+        return share >= 1.0 or self._rng.random() < share
+
     def take_job_failure(self) -> bool:
         """Whether the job being created ends `failed`."""
         if self.fail_jobs_left > 0:

@@ -1,9 +1,10 @@
 """The emulated account's state: profiles, jobs and their clock-driven progress, request log.
 
 Nothing here runs in the background. Every request and every inspection first advances the
-state to "now": a job is `queued` until `started_at`, `processing` until `finished_at`, then
-done, and its rows are upserted at `finished_at`, so what the store shows at time T is exactly
-the effect of the jobs finished by T. One lock guards everything.
+state to "now": a job is `queued`, `validating`, `processing`, `pending_refresh` (each as long
+as the configuration says), then done, and its rows are upserted at `finished_at`, so what the
+store shows at time T is exactly the effect of the jobs finished by T. One lock guards
+everything.
 """
 
 from __future__ import annotations
@@ -97,8 +98,10 @@ class _Job:
     uploaded_filename: str
     source: str
     submitted_at: float
-    started_at: float
-    finished_at: float
+    started_at: float  # queued until then, then validating
+    processing_at: float  # validating until then, then processing
+    processed_at: float  # processing until then, then pending_refresh
+    finished_at: float  # pending_refresh until then, then completed/failed (the slot is free)
     rate: float  # rows per second, inf when unlimited
     fail: bool
     rejected: list[int]  # indexes into rows, ascending
@@ -119,10 +122,14 @@ class _Job:
         total = self.total
         if now < self.started_at:
             return "queued", 0, 0
-        if now < self.finished_at:
-            elapsed = now - self.started_at
+        if now < self.processing_at:
+            return "validating", 0, 0
+        if now < self.processed_at:
+            elapsed = now - self.processing_at
             done = total if math.isinf(self.rate) else min(total, int(elapsed * self.rate))
             return "processing", done, bisect.bisect_left(self.rejected, done)
+        if now < self.finished_at:
+            return "pending_refresh", total, len(self.rejected)
         if self.fail:
             return "failed", total, total
         return "completed", total, len(self.rejected)
@@ -195,7 +202,7 @@ class Store:
                 job = self._jobs[self._unsettled]
                 if job.phase == QUEUED and now >= job.started_at:
                     job.phase = PROCESSING
-                    logger.info("job %s (%s) processing", job.job_id, self._describe(job))
+                    logger.info("job %s (%s) started", job.job_id, self._describe(job))
                 if now < job.finished_at:
                     break
                 self._finish(job)
@@ -252,7 +259,7 @@ class Store:
     # -- jobs ----------------------------------------------------------------------------
 
     def _new_job_id(self) -> str:
-        style = self._config.job_id_style
+        style = self._config.shapes.job_id_style
         if style == "alternate":
             style = "uuid" if self._our_jobs % 2 == 0 else "bulk"
         if style == "bulk":
@@ -294,8 +301,10 @@ class Store:
             ext = "ndjson" if source == "multipart" else "json"
             uploaded = uploaded_filename or f"{bare}.{ext}"
             started = now + cfg.queued_seconds
+            processing = started + cfg.shapes.validating_seconds
             rate = cfg.rows_per_second
-            duration = 0.0 if math.isinf(rate) else len(rows) / rate
+            processed = processing + (0.0 if math.isinf(rate) else len(rows) / rate)
+            fail = self._faults.take_job_failure()
             job = _Job(
                 job_id=job_id,
                 kind=kind,
@@ -307,9 +316,12 @@ class Store:
                 source=source,
                 submitted_at=now,
                 started_at=started,
-                finished_at=started + duration,
+                processing_at=processing,
+                processed_at=processed,
+                # A failed job fails at once; a good one is refreshed before it completes.
+                finished_at=processed + (0.0 if fail else cfg.shapes.pending_refresh_seconds),
                 rate=rate,
-                fail=self._faults.take_job_failure(),
+                fail=fail,
                 rejected=[i for i, row in enumerate(rows) if row.id in cfg.reject_ids],
             )
             self._add(job)
@@ -336,6 +348,8 @@ class Store:
                 source="foreign",
                 submitted_at=now,
                 started_at=start,
+                processing_at=start,
+                processed_at=start + seconds,
                 finished_at=start + seconds,
                 rate=math.inf,
                 fail=False,
@@ -371,21 +385,25 @@ class Store:
         )
 
     def job_view(self, job_id: str) -> dict[str, Any] | None:
-        """`GET /v1/background_jobs/{job_id}`, in the configured progress shape; None if unknown."""
+        """`GET /v1/background_jobs/{job_id}` in the profile's shape; None if unknown."""
         with self.lock:
             job = self._by_id.get(job_id)
             if job is None:
                 return None
             now = self.advance()
+            shapes = self._config.shapes
             status, done, errors = job.progress(now)
             good = 0 if job.fail else done - errors
             view: dict[str, Any] = {"job_id": job.job_id, "status": status}
-            if self._config.progress_fields == "rows":
+            if shapes.progress_fields == "rows":
                 view["total_rows"] = job.total
                 view["completed_rows"] = good
             else:
                 view["processed_count"] = good
                 view["error_count"] = errors
+            if shapes.reference:
+                # The API reference's job view: an entry of the list, no per-row detail.
+                return {**self._entry(job, now), **view}
             view["submitted_at"] = iso_z(job.submitted_at)
             view["completed_at"] = iso_z(job.finished_at) if now >= job.finished_at else None
             if job.fail and status == "failed":
@@ -394,34 +412,68 @@ class Store:
                 view["errors"] = job.error_details(done)
             return view
 
+    def submit_view(self, job: JobRecord) -> dict[str, Any]:
+        """The answer to a successful submit, in the profile's shape."""
+        with self.lock:
+            if not self._config.shapes.reference:
+                return {
+                    "job_id": job.job_id,
+                    "status": "queued",
+                    "submitted_at": iso_z(job.submitted_at),
+                }
+            return self._entry(self._by_id[job.job_id], job.submitted_at)
+
+    def _entry(self, job: _Job, now: float) -> dict[str, Any]:
+        """A job as the job list shows it."""
+        status, _, _ = job.progress(now)
+        started = now >= job.started_at
+        finished = now >= job.finished_at
+        if finished:
+            elapsed = job.finished_at - job.started_at
+        else:
+            elapsed = now - job.started_at if started else 0.0
+        return {
+            "job_id": job.job_id,
+            "links": f"/v1/background_jobs/{job.job_id}",
+            "status": status,
+            "type": _TYPE[job.kind],
+            "total_rows": job.total,
+            "file_size": job.bytes,
+            "filename": job.filename,
+            "start_time": iso_naive(job.started_at) if started else None,
+            "end_time": iso_naive(job.finished_at) if finished else None,
+            "elapsed_time": round(elapsed),
+        }
+
     def job_list(self) -> list[dict[str, Any]]:
-        """`GET /v1/background_jobs/`: every job, newest last."""
+        """`GET /v1/background_jobs/`: every job oldest first, or the newest page newest first.
+
+        The page also holds the configured export job, which never holds the import slot.
+        """
         with self.lock:
             now = self.advance()
-            out = []
-            for job in self._jobs:
-                status, _, _ = job.progress(now)
-                started = now >= job.started_at
-                finished = now >= job.finished_at
-                if finished:
-                    elapsed = job.finished_at - job.started_at
-                else:
-                    elapsed = now - job.started_at if started else 0.0
-                out.append(
-                    {
-                        "job_id": job.job_id,
-                        "links": f"/v1/background_jobs/{job.job_id}",
-                        "status": status,
-                        "type": _TYPE[job.kind],
-                        "total_rows": job.total,
-                        "file_size": job.bytes,
-                        "filename": job.filename,
-                        "start_time": iso_naive(job.started_at) if started else None,
-                        "end_time": iso_naive(job.finished_at) if finished else None,
-                        "elapsed_time": round(elapsed),
-                    }
-                )
-            return out
+            shapes = self._config.shapes
+            entries = [self._entry(job, now) for job in self._jobs]
+            if shapes.export_job != "none":
+                entries.append(self._export_entry(now, stuck=shapes.export_job == "stuck"))
+            if not shapes.job_list_page_size:
+                return entries
+            return entries[::-1][: shapes.job_list_page_size]
+
+    def _export_entry(self, now: float, *, stuck: bool) -> dict[str, Any]:
+        job_id = f"bulk:jobs:{self._config.account}:export-{int(self.started_at)}"
+        return {
+            "job_id": job_id,
+            "links": f"/v1/background_jobs/{job_id}",
+            "status": "processing" if stuck else "completed",
+            "type": "export_users",
+            "total_rows": None,
+            "file_size": None,
+            "filename": f"{self._config.account}_export_users.csv",
+            "start_time": iso_naive(self.started_at),
+            "end_time": None if stuck else iso_naive(self.started_at),
+            "elapsed_time": round(now - self.started_at) if stuck else 0,
+        }
 
     # -- real-time identify ----------------------------------------------------------------
 
@@ -445,6 +497,11 @@ class Store:
         """The injected fault for the request now arriving, if any."""
         with self.lock:
             return self._faults.request_fault(self._config)
+
+    def retry_after_sent(self) -> bool:
+        """Whether the 429 now being answered carries Retry-After."""
+        with self.lock:
+            return self._faults.retry_after_sent(self._config)
 
     def log_request(self, record: RequestRecord) -> None:
         """Add a handled request to the log."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from http import HTTPStatus
 from typing import IO, Any, Literal, cast
 
 from target_userpilot.emulator.config import MAX_RECORDS
@@ -53,13 +54,68 @@ class PayloadError(Exception):
         self.line = line
         self.reason = reason or message
 
-    def body(self) -> dict[str, Any]:
-        """The JSON error body."""
+    def body(self, *, reference: bool = False) -> dict[str, Any]:
+        """The JSON error body: the API reference's `errors` list, or the bulk pages' `error`."""
+        if reference:
+            entry: dict[str, Any] = {
+                "message": self.message,
+                "details": self.reason,
+                "error": HTTPStatus(self.status).phrase,
+                "error_code": f"E{self.status}",
+            }
+            if self.line is not None:
+                entry["line"] = self.line
+            return {"errors": [entry]}
         out: dict[str, Any] = {"error": self.message}
         if self.line is not None:
             out["line"] = self.line
             out["reason"] = self.reason
         return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Rules:
+    """A server stricter than the documented checks: any line breaking a rule fails the upload.
+
+    Attributes:
+        max_value_chars: Longest metadata string allowed (0: no limit).
+        string_values_only: Metadata values must be strings (or null).
+        reject_keys: Metadata keys refused outright.
+    """
+
+    max_value_chars: int = 0
+    string_values_only: bool = False
+    reject_keys: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        """Whether any rule is on."""
+        return bool(self.max_value_chars or self.string_values_only or self.reject_keys)
+
+    def problem(self, record: dict[str, Any]) -> str | None:
+        """The first rule `record`'s metadata breaks, or None."""
+        metadata = record.get("metadata") or {}
+        for key, value in metadata.items():
+            if key in self.reject_keys:
+                return f"metadata.{key} is not an allowed property"
+            if self.string_values_only and value is not None and not isinstance(value, str):
+                return f"metadata.{key} must be a string: only string values are supported"
+            if (
+                self.max_value_chars
+                and isinstance(value, str)
+                and len(value) > self.max_value_chars
+            ):
+                return f"metadata.{key} is longer than {self.max_value_chars} characters"
+        return None
+
+
+def check_rules(rows: list[Row], rules: Rules, where: str) -> None:
+    """Refuse the upload (400 naming the first bad line) if any row breaks a rule."""
+    if not rules:
+        return
+    for row in rows:
+        problem = rules.problem(row.record)
+        if problem is not None:
+            raise PayloadError(400, f"{where} {row.line}: {problem}", line=row.line, reason=problem)
 
 
 def too_many(count: int | str) -> PayloadError:

@@ -1,23 +1,23 @@
-"""The wire module: pure helpers, a scripted local server for narrow cases, and the emulator."""
+"""The client facade: submit, follow a job, preflight; a scripted server and the emulator."""
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from emulated import emulator_config
+from wire_script import KEY, FakeClock, Script, ndjson
 
-from target_userpilot.client import (
+from target_userpilot.emulator import Emulator, serve
+from target_userpilot.wire import (
     AuthError,
     JobStatus,
     Kind,
@@ -26,242 +26,18 @@ from target_userpilot.client import (
     RetryPolicy,
     SlotWaitTimeoutError,
     TransientError,
+    UnreachableError,
     UserpilotClient,
     UserpilotError,
-    _parse_time,
-    _retry_after,
-    check_api_url,
-    parse_job,
 )
-from target_userpilot.emulator import Emulator, EmulatorConfig, serve
 
-KEY = "sk-live-0c1d-CLIENT-TEST-KEY-77aa"  # must never appear in a message or log line
 FAST = RetryPolicy(max_time=5.0, base=0.01, cap=0.05)
-
-
-def ndjson(tmp_path: Path, rows: int, kind: str = "users", name: str | None = None) -> Path:
-    path = tmp_path / (name or f"userpilot-{kind}-{rows}-{time.monotonic_ns()}.ndjson")
-    key = "user_id" if kind == "users" else "company_id"
-    lines = (json.dumps({key: f"id-{i}", "metadata": {"n": str(i)}}) for i in range(rows))
-    path.write_text("".join(line + "\n" for line in lines))
-    return path
-
-
-# --- parse_job -------------------------------------------------------------------------------
-
-JOB_SHAPES: list[tuple[dict[str, Any], tuple[str, int | None, int | None, int | None]]] = [
-    # (job object, (state, processed, errors, total))
-    ({"job_id": "a", "status": "queued", "submitted_at": "2025-02-02T12:34:56Z"},
-     ("running", None, None, None)),
-    ({"job_id": "a", "status": "completed", "processed_count": 1500, "error_count": 0},
-     ("completed", 1500, 0, None)),
-    ({"job_id": "a", "status": "completed", "processed_count": 10, "error_count": 2},
-     ("completed", 10, 2, None)),
-    ({"job_id": "a", "status": "completed", "completed_rows": 8, "total_rows": 10},
-     ("completed", 8, 2, 10)),
-    ({"job_id": "a", "status": "completed", "completed_rows": 10, "total_rows": 10},
-     ("completed", 10, 0, 10)),
-    ({"job_id": "a", "status": "processing", "completed_rows": 4, "total_rows": 10},
-     ("running", 4, None, 10)),
-    ({"job_id": "a", "status": "validating"}, ("running", None, None, None)),
-    ({"job_id": "a", "status": "pending_refresh"}, ("running", None, None, None)),
-    ({"job_id": "a", "status": "never-seen-before"}, ("running", None, None, None)),
-    ({"job_id": "a"}, ("running", None, None, None)),
-    ({"job_id": "a", "status": "failed", "total_rows": 3}, ("failed", None, None, 3)),
-    ({"job_id": "a", "status": "error"}, ("failed", None, None, None)),
-    ({"job_id": "a", "status": "Completed", "processed_count": "7", "error_count": "1"},
-     ("completed", 7, 1, None)),
-    ({"job_id": "a", "status": "completed", "processed_count": 5,
-      "errors": [{"user_id": "x", "error": "bad"}]},
-     ("completed", 5, 1, None)),
-    ({"id": "a", "status": "completed", "processed_count": 5.0, "error_count": True},
-     ("completed", 5, None, None)),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("obj", "expected"), JOB_SHAPES)
-def test_parse_job_shapes(
-    obj: dict[str, Any], expected: tuple[str, int | None, int | None, int | None]
-) -> None:
-    job = parse_job(obj)
-    assert (job.state, job.processed, job.errors, job.total) == expected
-    assert job.job_id == "a"
-    assert job.status == str(obj.get("status", ""))
-    assert job.raw is obj
-
-
-def test_parse_time_with_and_without_zone() -> None:
-    aware = _parse_time("2025-03-08T18:50:14Z")
-    assert aware is not None
-    assert aware == _parse_time("2025-03-08T18:50:14.000000")  # naive is UTC
-    assert _parse_time("2025-03-08T18:50:14.150722") == pytest.approx(aware + 0.150722)
-    assert _parse_time("2025-03-08T19:50:14+01:00") == aware
-    assert _parse_time("2025-03-08T18:50:14.1Z") is not None  # odd fraction digits
-    assert _parse_time("yesterday") is None
-    assert _parse_time(None) is None
-
-
-def test_retry_after_seconds_and_http_date() -> None:
-    now = time.time()
-    assert _retry_after("3", now) == 3
-    assert _retry_after("0.5", now) == 0.5
-    assert _retry_after(formatdate(now + 10, usegmt=True), now) == pytest.approx(10, abs=1)
-    assert _retry_after(formatdate(now - 10, usegmt=True), now) == 0
-    assert _retry_after("soon", now) is None
-    assert _retry_after(None, now) is None
-
-
-# --- check_api_url ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("https://analytex.userpilot.io", "https://analytex.userpilot.io"),
-        ("https://analytex-eu.userpilot.io/", "https://analytex-eu.userpilot.io"),
-        (" HTTPS://Analytex.Userpilot.IO/v1/ ", "https://analytex.userpilot.io"),
-        ("https://example.com:8443/proxy/", "https://example.com:8443/proxy"),
-        ("http://localhost:5000", "http://localhost:5000"),
-        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
-        ("http://127.3.4.5", "http://127.3.4.5"),
-        ("http://[::1]:9000", "http://[::1]:9000"),
-    ],
-)
-def test_check_api_url_accepts(url: str, expected: str) -> None:
-    assert check_api_url(url) == expected
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://analytex.userpilot.io",
-        "http://10.0.0.1:8080",
-        "http://localhost.evil.com",
-        "ftp://analytex.userpilot.io",
-        "analytex.userpilot.io",
-        "https://",
-        "https://user:pw@analytex.userpilot.io",
-        "https://analytex.userpilot.io/?x=1",
-        "",
-    ],
-)
-def test_check_api_url_rejects(url: str) -> None:
-    with pytest.raises(ValueError, match="api_url"):
-        check_api_url(url)
-
-
-def test_repr_and_errors_hide_the_key() -> None:
-    client = UserpilotClient("https://analytex.userpilot.io", KEY)
-    assert KEY not in repr(client)
-    assert KEY not in str(vars(client).get("stats"))
-    client.close()
-
-
-# --- a scripted local server, for the narrow cases ------------------------------------------
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-Reply = tuple[int, dict[str, str], Any]  # status, headers, JSON-able body (or str) | "drop"
-
-
-@dataclass
-class Script:
-    """Answers each request with the first matching scripted reply (or a default)."""
-
-    routes: dict[str, list[Reply | str]] = field(default_factory=dict)
-    default: dict[str, Reply] = field(default_factory=dict)
-    seen: list[Seen] = field(default_factory=list)
-    url: str = ""
-
-    def reply_for(self, method: str, path: str) -> Reply | str:
-        key = f"{method} {path}"
-        for route, queue in self.routes.items():
-            if key.startswith(route) and queue:
-                return queue.pop(0)
-        for route, reply in self.default.items():
-            if key.startswith(route):
-                return reply
-        return (404, {}, {"detail": "not found"})
-
-
-def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, fmt: str, *args: object) -> None:
-            pass
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            script.seen.append(Seen(self.command, self.path, dict(self.headers), body))
-            reply = script.reply_for(self.command, self.path)
-            if reply == "drop":
-                self.close_connection = True
-                self.connection.close()
-                return
-            assert not isinstance(reply, str)
-            status, headers, payload = reply
-            data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = _serve  # noqa: N815
-        do_POST = _serve  # noqa: N815
-
-    return Handler
-
-
-@pytest.fixture
-def scripted() -> Iterator[Script]:
-    script = Script()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
-    server.daemon_threads = True
-    script.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield script
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def client_for(url: str, **kw: Any) -> UserpilotClient:
     kw.setdefault("retry", FAST)
     kw.setdefault("timeout", (2.0, 5.0))
     return UserpilotClient(url, kw.pop("key", KEY), **kw)
-
-
-def test_upload_is_one_streamed_ndjson_part_with_auth_headers(
-    scripted: Script, tmp_path: Path
-) -> None:
-    scripted.routes["POST /v1/users/bulk_identify"] = [(202, {}, {"id": "plain-id"})]
-    path = ndjson(tmp_path, 3)
-    with_client = client_for(scripted.url, user_agent="target-userpilot/test")
-    assert with_client.submit("users", path, rows=3) == "plain-id"  # `id` as fallback
-    [post] = scripted.seen
-    assert post.headers["Authorization"] == f"Token {KEY}"
-    assert post.headers["Accept"] == "application/json, text/plain, */*"
-    assert post.headers["User-Agent"] == "target-userpilot/test"
-    assert post.headers["Content-Type"].startswith("multipart/form-data; boundary=")
-    head = post.body.split(b"\r\n\r\n", 1)[0].decode()
-    assert f'name="file"; filename="{path.name}"' in head
-    assert "Content-Type: application/x-ndjson" in head
-    assert path.read_bytes() in post.body
-    assert with_client.stats.requests == 1
 
 
 def test_2xx_without_job_id_is_an_error_showing_the_body(scripted: Script, tmp_path: Path) -> None:
@@ -299,11 +75,11 @@ def test_unreachable_server_is_transient(tmp_path: Path) -> None:
     client = client_for(
         f"http://127.0.0.1:{port}", retry=RetryPolicy(max_time=0.2, base=0.01, cap=0.02)
     )
-    with pytest.raises(TransientError, match="ConnectionError") as err:
+    with pytest.raises(TransientError, match="connection refused") as err:
         client.submit("users", ndjson(tmp_path, 1), rows=1)
     assert err.value.__cause__ is None
     assert err.value.__context__ is None
-    assert client.stats.requests == client.stats.retries + 1  # refused: nothing sent, no list
+    assert client.requests_sent == client.stats.retries + 1  # refused: nothing sent, no list
 
 
 def test_server_echoing_the_key_is_redacted(scripted: Script, tmp_path: Path) -> None:
@@ -391,15 +167,6 @@ def test_429_on_a_poll_honours_http_date_retry_after(scripted: Script) -> None:
     assert 0 < waits[0] <= 1.5
 
 
-def test_retry_after_beyond_the_budget_gives_up_at_once(scripted: Script) -> None:
-    scripted.default["GET /v1/background_jobs/"] = (429, {"Retry-After": "3600"}, "later")
-    waits: list[float] = []
-    client = client_for(scripted.url, sleep=waits.append)
-    with pytest.raises(TransientError, match="3600 s"):
-        client.list_jobs()
-    assert waits == []
-
-
 def test_409_with_nothing_listed_as_running_times_out_naming_the_setting(
     scripted: Script, tmp_path: Path
 ) -> None:
@@ -413,41 +180,9 @@ def test_409_with_nothing_listed_as_running_times_out_naming_the_setting(
     client = client_for(scripted.url, sleep=clock.sleep, clock=clock, slot_wait_timeout=30)
     with pytest.raises(SlotWaitTimeoutError, match="slot_wait_timeout") as err:
         client.submit("users", ndjson(tmp_path, 1), rows=1)
-    assert "no job listed as running" in str(err.value)
+    assert "does not show as a running import" in str(err.value)
     assert client.stats.conflicts_waited > 1
     assert clock.now == pytest.approx(30)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.history: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        self.history.append(self.now)
-
-
-def test_backoff_is_full_jitter_exponential_capped_and_bounded(scripted: Script) -> None:
-    scripted.default["GET /v1/background_jobs/"] = (503, {}, "busy")
-    clock = FakeClock()
-    client = client_for(
-        scripted.url,
-        retry=RetryPolicy(max_time=60, base=0.5, cap=4),
-        sleep=clock.sleep,
-        clock=clock,
-    )
-    with pytest.raises(TransientError, match=r"failed \d+ time\(s\) over 60 s"):
-        client.list_jobs()
-    waits = [b - a for a, b in itertools.pairwise([0.0, *clock.history])]
-    assert len(waits) > 10
-    assert all(0 <= w <= min(0.5 * 2**i, 4) for i, w in enumerate(waits))
-    assert clock.now == pytest.approx(60)
-    assert client.stats.retries == len(waits)
-    assert client.stats.requests == len(waits) + 1
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -467,27 +202,76 @@ def test_auth_refusal_is_immediate_and_names_the_setting(
     assert all(KEY not in r.getMessage() for r in caplog.records)
 
 
-def test_409_waits_for_the_listed_job_then_submits(
-    scripted: Script, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    scripted.routes["POST /v1/users/bulk_identify"] = [(409, {}, {"detail": "job running"})]
-    scripted.default["POST /v1/users/bulk_identify"] = (200, {}, {"job_id": "mine"})
-    foreign = {"job_id": "theirs", "status": "processing"}
-    scripted.routes["GET /v1/background_jobs/"] = [(200, {}, [foreign])] * 3
-    scripted.default["GET /v1/background_jobs/"] = (200, {}, [{**foreign, "status": "completed"}])
+def test_the_links_url_of_the_submit_answer_is_polled(scripted: Script, tmp_path: Path) -> None:
+    job_id = "bulk:jobs:NX-1:abc"
+    scripted.routes["POST /v1/users/bulk_identify"] = [
+        (202, {}, {"job_id": job_id, "links": f"/v1/jobs-at/{job_id}", "status": "queued"})
+    ]
+    scripted.default["GET /v1/jobs-at/"] = (200, {}, {"job_id": job_id, "status": "validating"})
+    client = client_for(scripted.url)
+    assert client.submit("users", ndjson(tmp_path, 1), rows=1) == job_id
+    assert client.get_job(job_id).state == "running"
+    assert [s.path for s in scripted.seen][1:] == [f"/v1/jobs-at/{job_id}"]
+
+
+def test_a_links_url_on_another_host_is_never_polled(scripted: Script, tmp_path: Path) -> None:
+    scripted.routes["POST /v1/users/bulk_identify"] = [
+        (202, {}, {"job_id": "j", "links": "https://elsewhere.example/v1/background_jobs/j"})
+    ]
+    scripted.default["GET /v1/background_jobs/j"] = (200, {}, {"job_id": "j", "status": "queued"})
+    client = client_for(scripted.url)
+    client.submit("users", ndjson(tmp_path, 1), rows=1)
+    assert client.get_job("j").status == "queued"
+    assert scripted.seen[-1].path == "/v1/background_jobs/j"
+
+
+@pytest.mark.parametrize("garbage", ["<html><body>Deploying</body></html>", "", {}])
+def test_a_2xx_poll_without_a_job_is_retried_like_a_5xx(scripted: Script, garbage: Any) -> None:
+    scripted.routes["GET /v1/background_jobs/j"] = [(200, {}, garbage)] * 2
+    done = {"job_id": "j", "status": "completed"}
+    scripted.default["GET /v1/background_jobs/j"] = (200, {}, done)
     clock = FakeClock()
     client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
-    with caplog.at_level(logging.INFO):
-        assert client.submit("users", ndjson(tmp_path, 1), rows=1) == "mine"
-    assert clock.history == [1, 3, 7]  # 1, 2, 4 s between looks
-    assert client.stats.conflicts_waited == 1
-    assert client.stats.retries == 0
-    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert len(infos) == 2
-    assert "theirs" in infos[0]
-    assert "slot_wait_timeout" in infos[0]
-    assert "free" in infos[1]
-    assert "theirs" in infos[1]
+    assert client.get_job("j").state == "completed"
+    assert client.stats.retries == 2
+
+
+def test_a_2xx_poll_without_a_job_gives_up_after_the_retry_time(scripted: Script) -> None:
+    scripted.default["GET /v1/background_jobs/j"] = (200, {}, "<html>maintenance</html>")
+    clock = FakeClock()
+    retry = RetryPolicy(max_time=5.0, base=1.0, cap=2.0)
+    client = client_for(scripted.url, retry=retry, sleep=clock.sleep, clock=clock)
+    with pytest.raises(TransientError, match=r"without a job.*request_retry_max_time"):
+        client.get_job("j")
+
+
+def test_lost_answer_is_looked_for_over_about_10_s_before_uploading_again(
+    scripted: Script, tmp_path: Path
+) -> None:
+    path = ndjson(tmp_path, 2)
+    ours = {"job_id": "bulk:jobs:A:ours", "status": "queued", "filename": f"x-{path.name}",
+            "links": "/v1/background_jobs/bulk:jobs:A:ours"}  # fmt: skip
+    scripted.routes["POST /v1/users/bulk_identify"] = ["drop"]
+    scripted.routes["GET /v1/background_jobs/"] = [(200, {}, [])] * 2  # listed late
+    scripted.default["GET /v1/background_jobs/"] = (200, {}, [ours])
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
+    assert client.submit("users", path, rows=2) == "bulk:jobs:A:ours"
+    assert [s.method for s in scripted.seen] == ["POST", "GET", "GET", "GET"]  # one upload
+    assert client.stats.lost_submissions_recovered == 1
+
+
+def test_lost_answer_never_listed_is_uploaded_again_after_the_look_ups(
+    scripted: Script, tmp_path: Path
+) -> None:
+    scripted.routes["POST /v1/users/bulk_identify"] = ["drop"]
+    scripted.default["POST /v1/users/bulk_identify"] = (202, {}, {"job_id": "second"})
+    scripted.default["GET /v1/background_jobs/"] = (200, {}, [])
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
+    assert client.submit("users", ndjson(tmp_path, 2), rows=2) == "second"
+    assert [s.method for s in scripted.seen] == ["POST", "GET", "GET", "GET", "GET", "POST"]
+    assert 10 <= clock.now < 11  # the look-ups' waits, plus one short backoff
 
 
 def test_dropped_upload_then_409_finds_our_own_job_in_the_list(
@@ -496,16 +280,162 @@ def test_dropped_upload_then_409_finds_our_own_job_in_the_list(
     path = ndjson(tmp_path, 2)
     ours = {"job_id": "bulk:jobs:A:ours", "status": "queued", "filename": f"x-{path.name}"}
     scripted.routes["POST /v1/users/bulk_identify"] = ["drop", (409, {}, {"detail": "busy"})]
-    scripted.routes["GET /v1/background_jobs/"] = [(200, {}, [])]  # not listed yet
+    scripted.routes["GET /v1/background_jobs/"] = [(200, {}, [])] * 4  # not listed yet
     scripted.default["GET /v1/background_jobs/"] = (200, {}, [ours])
     clock = FakeClock()
     client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
     assert client.submit("users", path, rows=2) == "bulk:jobs:A:ours"
-    assert [s.method for s in scripted.seen] == ["POST", "GET", "POST", "GET"]
+    assert [s.method for s in scripted.seen] == ["POST", *["GET"] * 4, "POST", "GET"]
     assert client.stats.lost_submissions_recovered == 1
 
 
-# --- against the emulator, over real sockets -------------------------------------------------
+def test_409_is_the_judge_the_list_only_names_the_import_blocking(
+    scripted: Script, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    conflict = {"errors": [{"message": "Conflict - Import job already in progress"}]}
+    scripted.routes["POST /v1/users/bulk_identify"] = [(409, {}, conflict)] * 3
+    scripted.default["POST /v1/users/bulk_identify"] = (202, {}, {"job_id": "mine"})
+    listed = [
+        {"job_id": "export-1", "type": "export_users", "status": "processing"},  # for ever
+        {"job_id": "theirs", "type": "identify_user", "status": "pending_refresh"},
+    ]
+    scripted.default["GET /v1/background_jobs/"] = (200, {}, listed)
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
+    with caplog.at_level(logging.INFO):
+        assert client.submit("users", ndjson(tmp_path, 1), rows=1) == "mine"
+    assert clock.history == [1, 3, 7]  # 1, 2, 4 s between uploads
+    assert [s.method for s in scripted.seen] == ["POST", "GET", "POST", "POST", "POST"]
+    assert client.stats.conflicts_waited == 3
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert "theirs" in infos[0]
+    assert "export-1" not in infos[0]
+    assert "slot_wait_timeout" in infos[0]
+
+
+def test_409_with_only_an_export_listed_still_waits_then_names_no_import(
+    scripted: Script, tmp_path: Path
+) -> None:
+    scripted.default["POST /v1/users/bulk_identify"] = (409, {}, {"detail": "busy"})
+    scripted.default["GET /v1/background_jobs/"] = (
+        200,
+        {},
+        [{"job_id": "export-1", "type": "export_users", "status": "processing"}],
+    )
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock, slot_wait_timeout=60)
+    with pytest.raises(SlotWaitTimeoutError) as err:
+        client.submit("users", ndjson(tmp_path, 1), rows=1)
+    assert "export-1" not in str(err.value)
+    assert clock.now == pytest.approx(60)
+    assert max(b - a for a, b in itertools.pairwise([0.0, *clock.history])) <= 30
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (415, {"errors": [{"message": "Unsupported Media Type"}]}),
+        (400, {"errors": [{"message": "No file uploaded: the request body must be JSON"}]}),
+        (400, {"error": "file is required"}),
+        (400, {"error": "expected one part named 'file', got ['upload']"}),
+    ],
+)
+def test_multipart_refused_on_the_first_upload_switches_the_run_to_json(
+    scripted: Script, tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int, body: Any
+) -> None:
+    scripted.routes["POST /v1/users/bulk_identify"] = [(status, {}, body)]
+    scripted.default["POST /v1/users/bulk_identify"] = (202, {}, {"job_id": "j"})
+    client = client_for(scripted.url)
+    with caplog.at_level(logging.WARNING):
+        client.submit("users", ndjson(tmp_path, 2), rows=2)
+        client.submit("users", ndjson(tmp_path, 3), rows=3)
+    types = [s.headers["Content-Type"] for s in scripted.seen]
+    assert types[0].startswith("multipart/form-data")
+    assert types[1:] == ["application/json", "application/json"]
+    switches = [r for r in caplog.records if "JSON bodies" in r.getMessage()]
+    assert len(switches) == 1
+    assert "`upload_format`" in switches[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "said",
+    ["line 1: metadata.plan must be a string", "the file holds no records", "line 1: bad profile"],
+)
+def test_a_400_about_the_rows_never_switches_the_format(
+    scripted: Script, tmp_path: Path, said: str
+) -> None:
+    rejected = {"errors": [{"message": said, "line": 1}]}
+    scripted.routes["POST /v1/users/bulk_identify"] = [(400, {}, rejected)]
+    client = client_for(scripted.url)
+    with pytest.raises(RejectedUploadError) as err:
+        client.submit("users", ndjson(tmp_path, 2), rows=2)
+    assert said in str(err.value)
+    assert len(scripted.seen) == 1
+
+
+def test_after_a_multipart_success_a_415_is_an_error_not_a_switch(
+    scripted: Script, tmp_path: Path
+) -> None:
+    scripted.routes["POST /v1/users/bulk_identify"] = [
+        (202, {}, {"job_id": "j"}),
+        (415, {}, {"error": "Unsupported Media Type"}),
+    ]
+    client = client_for(scripted.url)
+    client.submit("users", ndjson(tmp_path, 1), rows=1)
+    with pytest.raises(RejectedUploadError, match="415"):
+        client.submit("users", ndjson(tmp_path, 1), rows=1)
+
+
+def test_a_413_is_payload_too_large_with_the_servers_words(
+    scripted: Script, tmp_path: Path
+) -> None:
+    html = "<html><head><title>413 Request Entity Too Large</title></head></html>"
+    scripted.routes["POST /v1/users/bulk_identify"] = [(413, {}, html)]
+    client = client_for(scripted.url)
+    with pytest.raises(PayloadTooLargeError, match="413 Request Entity Too Large"):
+        client.submit("users", ndjson(tmp_path, 1), rows=1)
+
+
+def test_preflight_logs_the_host_never_the_key(
+    scripted: Script, caplog: pytest.LogCaptureFixture
+) -> None:
+    scripted.default["GET /v1/background_jobs/"] = (200, {}, [])
+    client = client_for(scripted.url, key=f"{KEY}\n")
+    with caplog.at_level(logging.DEBUG):
+        client.preflight()
+    [seen] = scripted.seen
+    assert seen.headers["Authorization"] == f"Token {KEY}"  # stripped
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(scripted.url in line for line in lines)
+    assert all(KEY not in line for line in lines)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_preflight_refused_key_is_an_auth_error_at_once(scripted: Script, status: int) -> None:
+    scripted.default["GET /v1/background_jobs/"] = (status, {}, {"detail": "no"})
+    with pytest.raises(AuthError, match="`api_key`"):
+        client_for(scripted.url).preflight()
+    assert len(scripted.seen) == 1
+
+
+def test_preflight_of_a_wrong_path_names_api_url(scripted: Script) -> None:
+    with pytest.raises(UserpilotError, match=r"`api_url`.*HTTP 404"):
+        client_for(scripted.url + "/not-the-api").preflight()
+
+
+def test_preflight_of_a_closed_port_fails_within_seconds_naming_api_url() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    server.server_close()  # nothing listens there now
+    clock = FakeClock()
+    client = client_for(url, retry=RetryPolicy(max_time=600), sleep=clock.sleep, clock=clock)
+    with pytest.raises(UnreachableError) as err:
+        client.preflight()
+    assert "connection refused" in str(err.value)
+    assert "`api_url` setting" in str(err.value)
+    assert url in str(err.value)
+    assert clock.now <= 4  # not request_retry_max_time's 600 s
+
 
 EMU_KEY = "sk-live-9e8d-EMULATOR-KEY-1234"
 
@@ -515,7 +445,7 @@ def emulator() -> Callable[..., ContextManager[Emulator]]:
     def start(**kw: Any) -> ContextManager[Emulator]:
         kw.setdefault("token", EMU_KEY)
         kw.setdefault("rows_per_minute", float("inf"))
-        return serve(EmulatorConfig(**kw), port=0)
+        return serve(emulator_config(**kw), port=0)
 
     return start
 
@@ -609,7 +539,7 @@ def test_bad_line_is_rejected_with_the_servers_words(
         assert our_jobs(emu) == []
     assert err.value.status == 400
     assert "line 2" in err.value.body
-    assert err.value.body in str(err.value)
+    assert "line 2: user_id is missing" in str(err.value)  # the server's words, either shape
 
 
 def test_foreign_job_is_waited_out(
@@ -651,7 +581,9 @@ def test_faults_are_retried_and_every_job_created_once(
     emulator: Callable[..., ContextManager[Emulator]], tmp_path: Path
 ) -> None:
     with emulator(seed=11, fail_rate=0.3, fault_kinds=("500", "502", "503", "drop")) as emu:
-        client = UserpilotClient(emu.url, EMU_KEY, retry=FAST)
+        # Faults are drawn per request, not per second: the waits (about 10 s of job-list
+        # look-ups after each dropped upload) can be skipped.
+        client = UserpilotClient(emu.url, EMU_KEY, retry=FAST, sleep=lambda _: None)
         for n in range(4):
             kind: Kind = "users" if n % 2 else "companies"
             job_id = client.submit(kind, ndjson(tmp_path, 10 + n, kind), rows=10 + n)
@@ -659,7 +591,7 @@ def test_faults_are_retried_and_every_job_created_once(
         assert len(our_jobs(emu)) == 4
         assert any(r.fault for r in emu.requests)
     assert client.stats.retries > 0
-    assert client.stats.requests == len(emu.requests)
+    assert client.requests_sent == len(emu.requests)
 
 
 def test_429_retry_after_is_honoured(
