@@ -204,3 +204,30 @@ def assert_profile(profile: dict[str, Any], record: dict[str, Any], *, id_key: s
             continue
         assert key in metadata, (key, profile)
         assert str(metadata[key]).lower() == str(value).lower(), (key, metadata[key], value)
+
+
+def test_readme_install_adds_the_hub_definition_to_a_fresh_project(tmp_path: Path) -> None:
+    """README's Meltano 4 install: `meltano add --from-ref` the Hub file, pip_url replaced."""
+    executable = meltano_bin()
+    env = meltano_env("http://127.0.0.1:9")  # nothing is loaded here
+    Meltano(executable, tmp_path, env)("init", "project", "--no-usage-stats")
+    project = tmp_path / "project"
+    hub = ROOT / "hub/_data/meltano/loaders/target-userpilot/target-userpilot.yml"
+    definition = hub.read_text(encoding="utf-8").replace(
+        "\npip_url: target-userpilot\n", f"\npip_url: -e {shlex.quote(str(ROOT))}\n"
+    )
+    assert definition != hub.read_text(encoding="utf-8")
+    definition_file = project / "target-userpilot.yml"
+    definition_file.write_text(definition, encoding="utf-8")
+    meltano = Meltano(executable, project, env)
+    meltano(
+        "add", "--plugin-type", "loader", "--from-ref", "target-userpilot.yml", "target-userpilot"
+    )
+
+    config = json.loads(meltano("config", "print", "target-userpilot"))
+    for name, value in ENV_SETTINGS.items():
+        assert config[name] == value, (name, config[name])
+    about = json.loads(meltano("invoke", "target-userpilot", "--about", "--format=json"))
+    assert not {"add_record_metadata", "load_method", "batch_size_rows"} & set(
+        about["settings"]["properties"]
+    )
