@@ -107,11 +107,16 @@ class TargetUserpilot(Target):
             logger=self.logger,
             fingerprints=self._open_fingerprints(api_url),
         )
+        for name in self.UNSUPPORTED_BUILTIN_SETTINGS:
+            if self.config.get(name) is not None:
+                self.logger.warning("Setting `%s` does nothing in target-userpilot.", name)
 
     # The SDK adds these to every target; here they would do nothing or harm, so they are not
     # offered (`--about`, Meltano, the Hub). `add_record_metadata` would send `_sdc_*` attributes
     # and make every profile look changed to `send_only_changes`; `load_method` cannot delete or
-    # replace anything in Userpilot, which upserts; `batch_size_rows` is `max_batch_rows`.
+    # replace anything in Userpilot, which upserts; `batch_size_rows` is `max_batch_rows`. One set
+    # anyway (the SDK still reads `add_record_metadata`; `_sdc_*` never become metadata) is named
+    # in a warning.
     UNSUPPORTED_BUILTIN_SETTINGS = ("add_record_metadata", "load_method", "batch_size_rows")
 
     @classmethod

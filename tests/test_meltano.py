@@ -225,6 +225,24 @@ def test_sdk_builtins_that_mean_nothing_here_are_not_offered(about: dict[str, An
     )
 
 
+def test_an_unsupported_builtin_set_anyway_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = {
+        "api_key": "k",
+        "dry_run": True,
+        "dry_run_dir": str(tmp_path / "dry"),
+        "batch_dir": str(tmp_path / "batches"),
+        "batch_size_rows": 100,
+        "load_method": "overwrite",
+    }
+    TargetUserpilot(config=config)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "Setting `batch_size_rows` does nothing in target-userpilot." in warnings
+    assert "Setting `load_method` does nothing in target-userpilot." in warnings
+    assert not [w for w in warnings if "add_record_metadata" in w]
+
+
 # --- (b) the README settings table -------------------------------------------------------------
 
 
