@@ -9,6 +9,7 @@ Without MELTANO_BIN the test is skipped, except in CI (`CI=true`), where that is
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -22,6 +23,8 @@ from typing import Any
 import pytest
 
 from target_userpilot.emulator import EmulatorConfig, serve
+from target_userpilot.envconfig import scalar_type
+from target_userpilot.target import TargetUserpilot
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "e2e-meltano-token"  # noqa: S105 - the emulator's throwaway token
@@ -100,7 +103,17 @@ ENV_SETTINGS = {
     "dry_run": False,
     "resend_all": False,
     "validate_records": True,
+    "flattening_enabled": False,
+    "flattening_max_depth": 3,
+    "flattening_max_key_length": 255,
 }
+
+
+def test_env_settings_cover_every_integer_and_boolean_setting() -> None:
+    schema = copy.deepcopy(TargetUserpilot.config_jsonschema)
+    TargetUserpilot.append_builtin_config(schema)
+    scalars = {name for name, prop in schema["properties"].items() if scalar_type(prop)}
+    assert scalars - set(ENV_SETTINGS) == set(), "add the new setting to ENV_SETTINGS"
 
 
 def meltano_env(api_url: str) -> dict[str, str]:
