@@ -50,10 +50,13 @@ SETTINGS_PREAMBLE = (
 )
 USAGE = (
     "Try it without a Userpilot account against the bundled emulator, a faithful local copy of "
-    "the bulk identify API: run `userpilot-emulator --port 8080 --token dev-token` and set "
+    "the bulk identify API: install the `emulator` extra "
+    "(`pip install 'target-userpilot[emulator]'`), run "
+    "`userpilot-emulator --port 8080 --token dev-token` and set "
     "`api_url` to `http://127.0.0.1:8080` and `api_key` to `dev-token`. A Singer STATE is only "
     "released once every record before it is in a Userpilot job that completed, so Meltano's "
-    "stored state never runs ahead of what Userpilot has."
+    "stored state never runs ahead of what Userpilot has. Every setting can also come from a "
+    "`TARGET_USERPILOT_<SETTING>` environment variable; durations are whole numbers of the unit the setting names."
 )
 
 # JSON schema type -> Meltano setting kind. A JSON `number` has none that works: Meltano's
