@@ -56,7 +56,8 @@ USAGE = (
     "`api_url` to `http://127.0.0.1:8080` and `api_key` to `dev-token`. A Singer STATE is only "
     "released once every record before it is in a Userpilot job that completed, so Meltano's "
     "stored state never runs ahead of what Userpilot has. Every setting can also come from a "
-    "`TARGET_USERPILOT_<SETTING>` environment variable; durations are whole numbers of the unit the setting names."
+    "`TARGET_USERPILOT_<SETTING>` environment variable; durations are whole numbers of the unit "
+    "the setting names."
 )
 
 # JSON schema type -> Meltano setting kind. A JSON `number` has none that works: Meltano's
