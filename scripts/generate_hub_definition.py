@@ -31,6 +31,7 @@ from target_userpilot.target import TargetUserpilot
 ROOT = Path(__file__).resolve().parent.parent
 VARIANT = "target-userpilot"
 HUB_PATH = ROOT / "hub/_data/meltano/loaders/target-userpilot" / f"{VARIANT}.yml"
+LOGO = ROOT / "hub/static/assets/logos/loaders/userpilot.svg"
 MELTANO_YML = ROOT / "meltano.yml"
 README = ROOT / "README.md"
 
@@ -49,17 +50,23 @@ SETTINGS_PREAMBLE = (
 )
 USAGE = (
     "Try it without a Userpilot account against the bundled emulator, a faithful local copy of "
-    "the bulk identify API: run `userpilot-emulator --port 8080 --token dev-token` and set "
+    "the bulk identify API: install the `emulator` extra "
+    "(`pip install 'target-userpilot[emulator]'`), run "
+    "`userpilot-emulator --port 8080 --token dev-token` and set "
     "`api_url` to `http://127.0.0.1:8080` and `api_key` to `dev-token`. A Singer STATE is only "
     "released once every record before it is in a Userpilot job that completed, so Meltano's "
-    "stored state never runs ahead of what Userpilot has."
+    "stored state never runs ahead of what Userpilot has. Every setting can also come from a "
+    "`TARGET_USERPILOT_<SETTING>` environment variable; durations are whole numbers of the unit "
+    "the setting names."
 )
 
-# JSON schema type -> Meltano setting kind.
+# JSON schema type -> Meltano setting kind. A JSON `number` has none that works: Meltano's
+# `decimal` kind breaks `meltano config print` and `meltano run` as soon as the value comes from
+# an environment variable ("Object of type Decimal is not JSON serializable"), and no plugin on
+# the Hub uses it. Settings are whole seconds, minutes or days (`integer`) instead.
 _KINDS = {
     "string": "string",
     "integer": "integer",
-    "number": "decimal",
     "boolean": "boolean",
     "object": "object",
     "array": "array",
@@ -100,6 +107,9 @@ def setting_kind(schema: dict[str, Any]) -> str:
     for json_type in ("object", "array"):  # the widest type wins: `str | list` is an array
         if json_type in types:
             return json_type
+    if types == ["number"]:
+        msg = "a `number` setting has no Meltano kind that works; make it an `integer`"
+        raise ValueError(msg)
     if len(types) == 1 and types[0] in _KINDS:
         if types[0] == "string" and schema.get("format") == "date-time":
             return "date_iso8601"
@@ -122,7 +132,11 @@ def _option_label(value: str) -> str:
 
 def meltano_setting(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     """One Meltano setting definition (as meltano.yml and the Hub spell it)."""
-    kind = setting_kind(schema)
+    try:
+        kind = setting_kind(schema)
+    except ValueError as exc:
+        msg = f"setting `{name}`: {exc}"
+        raise ValueError(msg) from None
     setting: dict[str, Any] = {
         "name": name,
         "label": setting_label(name, schema),
@@ -157,14 +171,17 @@ def hub_definition(about: dict[str, Any]) -> dict[str, Any]:
         "variant": VARIANT,
         "label": "Userpilot",
         "description": "User and company profiles in Userpilot, through its bulk identify API",
-        "logo_url": "/assets/logos/loaders/userpilot.png",
+        "logo_url": f"/assets/logos/loaders/{LOGO.name}",
         "domain_url": "https://userpilot.com",
         "repo": REPO_URL,
         "pip_url": about["name"],
         "executable": about["name"],
         "capabilities": sorted(about["capabilities"]),
-        "keywords": ["meltano_sdk"],
+        "keywords": ["api", "meltano_sdk"],
         "maintenance_status": "active",
+        # Hub maintainers grade connectors (gold, silver, bronze); a new one is not graded yet.
+        "quality": "unknown",
+        "supported_python_versions": about["supported_python_versions"],
         "settings": sorted(meltano_settings(about), key=lambda setting: setting["name"]),
         "settings_group_validation": [sorted(required)],
         "settings_preamble": SETTINGS_PREAMBLE,
@@ -242,8 +259,13 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="Change nothing; exit 1 if a file is out of date."
     )
     args = parser.parse_args(argv)
+    try:
+        expected = expected_files()
+    except ValueError as exc:
+        print(f"Cannot describe the settings to Meltano: {exc}", file=sys.stderr)
+        return 1
     stale = []
-    for path, text in expected_files().items():
+    for path, text in expected.items():
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == text:
             continue

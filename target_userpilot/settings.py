@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from singer_sdk import typing as th
 
 from target_userpilot.batches import MAX_API_BYTES, MAX_API_ROWS, MULTIPART_MARGIN, BatchLimits
+from target_userpilot.places import default_path
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 
 DEFAULT_API_URL = "https://analytex.userpilot.io"
 KINDS: tuple[Kind, ...] = ("users", "companies")
+# Outside a Meltano project, in the working folder (inside one: `.meltano/target-userpilot/`).
+DEAD_LETTERS_OUTSIDE_MELTANO = "userpilot-dead-letters.ndjson"
+DRY_RUN_OUTSIDE_MELTANO = "userpilot-dry-run"
 
 CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
@@ -124,9 +128,10 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "dead_letter_path",
         th.StringType,
-        default="userpilot-dead-letters.ndjson",
         title="Dead-letter file",
-        description="NDJSON file that invalid and rejected records are appended to.",
+        description="NDJSON file that invalid and rejected records are appended to (default: "
+        "`.meltano/target-userpilot/dead-letters.ndjson` in a Meltano project, else "
+        f"`{DEAD_LETTERS_OUTSIDE_MELTANO}` in the working folder).",
     ),
     th.Property(
         "dry_run",
@@ -139,9 +144,10 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "dry_run_dir",
         th.StringType,
-        default="userpilot-dry-run",
         title="Dry-run folder",
-        description="Where a dry run writes the NDJSON files it would have uploaded.",
+        description="Where a dry run writes the NDJSON files it would have uploaded (default: "
+        "`.meltano/target-userpilot/dry-run` in a Meltano project, else "
+        f"`{DRY_RUN_OUTSIDE_MELTANO}` in the working folder).",
     ),
     th.Property(
         "max_batch_rows",
@@ -175,14 +181,14 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "max_checkpoint_lag_minutes",
-        th.NumberType(minimum=0),
+        th.IntegerType(minimum=0),
         default=30,
         title="Max checkpoint lag (minutes)",
         description="Likewise, in minutes since the batch's first record.",
     ),
     th.Property(
         "job_timeout",
-        th.NumberType(minimum=1),
+        th.IntegerType(minimum=1),
         default=3600,
         title="Job timeout (s)",
         description="Longest wait for one Userpilot job before the run fails (10,000 rows take "
@@ -197,28 +203,28 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "poll_max_interval",
-        th.NumberType(minimum=1),
+        th.IntegerType(minimum=1),
         default=30,
         title="Max poll interval (s)",
         description="Longest pause between two polls of a running job.",
     ),
     th.Property(
         "slot_wait_timeout",
-        th.NumberType(minimum=0),
+        th.IntegerType(minimum=0),
         default=3600,
         title="Slot wait timeout (s)",
         description="Longest wait for another import (HTTP 409) to free Userpilot's job slot.",
     ),
     th.Property(
         "request_retry_max_time",
-        th.NumberType(minimum=0),
+        th.IntegerType(minimum=0),
         default=600,
         title="Request retry time (s)",
         description="How long one request is retried on connection errors, 429 and 5xx.",
     ),
     th.Property(
         "request_timeout",
-        th.NumberType(minimum=1),
+        th.IntegerType(minimum=1),
         default=300,
         title="Request timeout (s)",
         description="Read timeout of one HTTP request (an upload of 50 MB included).",
@@ -235,7 +241,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "termination_grace",
-        th.NumberType(minimum=0),
+        th.IntegerType(minimum=0),
         default=60,
         title="Termination grace (s)",
         description="On SIGTERM/SIGINT, how long to wait for the job in flight before exiting.",
@@ -264,7 +270,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "resend_after_days",
-        th.NumberType(minimum=0),
+        th.IntegerType(minimum=0),
         title="Resend after (days)",
         description="With `send_only_changes`: resend unchanged profiles last confirmed this many "
         "days ago, so edits made in Userpilot are eventually overwritten.",
@@ -337,9 +343,15 @@ class Settings:
             arrays=config["arrays"],
             nulls=config["nulls"],
             on_invalid_record=config["on_invalid_record"],
-            dead_letter_path=Path(config["dead_letter_path"]),
+            dead_letter_path=Path(
+                config.get("dead_letter_path")
+                or default_path("dead-letters.ndjson", elsewhere=Path(DEAD_LETTERS_OUTSIDE_MELTANO))
+            ),
             dry_run=config["dry_run"],
-            dry_run_dir=Path(config["dry_run_dir"]),
+            dry_run_dir=Path(
+                config.get("dry_run_dir")
+                or default_path("dry-run", elsewhere=Path(DRY_RUN_OUTSIDE_MELTANO))
+            ),
             limits=BatchLimits(config["max_batch_rows"], config["max_batch_bytes"]),
             batch_dir=Path(config.get("batch_dir") or tempfile.gettempdir()),
             max_checkpoint_lag_records=config["max_checkpoint_lag_records"],

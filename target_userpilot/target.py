@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, StorageTarget
+from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.target_base import Target
 
 from target_userpilot.batches import BatchFileError
 from target_userpilot.deadletters import InvalidRecordError
+from target_userpilot.envconfig import env_config
 from target_userpilot.fingerprints import (
     FingerprintStore,
     FingerprintStoreBusyError,
@@ -114,6 +116,35 @@ class TargetUserpilot(Target):
             logger=self.logger,
             fingerprints=self._open_fingerprints(api_url),
         )
+        for name in self.UNSUPPORTED_BUILTIN_SETTINGS:
+            if self.config.get(name) is not None:
+                self.logger.warning("Setting `%s` does nothing in target-userpilot.", name)
+
+    # The SDK adds these to every target; here they would do nothing or harm, so they are not
+    # offered (`--about`, Meltano, the Hub). `add_record_metadata` would send `_sdc_*` attributes
+    # and make every profile look changed to `send_only_changes`; `load_method` cannot delete or
+    # replace anything in Userpilot, which upserts; `batch_size_rows` is `max_batch_rows`. One set
+    # anyway (the SDK still reads `add_record_metadata`; `_sdc_*` never become metadata) is named
+    # in a warning.
+    UNSUPPORTED_BUILTIN_SETTINGS = ("add_record_metadata", "load_method", "batch_size_rows")
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict[str, Any]) -> None:
+        """The SDK's built-in settings, less those that mean nothing for Userpilot.
+
+        Overriding this is the SDK's documented way to drop built-ins (capabilities only switch
+        off whole groups such as stream maps, and these three are always added).
+        """
+        super().append_builtin_config(config_jsonschema)
+        for name in cls.UNSUPPORTED_BUILTIN_SETTINGS:
+            config_jsonschema["properties"].pop(name, None)
+
+    @classproperty
+    def _env_var_config(cls) -> dict[str, Any]:  # noqa: N805 - a class property, as in the SDK
+        """Settings from `TARGET_USERPILOT_*` variables, numbers and booleans parsed strictly."""
+        schema = cls.config_jsonschema
+        cls.append_builtin_config(schema)
+        return env_config(schema, cls._env_var_prefix)
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """Strip the key's surrounding whitespace; refuse an unusable key without quoting it.

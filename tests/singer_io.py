@@ -187,3 +187,24 @@ def assert_states_trail_data(run: Run, messages: list[dict[str, Any]]) -> None:
             if pid not in (seen.users if kind == "users" else seen.companies)
         ]
         assert not missing, f"STATE {seen.value} came out before {len(missing)} records"
+
+
+def run_cli(
+    args: list[str], messages: Iterable[dict[str, Any]], cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The target CLI on a few messages, with only `env` of the TARGET_USERPILOT_/MELTANO_ vars."""
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TARGET_USERPILOT_", "MELTANO_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "target_userpilot.target", *args],
+        input="".join(json.dumps(message) + "\n" for message in messages),
+        env={**inherited, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

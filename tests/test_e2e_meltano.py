@@ -9,6 +9,7 @@ Without MELTANO_BIN the test is skipped, except in CI (`CI=true`), where that is
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -22,6 +23,8 @@ from typing import Any
 import pytest
 
 from target_userpilot.emulator import EmulatorConfig, serve
+from target_userpilot.envconfig import scalar_type
+from target_userpilot.target import TargetUserpilot
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "e2e-meltano-token"  # noqa: S105 - the emulator's throwaway token
@@ -81,6 +84,38 @@ class Meltano:
         return proc.stdout
 
 
+# Every integer and boolean setting, set the way containers and prod environments set them: an
+# environment variable, which Meltano reads by the setting's kind and writes into the config.
+ENV_SETTINGS = {
+    "job_timeout": 600,
+    "poll_max_interval": 2,
+    "slot_wait_timeout": 60,
+    "request_retry_max_time": 30,
+    "request_timeout": 30,
+    "termination_grace": 5,
+    "max_checkpoint_lag_minutes": 10,
+    "max_checkpoint_lag_records": 1_000,
+    "resend_after_days": 7,
+    "max_batch_rows": 5_000,
+    "max_batch_bytes": 10_000_000,
+    "job_retries": 1,
+    "send_only_changes": True,
+    "dry_run": False,
+    "resend_all": False,
+    "validate_records": True,
+    "flattening_enabled": False,
+    "flattening_max_depth": 3,
+    "flattening_max_key_length": 255,
+}
+
+
+def test_env_settings_cover_every_integer_and_boolean_setting() -> None:
+    schema = copy.deepcopy(TargetUserpilot.config_jsonschema)
+    TargetUserpilot.append_builtin_config(schema)
+    scalars = {name for name, prop in schema["properties"].items() if scalar_type(prop)}
+    assert scalars - set(ENV_SETTINGS) == set(), "add the new setting to ENV_SETTINGS"
+
+
 def meltano_env(api_url: str) -> dict[str, str]:
     env = {
         key: value
@@ -97,7 +132,12 @@ def meltano_env(api_url: str) -> dict[str, str]:
             # Meltano's convention: <PLUGIN>_<SETTING>, overriding the `dev` environment's values.
             "TARGET_USERPILOT_API_URL": api_url,
             "TARGET_USERPILOT_API_KEY": TOKEN,
-            "TARGET_USERPILOT_SEND_ONLY_CHANGES": "true",
+        }
+    )
+    env.update(
+        {
+            f"TARGET_USERPILOT_{name.upper()}": str(value).lower()
+            for name, value in ENV_SETTINGS.items()
         }
     )
     return env
@@ -110,12 +150,28 @@ def test_meltano_run_loads_examples_keeps_state_and_skips_unchanged(tmp_path: Pa
     expected_companies = {
         c["company_id"]: c for c in read_jsonl(project / "examples/companies.jsonl")
     }
+    # A user with an empty id: dead-lettered, and the dead letter holds the whole record.
+    invalid = {**next(iter(expected_users.values())), "user_id": "", "email": "no-id@example.com"}
+    with (project / "examples/users.jsonl").open("a", encoding="utf-8") as users:
+        users.write(json.dumps(invalid) + "\n")
 
     with serve(EmulatorConfig(token=TOKEN, rows_per_minute=60_000), port=0) as emu:
         meltano = Meltano(executable, project, meltano_env(emu.url))
         started = time.monotonic()
         meltano("install")
         installed = time.monotonic()
+        # A production install: the loader's venv has no emulator dependencies.
+        venv_python = project / ".meltano/loaders/target-userpilot/venv/bin/python"
+        probe = subprocess.run(
+            [str(venv_python), "-c", "import werkzeug"], capture_output=True, check=False
+        )
+        assert probe.returncode != 0, "werkzeug is installed without the `emulator` extra"
+
+        # Meltano reads each setting from its environment variable by its kind.
+        config = json.loads(meltano("--environment=dev", "config", "print", "target-userpilot"))
+        for name, value in ENV_SETTINGS.items():
+            assert config[name] == value, (name, config[name])
+            assert type(config[name]) is type(value), name
         meltano("--environment=dev", "run", "tap-jsonl", "target-userpilot")
         ran = time.monotonic()
         LOGGER.info("meltano install %.1fs, run %.1fs", installed - started, ran - installed)
@@ -127,6 +183,11 @@ def test_meltano_run_loads_examples_keeps_state_and_skips_unchanged(tmp_path: Pa
         for company_id, record in expected_companies.items():
             assert_profile(emu.companies[company_id], record, id_key="company_id")
         jobs_after_first_run = len(emu.jobs)
+        # Dead letters default to the project's .meltano/ (Meltano's .gitignore covers it), not
+        # the project root.
+        (letter,) = read_jsonl(project / ".meltano/target-userpilot/dead-letters.ndjson")
+        assert letter["record"]["email"] == "no-id@example.com"
+        assert not list(project.glob("*dead-letters*"))
         assert jobs_after_first_run >= 2, "users and companies are separate jobs"
 
         # Meltano stored the STATE the target released...
@@ -156,3 +217,30 @@ def assert_profile(profile: dict[str, Any], record: dict[str, Any], *, id_key: s
             continue
         assert key in metadata, (key, profile)
         assert str(metadata[key]).lower() == str(value).lower(), (key, metadata[key], value)
+
+
+def test_readme_install_adds_the_hub_definition_to_a_fresh_project(tmp_path: Path) -> None:
+    """README's Meltano 4 install: `meltano add --from-ref` the Hub file, pip_url replaced."""
+    executable = meltano_bin()
+    env = meltano_env("http://127.0.0.1:9")  # nothing is loaded here
+    Meltano(executable, tmp_path, env)("init", "project", "--no-usage-stats")
+    project = tmp_path / "project"
+    hub = ROOT / "hub/_data/meltano/loaders/target-userpilot/target-userpilot.yml"
+    definition = hub.read_text(encoding="utf-8").replace(
+        "\npip_url: target-userpilot\n", f"\npip_url: -e {shlex.quote(str(ROOT))}\n"
+    )
+    assert definition != hub.read_text(encoding="utf-8")
+    definition_file = project / "target-userpilot.yml"
+    definition_file.write_text(definition, encoding="utf-8")
+    meltano = Meltano(executable, project, env)
+    meltano(
+        "add", "--plugin-type", "loader", "--from-ref", "target-userpilot.yml", "target-userpilot"
+    )
+
+    config = json.loads(meltano("config", "print", "target-userpilot"))
+    for name, value in ENV_SETTINGS.items():
+        assert config[name] == value, (name, config[name])
+    about = json.loads(meltano("invoke", "target-userpilot", "--about", "--format=json"))
+    assert not {"add_record_metadata", "load_method", "batch_size_rows"} & set(
+        about["settings"]["properties"]
+    )

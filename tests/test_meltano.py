@@ -8,12 +8,17 @@ Fix with `uv run python scripts/generate_hub_definition.py`.
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree as ET
 
+import jsonschema
 import pytest
 import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
 
 from target_userpilot.target import TargetUserpilot
 
@@ -28,11 +33,11 @@ REGENERATE = "run `uv run python scripts/generate_hub_definition.py`"
 KIND_OF_TYPE = {
     "string": "string",
     "integer": "integer",
-    "number": "decimal",
     "boolean": "boolean",
     "object": "object",
     "array": "array",
 }
+HUB_SCHEMAS = ROOT / "tests/data/meltano-hub-schemas"
 
 
 def config_schema() -> dict[str, Any]:
@@ -111,8 +116,11 @@ def test_hub_definition_fields(about: dict[str, Any]) -> None:
     assert hub["pip_url"] == "target-userpilot"
     assert hub["domain_url"] == "https://userpilot.com"
     assert hub["repo"].startswith("https://github.com/")
-    assert hub["keywords"] == ["meltano_sdk"]
+    assert hub["keywords"] == ["api", "meltano_sdk"]
     assert hub["maintenance_status"] == "active"
+    assert hub["quality"] == "unknown"
+    assert hub["supported_python_versions"] == about["supported_python_versions"]
+    assert "3.10" in hub["supported_python_versions"]
     assert hub["settings_group_validation"] == [["api_key"]]
     assert sorted(hub["capabilities"]) == sorted(about["capabilities"])
     assert {"about", "stream-maps", "schema-flattening"} <= set(hub["capabilities"])
@@ -120,10 +128,55 @@ def test_hub_definition_fields(about: dict[str, Any]) -> None:
         assert hub[key], key
 
 
+def hub_validator() -> jsonschema.Draft7Validator:
+    """The Hub CI's check: Draft 7, references resolved by each schema file's `$id`."""
+    resources = []
+    for path in sorted(HUB_SCHEMAS.glob("*/*.schema.json")):
+        contents = json.loads(path.read_text(encoding="utf-8"))
+        resource = Resource.from_contents(contents, default_specification=DRAFT7)
+        resources.append((contents["$id"], resource))
+    registry: Registry[Any] = Registry().with_resources(resources)
+    schema = json.loads((HUB_SCHEMAS / "plugin_definitions/loaders.schema.json").read_text())
+    return jsonschema.Draft7Validator(schema, registry=registry)
+
+
+def test_hub_definition_is_valid_against_the_hubs_loaders_schema() -> None:
+    errors = [error.message for error in hub_validator().iter_errors(load_yaml(gen.HUB_PATH))]
+    assert errors == []
+
+
+def test_hub_schema_check_catches_what_the_hub_rejects() -> None:
+    validator = hub_validator()
+    hub = load_yaml(gen.HUB_PATH)
+    without_quality = {key: value for key, value in hub.items() if key != "quality"}
+    messages = [error.message for error in validator.iter_errors(without_quality)]
+    assert messages == ["'quality' is a required property"]
+    decimal = copy.deepcopy(hub)
+    decimal["settings"][0]["kind"] = "float"
+    assert not validator.is_valid(decimal)
+    assert not validator.is_valid({**hub, "unknown_key": 1})
+
+
+def test_hub_logo_and_submission_files() -> None:
+    hub = load_yaml(gen.HUB_PATH)
+    assert hub["logo_url"] == "/assets/logos/loaders/userpilot.svg"
+    logo = ET.parse(gen.LOGO).getroot()  # noqa: S314 - our own file
+    assert logo.tag == "{http://www.w3.org/2000/svg}svg"
+    hub_dir = ROOT / "hub"
+    assert gen.LOGO.relative_to(hub_dir).as_posix() == "static" + hub["logo_url"]
+    maintainers = load_yaml(hub_dir / "_data/maintainers.yml")
+    entry = maintainers[hub["variant"]]
+    assert entry["name"] == hub["variant"]
+    assert hub["repo"].startswith(entry["url"] + "/")
+    defaults = load_yaml(hub_dir / "_data/default_variants.yml")
+    assert defaults == {"loaders": {hub["name"]: hub["variant"]}}
+
+
 def test_generator_maps_json_types_to_meltano_kinds() -> None:
     assert gen.setting_kind({"type": ["string"], "secret": True}) == "password"
     assert gen.setting_kind({"type": ["string", "null"], "enum": ["a", "b"]}) == "options"
-    assert gen.setting_kind({"type": ["number", "null"]}) == "decimal"
+    with pytest.raises(ValueError, match="integer"):
+        gen.setting_kind({"type": ["number", "null"]})
     assert gen.setting_kind({"type": ["integer", "null"]}) == "integer"
     assert gen.setting_kind({"type": ["boolean", "null"]}) == "boolean"
     assert gen.setting_kind({"type": ["array", "null"], "items": {}}) == "array"
@@ -138,9 +191,56 @@ def test_check_mode_passes_on_the_committed_files(capsys: pytest.CaptureFixture[
 
 def test_check_mode_fails_on_drift(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     stale = tmp_path / "target-userpilot.yml"
-    stale.write_text(gen.HUB_PATH.read_text(encoding="utf-8").replace("kind: decimal", "kind: x"))
+    stale.write_text(gen.HUB_PATH.read_text(encoding="utf-8").replace("kind: integer", "kind: x"))
     monkeypatch.setattr(gen, "HUB_PATH", stale)
     assert gen.main(["--check"]) == 1
+
+
+def test_a_number_setting_stops_the_generator_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    about = gen.about_json()
+    about["settings"]["properties"]["job_timeout"]["type"] = ["number", "null"]
+    monkeypatch.setattr(gen, "about_json", lambda: about)
+    assert gen.main(["--check"]) == 1
+    assert "setting `job_timeout`" in capsys.readouterr().err
+
+
+def test_no_setting_is_a_meltano_decimal(about: dict[str, Any]) -> None:
+    # Meltano's `decimal` kind fails on values from environment variables (issue 14).
+    kinds = {setting["name"]: setting["kind"] for setting in gen.meltano_settings(about)}
+    assert "decimal" not in kinds.values()
+    for name in ("job_timeout", "termination_grace", "max_checkpoint_lag_minutes"):
+        assert kinds[name] == "integer", name
+
+
+def test_sdk_builtins_that_mean_nothing_here_are_not_offered(about: dict[str, Any]) -> None:
+    hidden = {"add_record_metadata", "load_method", "batch_size_rows"}
+    assert not hidden & set(about["settings"]["properties"])
+    assert not hidden & {s["name"] for s in load_yaml(gen.HUB_PATH)["settings"]}
+    assert not [name for name in hidden if name in readme_table()]
+    # The SDK's useful built-ins stay.
+    assert {"validate_records", "stream_maps", "flattening_enabled"} <= set(
+        about["settings"]["properties"]
+    )
+
+
+def test_an_unsupported_builtin_set_anyway_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = {
+        "api_key": "k",
+        "dry_run": True,
+        "dry_run_dir": str(tmp_path / "dry"),
+        "batch_dir": str(tmp_path / "batches"),
+        "batch_size_rows": 100,
+        "load_method": "overwrite",
+    }
+    TargetUserpilot(config=config)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "Setting `batch_size_rows` does nothing in target-userpilot." in warnings
+    assert "Setting `load_method` does nothing in target-userpilot." in warnings
+    assert not [w for w in warnings if "add_record_metadata" in w]
 
 
 # --- (b) the README settings table -------------------------------------------------------------

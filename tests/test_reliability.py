@@ -119,7 +119,7 @@ def test_sigterm_stops_without_state_past_confirmed_data(
 ) -> None:
     emu = make_emulator(token=TOKEN, rows_per_minute=30_000)  # a 1,000-row job takes 2 s
     messages = list(interleaved(users=5_000, companies=0, state_every=200))
-    cfg = config_for(emu, tmp_path, max_batch_rows=1_000, termination_grace=0.5)
+    cfg = config_for(emu, tmp_path, max_batch_rows=1_000, termination_grace=1)
 
     def term_on_first_state(seen: StateSeen, proc: subprocess.Popen[bytes]) -> None:
         proc.send_signal(signal.SIGTERM)

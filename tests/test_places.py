@@ -1,0 +1,87 @@
+"""Files the target writes on its own land in the Meltano project's `.meltano/target-userpilot/`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from singer_io import USER_SCHEMA, record, run_cli, schema, user
+
+from target_userpilot.places import default_path, meltano_plugin_dir
+from target_userpilot.settings import Settings
+
+BASE_CONFIG: dict[str, Any] = {
+    "api_url": "https://analytex.userpilot.io",
+    "user_company_property": "company_id",
+    "exclude_properties": [],
+    "metadata_separator": "__",
+    "arrays": "json",
+    "nulls": "send",
+    "on_invalid_record": "dead_letter",
+    "dry_run": False,
+    "max_batch_rows": 10_000,
+    "max_batch_bytes": 1_000_000,
+    "max_checkpoint_lag_records": 20_000,
+    "max_checkpoint_lag_minutes": 30,
+    "job_timeout": 3600,
+    "job_retries": 2,
+    "poll_max_interval": 30,
+    "slot_wait_timeout": 3600,
+    "request_retry_max_time": 600,
+    "request_timeout": 300,
+    "termination_grace": 60,
+    "send_only_changes": False,
+    "resend_all": False,
+}
+
+
+def test_outside_meltano_the_fallback_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MELTANO_PROJECT_ROOT", raising=False)
+    assert meltano_plugin_dir() is None
+    assert default_path("x.db", elsewhere=Path("/data/x.db")) == Path("/data/x.db")
+    settings = Settings.from_config(BASE_CONFIG)
+    assert settings.dead_letter_path == Path("userpilot-dead-letters.ndjson")
+    assert settings.dry_run_dir == Path("userpilot-dry-run")
+
+
+def test_in_a_meltano_project_the_plugin_folder_is_used(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MELTANO_PROJECT_ROOT", str(tmp_path))
+    plugin_dir = tmp_path / ".meltano" / "target-userpilot"
+    assert meltano_plugin_dir() == plugin_dir
+    assert default_path("x.db", elsewhere=Path("/data/x.db")) == plugin_dir / "x.db"
+    settings = Settings.from_config(BASE_CONFIG)
+    assert settings.dead_letter_path == plugin_dir / "dead-letters.ndjson"
+    assert settings.dry_run_dir == plugin_dir / "dry-run"
+
+
+def test_a_configured_path_wins_under_meltano(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MELTANO_PROJECT_ROOT", str(tmp_path))
+    config = {**BASE_CONFIG, "dead_letter_path": "dl.ndjson", "dry_run_dir": "out"}
+    settings = Settings.from_config(config)
+    assert settings.dead_letter_path == Path("dl.ndjson")
+    assert settings.dry_run_dir == Path("out")
+
+
+def test_a_dry_run_under_meltano_keeps_records_out_of_the_project_root(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"api_key": "k", "dry_run": True}))
+    messages = [
+        schema("users", USER_SCHEMA),
+        record("users", user(1)),
+        record("users", {"email": "no-id@example.com"}),
+    ]
+    run = run_cli(
+        ["--config", str(config)], messages, tmp_path, {"MELTANO_PROJECT_ROOT": str(tmp_path)}
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    plugin_dir = tmp_path / ".meltano" / "target-userpilot"
+    (letter,) = (plugin_dir / "dead-letters.ndjson").read_text().splitlines()
+    assert json.loads(letter)["record"] == {"email": "no-id@example.com"}
+    assert [p.name for p in (plugin_dir / "dry-run").iterdir()]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".meltano", "config.json"]
