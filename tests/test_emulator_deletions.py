@@ -1,4 +1,4 @@
-"""The emulated Deletion API: 202 and scheduling, X-API-Version, auth, the 2-second limit, the daily run."""
+"""The emulated Deletion API: scheduling, X-API-Version, auth, the 2-second limit, daily run."""
 
 from __future__ import annotations
 

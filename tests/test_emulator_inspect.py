@@ -1,4 +1,4 @@
-"""The emulator's read-only `/_emulator/` pages: profiles, jobs, deletions, from HTTP and the CLI."""
+"""The emulator's read-only `/_emulator/` pages: profiles, jobs, deletions; HTTP and CLI."""
 
 from __future__ import annotations
 
