@@ -116,9 +116,7 @@ def test_a_bad_key_answers_401_without_echoing_it(emu: Emulator) -> None:
     ],
 )
 def test_a_malformed_body_answers_400(emu: Emulator, body: Any, reason: str) -> None:
-    r = requests.delete(
-        f"{emu.url}/v1/users", data=json.dumps(body), headers=HEADERS, timeout=10
-    )
+    r = requests.delete(f"{emu.url}/v1/users", data=json.dumps(body), headers=HEADERS, timeout=10)
     assert r.status_code == 400
     assert reason in r.json()["error"]
     assert emu.deletions.pending == []
@@ -130,9 +128,7 @@ def test_a_body_over_one_megabyte_answers_413(emu: Emulator) -> None:
     assert emu.deletions.pending == []
 
 
-def test_a_second_request_within_two_seconds_answers_429(
-    emu: Emulator, clock: FakeClock
-) -> None:
+def test_a_second_request_within_two_seconds_answers_429(emu: Emulator, clock: FakeClock) -> None:
     assert delete(emu, "users", ["u1"]).status_code == 202
     clock.advance(1.9)
     r = delete(emu, "companies", ["c1"])  # the limit covers both kinds
@@ -187,9 +183,10 @@ def test_the_run_endpoint_applies_pending_deletions(emu: Emulator) -> None:
     assert r.status_code == 200
     assert r.json() == {"applied": 2, "deleted": 1}
     assert set(emu.users) == {"u2"}
-    assert requests.get(
-        f"{emu.url}/_emulator/deletions/run", headers=HEADERS, timeout=10
-    ).status_code == 405
+    assert (
+        requests.get(f"{emu.url}/_emulator/deletions/run", headers=HEADERS, timeout=10).status_code
+        == 405
+    )
 
 
 def test_injected_faults_hit_the_deletion_api(emu: Emulator) -> None:
