@@ -21,6 +21,7 @@ from target_userpilot.deletions import (
     is_deletion,
     recreated_warning,
 )
+from target_userpilot.settings import CONFIG_SCHEMA, Settings
 
 STAMP = "2026-03-04T10:20:30Z"
 
@@ -203,3 +204,25 @@ def test_the_guard_counts_deletions_already_sent_in_the_run() -> None:
     ledger.delete("companies", "c1", seq=3)
     with pytest.raises(DeletionGuardError, match="3 profiles"):
         ledger.check(DeleteLimit(count=2))
+
+
+def _config(**overrides: object) -> dict[str, object]:
+    defaults = {k: v["default"] for k, v in CONFIG_SCHEMA["properties"].items() if "default" in v}
+    return {**defaults, "api_key": "k", **overrides}
+
+
+def test_deletion_settings_default_to_off_and_a_ten_percent_guard() -> None:
+    settings = Settings.from_config(_config())
+    assert settings.hard_delete is False
+    assert settings.deleted_property is None
+    assert settings.max_deletes_per_run == DeleteLimit(share=0.1)
+
+
+def test_deletion_settings_read_env_strings_and_name_a_bad_value() -> None:
+    settings = Settings.from_config(
+        _config(hard_delete=True, deleted_property="is_deleted", max_deletes_per_run="2500")
+    )
+    assert (settings.hard_delete, settings.deleted_property) == (True, "is_deleted")
+    assert settings.max_deletes_per_run == DeleteLimit(count=2500)
+    with pytest.raises(ValueError, match="`max_deletes_per_run` must be"):
+        Settings.from_config(_config(max_deletes_per_run="lots"))
