@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,27 +17,19 @@ from target_userpilot.deletes_api import (
     DeleteSender,
 )
 from target_userpilot.deletions import DELETE_CHUNK_IDS, DeleteLimit, DeletionLedger
-from target_userpilot.emulator import Emulator, EmulatorConfig, serve
+from target_userpilot.emulator import Emulator
 
-TOKEN = "secret-key-123"  # noqa: S105 - the emulator's
-NOON = dt.datetime(2026, 3, 4, 12, 0, tzinfo=dt.timezone.utc)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(NOON)
+TOKEN = "test-token"  # noqa: S105 - the emulator's (conftest)
 
 
 @pytest.fixture
-def emu(clock: FakeClock) -> Iterator[Emulator]:
-    config = EmulatorConfig(token=TOKEN, rows_per_minute=float("inf"))
-    with serve(config, port=0, clock=clock) as running:
-        yield running
+def emu(clocked_emulator: Emulator) -> Emulator:
+    return clocked_emulator
 
 
-def sender_for(emu: Emulator, clock: FakeClock, **kwargs: Any) -> DeleteSender:
+def sender_for(emu: Emulator, fake_clock: FakeClock, **kwargs: Any) -> DeleteSender:
     kwargs.setdefault("api_key", TOKEN)
-    return DeleteSender(emu.url, clock=clock, sleep=clock.sleep, **kwargs)
+    return DeleteSender(emu.url, clock=fake_clock, sleep=fake_clock.sleep, **kwargs)
 
 
 def statuses(emu: Emulator) -> list[int]:
@@ -47,7 +37,7 @@ def statuses(emu: Emulator) -> list[int]:
 
 
 def test_ten_thousand_deletions_go_paced_without_a_single_429(
-    emu: Emulator, clock: FakeClock
+    emu: Emulator, fake_clock: FakeClock
 ) -> None:
     users = [{"user_id": f"u{i}"} for i in range(10_000)]
     r = requests.post(
@@ -62,20 +52,22 @@ def test_ten_thousand_deletions_go_paced_without_a_single_429(
         ledger.delete("users", user["user_id"], seq)
     chunks = ledger.seal(DeleteLimit(count=10_000))
     assert len(chunks) == 10_000 // DELETE_CHUNK_IDS
-    sender = sender_for(emu, clock)
-    started = clock()
+    sender = sender_for(emu, fake_clock)
+    started = fake_clock()
     for chunk in chunks:
         accepted = sender.delete(chunk.kind, chunk.ids)
         assert (accepted.sent, accepted.scheduled) == (DELETE_CHUNK_IDS, DELETE_CHUNK_IDS)
         ledger.accepted(chunk)
     assert statuses(emu) == [202] * 10
-    assert clock() - started >= 9 * 2.0
+    assert fake_clock() - started >= 9 * 2.0
     assert len(emu.deletions.pending) == 10_000
     emu.run_daily_deletions()
     assert emu.users == {}
 
 
-def test_a_429_from_someone_elses_delete_is_waited_out(emu: Emulator, clock: FakeClock) -> None:
+def test_a_429_from_someone_elses_delete_is_waited_out(
+    emu: Emulator, fake_clock: FakeClock
+) -> None:
     other = requests.delete(
         f"{emu.url}/v1/companies",
         json={"companies": ["c9"]},
@@ -83,7 +75,7 @@ def test_a_429_from_someone_elses_delete_is_waited_out(emu: Emulator, clock: Fak
         timeout=10,
     )
     assert other.status_code == 202
-    accepted = sender_for(emu, clock).delete("users", ["u1"])
+    accepted = sender_for(emu, fake_clock).delete("users", ["u1"])
     assert accepted.scheduled == 1
     assert statuses(emu) == [202, 429, 202]
     assert [(p.kind, p.id) for p in emu.deletions.pending] == [
@@ -92,40 +84,42 @@ def test_a_429_from_someone_elses_delete_is_waited_out(emu: Emulator, clock: Fak
     ]
 
 
-def test_429s_back_off_exponentially_within_the_retry_time(emu: Emulator, clock: FakeClock) -> None:
+def test_429s_back_off_exponentially_within_the_retry_time(
+    emu: Emulator, fake_clock: FakeClock
+) -> None:
     emu.set_faults(fail_rate=1.0, fault_kinds=("429",), retry_after_seconds=0)
-    sender = sender_for(emu, clock, max_time=300)
-    started = clock()
+    sender = sender_for(emu, fake_clock, max_time=300)
+    started = fake_clock()
     with pytest.raises(DeleteGaveUpError) as caught:
         sender.delete("users", ["u1"])
-    assert clock.sleeps == [4.0, 8.0, 16.0, 32.0] + [BACKOFF_CAP] * 4  # 300 s in all
-    assert clock() - started <= 300
+    assert fake_clock.sleeps == [4.0, 8.0, 16.0, 32.0] + [BACKOFF_CAP] * 4  # 300 s in all
+    assert fake_clock() - started <= 300
     assert "HTTP 429" in str(caught.value)
     assert "request_retry_max_time" in str(caught.value)
     assert TOKEN not in str(caught.value)
     assert emu.deletions.pending == []
 
 
-def test_a_longer_retry_after_is_honoured(emu: Emulator, clock: FakeClock) -> None:
+def test_a_longer_retry_after_is_honoured(emu: Emulator, fake_clock: FakeClock) -> None:
     emu.set_faults(fail_rate=1.0, fault_kinds=("429",), retry_after_seconds=45)
     with pytest.raises(DeleteGaveUpError):
-        sender_for(emu, clock, max_time=100).delete("users", ["u1"])
-    assert clock.sleeps == [45.0, 45.0]
+        sender_for(emu, fake_clock, max_time=100).delete("users", ["u1"])
+    assert fake_clock.sleeps == [45.0, 45.0]
 
 
-def test_requests_are_paced_two_seconds_apart(emu: Emulator, clock: FakeClock) -> None:
-    sender = sender_for(emu, clock)
+def test_requests_are_paced_two_seconds_apart(emu: Emulator, fake_clock: FakeClock) -> None:
+    sender = sender_for(emu, fake_clock)
     sender.delete("users", ["u1"])
-    clock.advance(0.5)
+    fake_clock.advance(0.5)
     sender.delete("companies", ["c1"])
-    clock.advance(5)
+    fake_clock.advance(5)
     sender.delete("users", ["u2"])
-    assert clock.sleeps == [pytest.approx(1.6)]
+    assert fake_clock.sleeps == [pytest.approx(1.6)]
     assert statuses(emu) == [202, 202, 202]
 
 
-def test_a_refused_key_stops_at_once_without_the_key(emu: Emulator, clock: FakeClock) -> None:
-    sender = sender_for(emu, clock, api_key="wrong-key-456")
+def test_a_refused_key_stops_at_once_without_the_key(emu: Emulator, fake_clock: FakeClock) -> None:
+    sender = sender_for(emu, fake_clock, api_key="wrong-key-456")
     with pytest.raises(DeleteAuthError) as caught:
         sender.delete("users", ["u1"])
     assert "HTTP 401" in str(caught.value)
@@ -135,9 +129,9 @@ def test_a_refused_key_stops_at_once_without_the_key(emu: Emulator, clock: FakeC
     assert statuses(emu) == [401]
 
 
-def test_a_refused_request_is_not_retried(emu: Emulator, clock: FakeClock) -> None:
+def test_a_refused_request_is_not_retried(emu: Emulator, fake_clock: FakeClock) -> None:
     with pytest.raises(DeleteRejectedError) as caught:
-        sender_for(emu, clock).delete("users", [""])
+        sender_for(emu, fake_clock).delete("users", [""])
     assert caught.value.status == 400
     assert "non-empty string" in str(caught.value)
     assert statuses(emu) == [400]
@@ -162,17 +156,19 @@ class _Scripted(requests.Session):
 
 
 def scripted(
-    clock: FakeClock, script: list[Exception | tuple[int, str]]
+    fake_clock: FakeClock, script: list[Exception | tuple[int, str]]
 ) -> tuple[DeleteSender, _Scripted]:
-    sender = DeleteSender("https://analytex.userpilot.io/", TOKEN, clock=clock, sleep=clock.sleep)
+    sender = DeleteSender(
+        "https://analytex.userpilot.io/", TOKEN, clock=fake_clock, sleep=fake_clock.sleep
+    )
     session = _Scripted(script)
     session.headers.update(sender._session.headers)
     sender._session = session
     return sender, session
 
 
-def test_the_request_carries_the_documented_headers_and_body(clock: FakeClock) -> None:
-    sender, session = scripted(clock, [(202, '{"message": "2 users scheduled"}')])
+def test_the_request_carries_the_documented_headers_and_body(fake_clock: FakeClock) -> None:
+    sender, session = scripted(fake_clock, [(202, '{"message": "2 users scheduled"}')])
     accepted = sender.delete("users", ["a", "b"])
     (sent,) = session.sent
     assert (sent["method"], sent["url"]) == ("DELETE", "https://analytex.userpilot.io/v1/users")
@@ -183,19 +179,19 @@ def test_the_request_carries_the_documented_headers_and_body(clock: FakeClock) -
     assert (accepted.scheduled, accepted.message) == (2, "2 users scheduled")
 
 
-def test_connection_errors_and_5xx_are_retried(clock: FakeClock) -> None:
+def test_connection_errors_and_5xx_are_retried(fake_clock: FakeClock) -> None:
     sender, session = scripted(
-        clock,
+        fake_clock,
         [requests.ConnectionError("reset"), (503, "busy"), (202, "1,500 companies scheduled")],
     )
     accepted = sender.delete("companies", ["c1"])
     assert accepted.scheduled == 1500
     assert len(session.sent) == 3
-    assert clock.sleeps == [4.0, 8.0]
+    assert fake_clock.sleeps == [4.0, 8.0]
 
 
-def test_a_body_echoing_the_key_is_scrubbed(clock: FakeClock) -> None:
-    sender, _ = scripted(clock, [(422, f"bad token {TOKEN} for ids")])
+def test_a_body_echoing_the_key_is_scrubbed(fake_clock: FakeClock) -> None:
+    sender, _ = scripted(fake_clock, [(422, f"bad token {TOKEN} for ids")])
     with pytest.raises(DeleteRejectedError) as caught:
         sender.delete("users", ["u1"])
     assert TOKEN not in str(caught.value)
@@ -203,15 +199,15 @@ def test_a_body_echoing_the_key_is_scrubbed(clock: FakeClock) -> None:
 
 
 def test_ids_are_logged_at_debug_only(
-    emu: Emulator, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    emu: Emulator, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="target_userpilot")
     emu.set_faults(fail_rate=1.0, fault_kinds=("429",), retry_after_seconds=0)
-    sender = sender_for(emu, clock, max_time=10)
+    sender = sender_for(emu, fake_clock, max_time=10)
     with pytest.raises(DeleteGaveUpError) as caught:
         sender.delete("users", ["alice@example.com"])
     emu.set_faults(fail_rate=0.0)
-    clock.advance(10)
+    fake_clock.advance(10)
     sender.delete("users", ["bob@example.com"])
     ours = [r for r in caplog.records if r.name.startswith("target_userpilot.deletes")]
     above_debug = [r.getMessage() for r in ours if r.levelno > logging.DEBUG]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from fake_clock import FakeClock
 
-from target_userpilot.emulator import Emulator, EmulatorConfig, serve
+from target_userpilot.emulator import Emulator
 
 TOKEN = "test-token"  # noqa: S105 - the emulator's
 HEADERS = {
@@ -19,19 +18,11 @@ HEADERS = {
     "Content-Type": "application/json",
     "X-API-Version": "2020-09-22",
 }
-NOON = dt.datetime(2026, 3, 4, 12, 0, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(NOON)
-
-
-@pytest.fixture
-def emu(clock: FakeClock) -> Iterator[Emulator]:
-    config = EmulatorConfig(token=TOKEN, rows_per_minute=float("inf"))
-    with serve(config, port=0, clock=clock) as running:
-        yield running
+def emu(clocked_emulator: Emulator) -> Emulator:
+    return clocked_emulator
 
 
 def delete(
@@ -57,7 +48,7 @@ def load(emu: Emulator, kind: str, ids: list[str]) -> None:
 
 
 def test_a_deletion_is_scheduled_then_applied_by_the_daily_run(
-    emu: Emulator, clock: FakeClock
+    emu: Emulator, fake_clock: FakeClock
 ) -> None:
     load(emu, "users", ["u1", "u2", "u3"])
     r = delete(emu, "users", ["u1", "u2", "ghost"])
@@ -69,7 +60,7 @@ def test_a_deletion_is_scheduled_then_applied_by_the_daily_run(
         ("users", "u2"),
         ("users", "ghost"),
     ]
-    clock.advance(60)
+    fake_clock.advance(60)
     applied = emu.run_daily_deletions()
     assert [(a.id, a.found) for a in applied] == [("u1", True), ("u2", True), ("ghost", False)]
     assert set(emu.users) == {"u3"}
@@ -128,13 +119,15 @@ def test_a_body_over_one_megabyte_answers_413(emu: Emulator) -> None:
     assert emu.deletions.pending == []
 
 
-def test_a_second_request_within_two_seconds_answers_429(emu: Emulator, clock: FakeClock) -> None:
+def test_a_second_request_within_two_seconds_answers_429(
+    emu: Emulator, fake_clock: FakeClock
+) -> None:
     assert delete(emu, "users", ["u1"]).status_code == 202
-    clock.advance(1.9)
+    fake_clock.advance(1.9)
     r = delete(emu, "companies", ["c1"])  # the limit covers both kinds
     assert r.status_code == 429
     assert "2 seconds" in r.json()["error"]
-    clock.advance(0.1)
+    fake_clock.advance(0.1)
     assert delete(emu, "companies", ["c1"]).status_code == 202
     assert [(p.kind, p.id) for p in emu.deletions.pending] == [
         ("users", "u1"),
@@ -149,20 +142,20 @@ def test_other_methods_answer_405(emu: Emulator) -> None:
 
 
 def test_the_daily_run_applies_what_was_scheduled_before_0200_utc(
-    emu: Emulator, clock: FakeClock
+    emu: Emulator, fake_clock: FakeClock
 ) -> None:
     load(emu, "users", ["early", "late"])
-    clock.set(dt.datetime(2026, 3, 5, 1, 0, tzinfo=dt.timezone.utc))
+    fake_clock.set(dt.datetime(2026, 3, 5, 1, 0, tzinfo=dt.timezone.utc))
     assert delete(emu, "users", ["early"]).status_code == 202
-    clock.set(dt.datetime(2026, 3, 5, 1, 59, 59, tzinfo=dt.timezone.utc))
+    fake_clock.set(dt.datetime(2026, 3, 5, 1, 59, 59, tzinfo=dt.timezone.utc))
     emu.tick()
     assert set(emu.users) == {"early", "late"}
-    clock.set(dt.datetime(2026, 3, 5, 2, 0, 1, tzinfo=dt.timezone.utc))
+    fake_clock.set(dt.datetime(2026, 3, 5, 2, 0, 1, tzinfo=dt.timezone.utc))
     assert delete(emu, "users", ["late"]).status_code == 202  # after today's run
     emu.tick()
     assert set(emu.users) == {"late"}
     assert [p.id for p in emu.deletions.pending] == ["late"]
-    clock.set(dt.datetime(2026, 3, 6, 2, 0, tzinfo=dt.timezone.utc))
+    fake_clock.set(dt.datetime(2026, 3, 6, 2, 0, tzinfo=dt.timezone.utc))
     emu.tick()
     assert emu.users == {}
 
