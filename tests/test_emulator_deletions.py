@@ -79,13 +79,16 @@ def test_companies_are_deleted_independently_of_users(emu: Emulator) -> None:
     assert set(emu.users) == {"c1"}
 
 
-def test_without_x_api_version_answers_400_and_schedules_nothing(emu: Emulator) -> None:
+def test_without_x_api_version_or_json_answers_400_and_schedules_nothing(emu: Emulator) -> None:
     headers = {k: v for k, v in HEADERS.items() if k != "X-API-Version"}
     r = delete(emu, "users", ["u1"], headers)
     assert r.status_code == 400
     assert "X-API-Version" in r.json()["error"]
     r = delete(emu, "users", ["u1"], {**HEADERS, "X-API-Version": "2019-01-01"})
     assert r.status_code == 400
+    r = delete(emu, "users", ["u1"], {**HEADERS, "Content-Type": "text/plain"})
+    assert r.status_code == 400
+    assert "application/json" in r.json()["error"]
     assert emu.deletions.pending == []
 
 

@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from target_userpilot.emulator.store import iso_z
-from target_userpilot.emulator.validation import loads
+from target_userpilot.emulator.validation import PayloadError, loads
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -104,17 +104,42 @@ def last_daily_run(now: float) -> float:
     return run.timestamp()
 
 
-def ids_problem(payload: object, kind: Kind) -> str | None:
-    """Why a delete body is not `{"<kind>": ["id", ...]}`, or None."""
+def read_ids(kind: Kind, headers: Mapping[str, str], body: bytes) -> list[str]:
+    """The ids of a `DELETE /v1/<kind>` (header names in lower case), each once, in order.
+
+    Raises:
+        PayloadError: a 400: no or another X-API-Version, not JSON, or not
+            `{"<kind>": ["id", ...]}`.
+    """
+    version = headers.get("x-api-version", "").strip()
+    if version != API_VERSION:
+        msg = (
+            f"unsupported X-API-Version {version!r}, use {API_VERSION}"
+            if version
+            else f"the X-API-Version header is required ({API_VERSION})"
+        )
+        raise PayloadError(400, msg)
+    mimetype = headers.get("content-type", "").partition(";")[0].strip().lower()
+    if mimetype != "application/json":
+        msg = f"Content-Type must be application/json, got {mimetype or 'none'}"
+        raise PayloadError(400, msg)
+    try:
+        payload = loads(body)
+    except ValueError as e:
+        msg = f"the body is not valid JSON ({e})"
+        raise PayloadError(400, msg) from None
     if not isinstance(payload, dict) or set(payload) != {kind}:
-        return f'the body must be {{"{kind}": ["id", ...]}}'
+        msg = f'the body must be {{"{kind}": ["id", ...]}}'
+        raise PayloadError(400, msg)
     ids = payload[kind]
     if not isinstance(ids, list) or not ids:
-        return f"{kind} must be a non-empty array of ids"
+        msg = f"{kind} must be a non-empty array of ids"
+        raise PayloadError(400, msg)
     for position, value in enumerate(ids, 1):
         if not isinstance(value, str) or not value.strip():
-            return f"{kind}[{position}] must be a non-empty string"
-    return None
+            msg = f"{kind}[{position}] must be a non-empty string"
+            raise PayloadError(400, msg)
+    return list(dict.fromkeys(ids))
 
 
 class Deletions:
@@ -127,21 +152,12 @@ class Deletions:
         self._applied: list[Applied] = []
         self._last_accepted: float | None = None
 
-    def request(self, kind: Kind, api_version: str | None, body: bytes) -> Answer:
-        """Answer `DELETE /v1/<kind>`: 400, 429, or 202 with the ids scheduled."""
-        version = (api_version or "").strip()
-        if not version:
-            return Answer(400, {"error": f"the X-API-Version header is required ({API_VERSION})"})
-        if version != API_VERSION:
-            return Answer(400, {"error": f"unsupported X-API-Version, use {API_VERSION}"})
+    def request(self, kind: Kind, headers: Mapping[str, str], body: bytes) -> Answer:
+        """Answer `DELETE /v1/<kind>` (header names in lower case): 400, 429, or 202."""
         try:
-            payload = loads(body)
-        except ValueError as e:
-            return Answer(400, {"error": f"the body is not valid JSON ({e})"})
-        problem = ids_problem(payload, kind)
-        if problem:
-            return Answer(400, {"error": problem})
-        ids = list(dict.fromkeys(payload[kind]))
+            ids = read_ids(kind, headers, body)
+        except PayloadError as e:
+            return Answer(e.status, e.body())
         with self._store.lock:
             now = self._store.now()
             if self._last_accepted is not None and now - self._last_accepted < DELETE_INTERVAL:

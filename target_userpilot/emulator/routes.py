@@ -41,9 +41,7 @@ class ExtraRoutes:
         bare = path.rstrip("/")
         kind = DELETE_PATHS.get(bare)
         if kind is not None:
-            return "DELETE", lambda r: self._deletions.request(
-                kind, r.headers.get("x-api-version"), r.read_body()
-            )
+            return "DELETE", lambda r: self._deletions.request(kind, r.headers, r.read_body())
         if bare == RUN_DELETIONS_PATH:
             return "POST", lambda _: self._run_deletions()
         if is_emulator_path(path):
