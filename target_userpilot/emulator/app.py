@@ -499,7 +499,7 @@ class Handler(BaseHTTPRequestHandler):
         except _TooLargeError:
             self._json(413, {"error": "Payload Too Large"})
             return
-        self._json(answer.status, answer.payload, headers=dict(answer.headers))
+        self._json(answer.status, answer.payload)
 
     # -- http.server hooks -------------------------------------------------------------------
 

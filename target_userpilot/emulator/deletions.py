@@ -39,11 +39,10 @@ _ONE = {"users": "user", "companies": "company"}
 
 @dataclasses.dataclass(frozen=True)
 class Answer:
-    """What an endpoint answers: a status, a JSON payload, extra headers."""
+    """What an endpoint answers: a status and a JSON payload."""
 
     status: int
     payload: Any
-    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
