@@ -36,10 +36,13 @@ the whole run's count is known, and a run over the limit stops before any is sen
   forgets the chunk's ids in the fingerprint store (`send_only_changes`: a re-created profile
   is sent again), counts them for the summary, and releases the newest STATE below the new
   watermark. A failed chunk fails the run like a failed job: no STATE past its `min_seq`.
-- kill -9 between a chunk's 202 and the STATE that covers it: the resume replays from the
-  last STATE written, so at most the chunks not yet covered by a STATE are sent again.
-  Deleting an id twice is harmless (Userpilot schedules it again), and the guard counts them
-  again, like every record of the replayed input.
+- kill -9 between a chunk's 202 and the STATE that covers it: chunks are sent in record order
+  and STATE is released after each 202, so the resume replays from the STATE written after
+  the previous chunk and sends again at most the chunks no STATE covered yet. Deleting an id
+  twice is harmless (Userpilot schedules it again); the guard counts the replayed input.
+- The cost of the guard: a run whose input holds a deletion releases no STATE past that
+  record until the end of input. A count-only guard could send full chunks early, but a run
+  stopped by the guard would then have sent some deletions; the guard promises none.
 - Dry run: `seal(limit)` still checks the guard; `DeletionChunk.body()` is what would be sent.
 - The SDK strips `_sdc_deleted_at` from a record before `process_record` unless
   `add_record_metadata` is on (`Sink._remove_sdc_metadata_from_record`): the sink must read it
@@ -283,7 +286,10 @@ class DeletionLedger:
         max_ids: int = DELETE_CHUNK_IDS,
         max_bytes: int = DELETE_CHUNK_BYTES,
     ) -> list[DeletionChunk]:
-        """Every pending deletion cut into chunks (users first), now in flight.
+        """Every pending deletion cut into chunks, now in flight, smallest `min_seq` first.
+
+        Sent in this order, each 202 lets STATE advance up to the next chunk's first record,
+        so a kill -9 resends at most the chunks no STATE covered yet.
 
         Raises:
             DeletionGuardError: the run's deletions (sent before included) exceed `limit`;
@@ -296,6 +302,7 @@ class DeletionLedger:
             for ids in chunk_ids(kind, pending, max_ids=max_ids, max_bytes=max_bytes):
                 chunks.append(DeletionChunk(kind, tuple(ids), min(pending[i] for i in ids)))
                 self._sent[kind].update(ids)
+        chunks.sort(key=lambda c: c.min_seq)
         self._in_flight.extend(chunks)
         return chunks
 

@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+from singer_sdk.helpers.capabilities import TARGET_HARD_DELETE_CONFIG
 
 from target_userpilot.deletions import (
     DEFAULT_MAX_DELETES,
@@ -226,3 +227,24 @@ def test_deletion_settings_read_env_strings_and_name_a_bad_value() -> None:
     assert settings.max_deletes_per_run == DeleteLimit(count=2500)
     with pytest.raises(ValueError, match="`max_deletes_per_run` must be"):
         Settings.from_config(_config(max_deletes_per_run="lots"))
+
+
+def test_hard_delete_is_declared_as_the_sdk_declares_its_built_in() -> None:
+    ours = CONFIG_SCHEMA["properties"]["hard_delete"]
+    sdks = TARGET_HARD_DELETE_CONFIG["properties"]["hard_delete"]
+    assert (ours["type"], ours["default"]) == (sdks["type"], sdks["default"])
+
+
+def test_chunks_go_in_record_order_across_kinds() -> None:
+    ledger = DeletionLedger()
+    ledger.delete("companies", "c1", seq=1)
+    ledger.delete("users", "u1", seq=2)
+    ledger.delete("companies", "c2", seq=3)
+    chunks = ledger.seal(DeleteLimit(count=10), max_ids=1)
+    assert [(c.kind, c.ids, c.min_seq) for c in chunks] == [
+        ("companies", ("c1",), 1),
+        ("users", ("u1",), 2),
+        ("companies", ("c2",), 3),
+    ]
+    ledger.accepted(chunks[0])
+    assert ledger.watermark() == 2  # STATE may now cover record 1
