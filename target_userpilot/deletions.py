@@ -43,7 +43,15 @@ the whole run's count is known, and a run over the limit stops before any is sen
 - The cost of the guard: a run whose input holds a deletion releases no STATE past that
   record until the end of input. A count-only guard could send full chunks early, but a run
   stopped by the guard would then have sent some deletions; the guard promises none.
+- `Upsert.TOO_LATE`: keep no fingerprint for `DeletionLedger.recreated(kind)` once its job
+  completes, and end the run with `recreated_warning(kind, n)` at WARNING (counts, no ids).
+- A deletion record's id is read like a profile's (same id property, same string form); a
+  `DeletionMarkError` is an invalid record (`on_invalid_record`); `deleted_property` is left
+  out of metadata. Summary: `DeletionLedger.counts(kind)`. Ids go to logs at DEBUG only.
 - Dry run: `seal(limit)` still checks the guard; `DeletionChunk.body()` is what would be sent.
+- `hard_delete` is the SDK's built-in setting (`TARGET_HARD_DELETE_CONFIG`), but singer-sdk
+  0.54.9 merges it only into SQL targets' schemas, so settings.py declares it; add
+  `TargetCapabilities.HARD_DELETE` to the target's capabilities to advertise `hard-delete`.
 - The SDK strips `_sdc_deleted_at` from a record before `process_record` unless
   `add_record_metadata` is on (`Sink._remove_sdc_metadata_from_record`): the sink must read it
   before that (override that method to keep the value aside), never via record metadata.
