@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from singer_sdk import typing as th
 
 from target_userpilot.batches import MAX_API_BYTES, MAX_API_ROWS, MULTIPART_MARGIN, BatchLimits
+from target_userpilot.deletions import DEFAULT_MAX_DELETES, SHARE_FLOOR, DeleteLimit
 from target_userpilot.places import default_path
 
 if TYPE_CHECKING:
@@ -275,6 +276,34 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="With `send_only_changes`: resend unchanged profiles last confirmed this many "
         "days ago, so edits made in Userpilot are eventually overwritten.",
     ),
+    # The SDK's own `hard_delete` setting (its `TARGET_HARD_DELETE_CONFIG`, same name, type and
+    # default): singer-sdk 0.54.9 adds it only to SQL targets, so it is declared here.
+    th.Property(
+        "hard_delete",
+        th.BooleanType,
+        default=False,
+        title="Hard delete",
+        description="Delete a user or company in Userpilot when its record is marked deleted "
+        "(`_sdc_deleted_at` set, or `deleted_property` true or a timestamp) instead of "
+        "identifying it. Userpilot applies deletions at its daily run, 02:00 UTC.",
+    ),
+    th.Property(
+        "deleted_property",
+        th.StringType,
+        title="Deleted property",
+        description="With `hard_delete`: a record property that marks a deleted profile when it "
+        "holds true or a timestamp (false, null or missing: not deleted), besides the tap's "
+        "`_sdc_deleted_at`.",
+    ),
+    th.Property(
+        "max_deletes_per_run",
+        th.CustomType({"type": ["integer", "string"]}),
+        default=DEFAULT_MAX_DELETES,
+        title="Max deletes per run",
+        description="With `hard_delete`: a count of profiles (e.g. `1000`) or a share of the "
+        f"run's records (e.g. `10%`, enforced past {SHARE_FLOOR} deletions). A run that would "
+        "delete more stops with an error before sending any deletion.",
+    ),
 ).to_dict()
 
 
@@ -313,6 +342,9 @@ class Settings:
     fingerprint_store_path: Path | None
     resend_all: bool
     resend_after_days: float | None
+    hard_delete: bool
+    deleted_property: str | None
+    max_deletes_per_run: DeleteLimit
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -375,6 +407,11 @@ class Settings:
                 float(config["resend_after_days"])
                 if config.get("resend_after_days") is not None
                 else None
+            ),
+            hard_delete=bool(config.get("hard_delete", False)),
+            deleted_property=config.get("deleted_property") or None,
+            max_deletes_per_run=DeleteLimit.parse(
+                config.get("max_deletes_per_run", DEFAULT_MAX_DELETES)
             ),
         )
 

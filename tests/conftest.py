@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from emulated import emulator_config
+from fake_clock import FakeClock
 from wire_script import Script, scripted_server
 
 from target_userpilot.emulator import Emulator, serve
@@ -36,3 +38,20 @@ def scripted() -> Iterator[Script]:
     """A scripted local server: each request gets the first matching reply."""
     with scripted_server() as script:
         yield script
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A clock standing at noon UTC that moves only when advanced or slept on."""
+    return FakeClock(dt.datetime(2026, 3, 4, 12, 0, tzinfo=dt.timezone.utc))
+
+
+@pytest.fixture
+def clocked_emulator(fake_clock: FakeClock) -> Iterator[Emulator]:
+    """Like `emulator`, on `fake_clock`: jobs, the delete rate limit and 02:00 UTC follow it."""
+    # Jobs finish at once: these tests are about deletions, not job phases.
+    config = emulator_config(
+        rows_per_minute=float("inf"), validating_seconds=0.0, pending_refresh_seconds=0.0
+    )
+    with serve(config, port=0, clock=fake_clock) as emu:
+        yield emu

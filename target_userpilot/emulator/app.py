@@ -27,6 +27,7 @@ from werkzeug.serving import DechunkedInput
 
 from target_userpilot.emulator.config import MAX_FILE_BYTES, MULTIPART_OVERHEAD_BYTES
 from target_userpilot.emulator.faults import RETRYABLE_STATUSES
+from target_userpilot.emulator.routes import ExtraRoutes, Request, is_emulator_path
 from target_userpilot.emulator.store import RequestRecord, SlotBusyError, Store
 from target_userpilot.emulator.validation import (
     Kind,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from werkzeug.datastructures import FileStorage
 
     from target_userpilot.emulator.config import EmulatorConfig
+    from target_userpilot.emulator.deletions import Answer
 
 logger = logging.getLogger("target_userpilot.emulator")
 
@@ -190,6 +192,7 @@ class Handler(BaseHTTPRequestHandler):
     """One connection to the emulated Userpilot; `store` is set on a per-server subclass."""
 
     store: ClassVar[Store]
+    extras: ClassVar[ExtraRoutes]
     protocol_version = "HTTP/1.1"
     server_version = "userpilot-emulator"
     sys_version = ""
@@ -236,7 +239,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         cfg = self.store.config
-        fault = self.store.request_fault()
+        path = self.path.split("?", 1)[0]
+        fault = None if is_emulator_path(path) else self.store.request_fault()
         if fault == "drop":
             self._drop("drop")
             return
@@ -246,7 +250,6 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorized(cfg.token):
             self._error(401, "Unauthorized: missing or invalid API key")
             return
-        path = self.path.split("?", 1)[0]
         route = self._route(path)
         if route is None:
             self._error(404, f"Not Found: {self.command} {path}")
@@ -267,6 +270,9 @@ class Handler(BaseHTTPRequestHandler):
             return "GET", lambda: self._job(path[len(JOBS_PATH) + 1 :])
         if bare == IDENTIFY_PATH:
             return "POST", self._identify
+        extra = self.extras.route(path)
+        if extra is not None:
+            return extra[0], lambda: self._extra(extra[1])
         return None
 
     def _authorized(self, token: str) -> bool:
@@ -510,6 +516,16 @@ class Handler(BaseHTTPRequestHandler):
             payload["user_id"], payload.get("metadata") or {}, payload.get("company")
         )
         self._json(202, {})
+
+    def _extra(self, reply: Callable[[Request], Answer]) -> None:
+        self._body.limit = MAX_SMALL_BODY
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        try:
+            answer = reply(Request(headers, self._body.read_all))
+        except _TooLargeError:
+            self._json(413, {"error": "Payload Too Large"})
+            return
+        self._json(answer.status, answer.payload)
 
     # -- http.server hooks -------------------------------------------------------------------
 

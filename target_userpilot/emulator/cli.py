@@ -18,6 +18,7 @@ from target_userpilot.emulator.config import (
     REFUSALS,
     EmulatorConfig,
 )
+from target_userpilot.emulator.inspect import PAGES, PREFIX
 from target_userpilot.emulator.server import serve
 from target_userpilot.loopback import is_loopback
 
@@ -51,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="userpilot-emulator",
         description=(
             "A faithful local Userpilot bulk identify API (users and companies bulk_identify, "
-            "background_jobs) for tests and dry runs. Point target-userpilot at it with "
-            "api_url http://127.0.0.1:PORT and api_key TOKEN. Logs one line per request and "
-            "per job transition to stderr; Ctrl-C stops it."
+            "background_jobs, the Deletion API) for tests and dry runs. Point target-userpilot "
+            "at it with api_url http://127.0.0.1:PORT and api_key TOKEN. Read-only pages under "
+            "/_emulator/ show the stored users, companies, jobs and deletions (same token). "
+            "Logs one line per request and per job transition to stderr; Ctrl-C stops it."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -281,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with serve(config, args.host, args.port, allow_remote=args.allow_remote) as emu:
             log.warning("Userpilot emulator listening on %s (Ctrl-C to stop)", emu.url)
+            log.warning(
+                "Inspect it (token required): %s",
+                ", ".join(f"{emu.url}{path}" for path in (PREFIX + "/", *PAGES)),
+            )
             sys.stdout.write(f"{emu.url}\n")
             sys.stdout.flush()
             while not stop.wait(0.2):

@@ -7,17 +7,21 @@ import logging
 import socket
 import socketserver
 import threading
+import time
 from http.server import HTTPServer
 from typing import TYPE_CHECKING, Any
 
 from target_userpilot.emulator.app import Handler
 from target_userpilot.emulator.config import EmulatorConfig
+from target_userpilot.emulator.deletions import Deletions
+from target_userpilot.emulator.routes import ExtraRoutes
 from target_userpilot.emulator.store import Store
 from target_userpilot.loopback import is_loopback
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
+    from target_userpilot.emulator.deletions import Applied, DeletionsView
     from target_userpilot.emulator.store import JobRecord, RequestRecord
 
 logger = logging.getLogger("target_userpilot.emulator")
@@ -91,9 +95,10 @@ class Emulator:
     Every inspection first advances the clock-driven state to now.
     """
 
-    def __init__(self, store: Store, url: str) -> None:
-        """Wrap a store served at `url`."""
+    def __init__(self, store: Store, url: str, deletions: Deletions) -> None:
+        """Wrap a store (and its deletions) served at `url`."""
         self._store = store
+        self._deletions = deletions
         self.url = url
 
     @property
@@ -129,13 +134,26 @@ class Emulator:
         """Every request answered (or dropped), in order."""
         return self._store.requests()
 
+    @property
+    def deletions(self) -> DeletionsView:
+        """Deletions scheduled (`pending`) and applied by a daily run, oldest first."""
+        return self._deletions.view()
+
+    def run_daily_deletions(self) -> list[Applied]:
+        """Userpilot's 02:00 UTC deletion batch, now: apply every pending deletion."""
+        return self._deletions.run_now()
+
     def add_foreign_job(self, seconds: float) -> str:
         """Someone else's job holds the slot for `seconds` (after any running job); its id."""
         return self._store.add_foreign_job(seconds)
 
     def tick(self) -> None:
-        """Advance the clock-driven state now (logs job transitions as they happen)."""
+        """Advance the clock-driven state now (logs job transitions as they happen).
+
+        Deletions scheduled before the latest 02:00 UTC are applied, as Userpilot's daily run.
+        """
         self._store.advance()
+        self._deletions.tick()
 
 
 @contextlib.contextmanager
@@ -145,6 +163,7 @@ def serve(
     port: int = 0,
     *,
     allow_remote: bool = False,
+    clock: Callable[[], float] | None = None,
 ) -> Iterator[Emulator]:
     """Run an emulator in a background thread; stop it, and every connection, on exit.
 
@@ -153,6 +172,8 @@ def serve(
         host: Address to bind; loopback only unless `allow_remote`.
         port: Port to bind; 0 picks a free one (read it from `Emulator.url`).
         allow_remote: Permit a non-loopback `host`.
+        clock: The account's clock in epoch seconds (default `time.time`); tests pass a fake
+            one to drive jobs and the delete rate limit.
 
     Yields:
         The running emulator.
@@ -160,8 +181,10 @@ def serve(
     if not allow_remote and not is_loopback(host):
         msg = f"refusing to bind {host!r}: the emulator is a test server (loopback only)"
         raise ValueError(msg)
-    store = Store(config or EmulatorConfig())
-    handler = type("EmulatorHandler", (Handler,), {"store": store})
+    store = Store(config or EmulatorConfig(), clock or time.time)
+    deletions = Deletions(store)
+    extras = ExtraRoutes(store, deletions)
+    handler = type("EmulatorHandler", (Handler,), {"store": store, "extras": extras})
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server = _Server((host, port), handler, family)
     bound_host, bound_port = server.server_name, server.server_port
@@ -175,7 +198,7 @@ def serve(
     thread.start()
     logger.debug("emulator listening on %s:%s", shown, bound_port)
     try:
-        yield Emulator(store, f"http://{shown}:{bound_port}")
+        yield Emulator(store, f"http://{shown}:{bound_port}", deletions)
     finally:
         server.shutdown()
         server.close_connections()

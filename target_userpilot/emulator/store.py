@@ -491,6 +491,13 @@ class Store:
                 self._upsert("companies", {"company_id": company_id, "metadata": extra})
             self._upsert("users", record)
 
+    def delete_profiles(self, kind: Kind, ids: Sequence[str]) -> list[str]:
+        """Delete these profiles after every job completed by now is applied; the ids found."""
+        with self.lock:
+            self._settle()
+            profiles = self._users if kind == "users" else self._companies
+            return [i for i in ids if profiles.pop(i, None) is not None]
+
     # -- faults and request log ------------------------------------------------------------
 
     def request_fault(self) -> str | None:
