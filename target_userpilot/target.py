@@ -16,7 +16,8 @@ from target_userpilot.deadletters import InvalidRecordError
 from target_userpilot.fingerprints import (
     FingerprintStore,
     FingerprintStoreBusyError,
-    default_store_path,
+    FingerprintStoreError,
+    open_store,
     scope_for,
 )
 from target_userpilot.jobs import JobFailedError
@@ -37,6 +38,7 @@ USER_FACING_ERRORS = (
     JobFailedError,
     InvalidRecordError,
     FingerprintStoreBusyError,
+    FingerprintStoreError,
     BatchFileError,
 )
 
@@ -110,9 +112,10 @@ class TargetUserpilot(Target):
         settings = self.settings
         if not settings.send_only_changes or (settings.dry_run and settings.resend_all):
             return None
-        store = FingerprintStore(
-            settings.fingerprint_store_path or default_store_path(),
+        store = open_store(
             scope_for(api_url, self.config["api_key"]),
+            url=settings.fingerprint_store_url,
+            path=settings.fingerprint_store_path,
             max_age_days=settings.resend_after_days,
             logger=self.logger,
         )
