@@ -339,7 +339,7 @@ class SqlFingerprintStore(FingerprintStore):
     def _message(self, exc: BaseException) -> str:
         """The driver's own words (not SQLAlchemy's wrapper with SQL and parameters), scrubbed."""
         original = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-        return scrub(str(original) or type(original).__name__, self._url).rstrip(". ")
+        return scrub(str(original) or type(original).__name__, self._url)
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -351,7 +351,7 @@ class SqlFingerprintStore(FingerprintStore):
 
     def _fail(self, doing: str, exc: BaseException) -> NoReturn:
         msg = (
-            f"The fingerprint store ({self._where}) failed while {doing}: {self._message(exc)}. "
+            f"The fingerprint store ({self._where}) failed while {doing} ({self._message(exc)}). "
             f"Check `{SETTING}` and that the database is reachable."
         )
         raise FingerprintStoreError(msg) from None

@@ -150,6 +150,7 @@ class SqliteFingerprintStore(FingerprintStore):
         except BaseException:
             self._release_os_lock()
             raise
+        self._logger.info("Fingerprints are kept in the SQLite file %s.", self.path)
 
     @property
     def where(self) -> str:
