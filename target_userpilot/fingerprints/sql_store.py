@@ -54,6 +54,7 @@ from target_userpilot.fingerprints.common import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from sqlalchemy import ColumnElement
     from sqlalchemy.engine import Connection
 
 _LOGGER = logging.getLogger(__name__)
@@ -92,6 +93,27 @@ RUNS = Table(
     comment=f"{_COMMENT_PREFIX}runs, schema version {SCHEMA_VERSION}",
 )
 _VERSION = re.compile(r"schema version (\d+)$")
+# A job's rows as two arrays: one statement and one round trip (an executemany is one statement
+# per row, about 1 s per 10,000).
+_PG_UPSERT = text(
+    f"INSERT INTO {FINGERPRINTS.name} (scope, kind, id, digest, confirmed_at) "  # noqa: S608
+    "SELECT :scope, :kind, x.id, x.digest, :confirmed_at "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:digests AS bytea[])) AS x(id, digest) "
+    "ON CONFLICT (scope, kind, id) DO UPDATE "
+    "SET digest = excluded.digest, confirmed_at = excluded.confirmed_at"
+)
+# A join with the ids, not `id IN (...)`: PostgreSQL then probes the key once per id, where an
+# IN list may be applied as a filter over every row of the kind (seconds per job at 1,000,000).
+_PG_STORED = text(
+    f"SELECT f.id, f.digest FROM {FINGERPRINTS.name} AS f "  # noqa: S608 - our table's name
+    "JOIN unnest(CAST(:ids AS text[])) AS x(id) ON f.id = x.id "
+    "WHERE f.scope = :scope AND f.kind = :kind"
+)
+
+
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), _IN_CHUNK):
+        yield ids[start : start + _IN_CHUNK]
 
 
 def _lock_key(label: str) -> int:
@@ -234,33 +256,24 @@ class SqlFingerprintStore(FingerprintStore):
     def _write(
         self, kind: str, latest: dict[str, bytes], confirmed_at: float, *, previous: bool
     ) -> dict[str, bytes]:
-        table = FINGERPRINTS
         ids = list(latest)
-        replaced: dict[str, bytes] = {}
-        # Delete then insert: one portable upsert, inside the job's single transaction.
         with self._errors("saving a job's fingerprints"), self._conn.begin():
-            for start in range(0, len(ids), _IN_CHUNK):
-                mine = (table.c.scope == self.scope) & (table.c.kind == kind)
-                chunk = table.c.id.in_(ids[start : start + _IN_CHUNK])
-                if previous:
-                    found = self._conn.execute(
-                        select(table.c.id, table.c.digest).where(mine, chunk)
-                    )
-                    replaced.update((pid, bytes(digest)) for pid, digest in found)
-                self._conn.execute(delete(table).where(mine, chunk))
-            self._conn.execute(
-                insert(table),
-                [
-                    {
-                        "scope": self.scope,
-                        "kind": kind,
-                        "id": pid,
-                        "digest": digest,
-                        "confirmed_at": confirmed_at,
-                    }
-                    for pid, digest in latest.items()
-                ],
-            )
+            replaced = self._stored_digests(kind, ids) if previous else {}
+            if self._locks:  # PostgreSQL: a native upsert in one statement
+                params = {"scope": self.scope, "kind": kind, "confirmed_at": confirmed_at}
+                rows = {"ids": ids, "digests": list(latest.values())}
+                self._conn.execute(_PG_UPSERT, params | rows)
+            else:  # elsewhere, delete then insert: portable, in the same transaction
+                for chunk in _chunks(ids):
+                    self._conn.execute(delete(FINGERPRINTS).where(self._ids_in(kind, chunk)))
+                self._conn.execute(
+                    insert(FINGERPRINTS),
+                    [
+                        {"scope": self.scope, "kind": kind, "id": pid, "digest": digest}
+                        | {"confirmed_at": confirmed_at}
+                        for pid, digest in latest.items()
+                    ],
+                )
         return replaced
 
     def _delete_scope(self) -> None:
@@ -283,6 +296,22 @@ class SqlFingerprintStore(FingerprintStore):
             self._disconnect()
 
     # --- internals --------------------------------------------------------------------
+
+    def _ids_in(self, kind: str, ids: list[str]) -> ColumnElement[bool]:
+        table = FINGERPRINTS
+        return (table.c.scope == self.scope) & (table.c.kind == kind) & table.c.id.in_(ids)
+
+    def _stored_digests(self, kind: str, ids: list[str]) -> dict[str, bytes]:
+        """The stored digests of these ids (the caller holds a transaction)."""
+        if self._locks:
+            params = {"scope": self.scope, "kind": kind, "ids": ids}
+            return {pid: bytes(digest) for pid, digest in self._conn.execute(_PG_STORED, params)}
+        table = FINGERPRINTS
+        replaced: dict[str, bytes] = {}
+        for chunk in _chunks(ids):
+            query = select(table.c.id, table.c.digest).where(self._ids_in(kind, chunk))
+            replaced.update((pid, bytes(digest)) for pid, digest in self._conn.execute(query))
+        return replaced
 
     def _prepare(self, lock_timeout: float) -> None:
         conn = self._conn
