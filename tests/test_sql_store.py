@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,6 +20,7 @@ from target_userpilot.fingerprints.sql_store import describe, parse_url, scrub
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from sqlalchemy.engine import Connection
 
@@ -151,3 +153,19 @@ def test_lookups_load_a_kind_in_one_query_not_one_per_record(pg_url: str) -> Non
             event.remove(Engine, "before_cursor_execute", count)
     assert sum(unchanged) == 5_000
     assert len([s for s in statements if "SELECT" in s]) == 1
+
+
+def test_another_sqlalchemy_database_works_without_the_run_lock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    digest = fingerprint(b"x")
+    with caplog.at_level(logging.WARNING), SqlFingerprintStore(url, SCOPE) as store:
+        store.is_unchanged("users", "u1", digest)
+        store.confirm("users", [("u1", digest), ("u2", digest)])
+        store.confirm("users", [("u2", fingerprint(b"y"))])
+        assert not store.is_unchanged("users", "u2", digest)
+    assert "not serialised" in caplog.text
+    with SqlFingerprintStore(url, SCOPE) as store:
+        assert store.is_unchanged("users", "u1", digest)
+        assert store.is_unchanged("users", "u2", fingerprint(b"y"))
