@@ -17,6 +17,7 @@ from target_userpilot.fingerprints import (
     FingerprintStore,
     FingerprintStoreBusyError,
     FingerprintStoreError,
+    StoreOptions,
     open_store,
     scope_for,
 )
@@ -116,8 +117,7 @@ class TargetUserpilot(Target):
             scope_for(api_url, self.config["api_key"]),
             url=settings.fingerprint_store_url,
             path=settings.fingerprint_store_path,
-            max_age_days=settings.resend_after_days,
-            logger=self.logger,
+            options=StoreOptions(max_age_days=settings.resend_after_days, logger=self.logger),
         )
         if settings.resend_all:
             store.forget_all()

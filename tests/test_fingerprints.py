@@ -32,6 +32,7 @@ from target_userpilot.fingerprints import (
     FingerprintStore,
     FingerprintStoreBusyError,
     FingerprintStoreError,
+    StoreOptions,
     default_store_path,
     fingerprint,
     open_store,
@@ -69,7 +70,7 @@ def at(store_location: StoreLocation) -> StoreLocation:
 
 
 def open_at(location: StoreLocation, scope: str = SCOPE, **kwargs: Any) -> FingerprintStore:
-    return open_store(scope, **location, **kwargs)  # type: ignore[arg-type]
+    return open_store(scope, **location, options=StoreOptions(**kwargs))  # type: ignore[arg-type]
 
 
 def open_file(path: Path, scope: str = SCOPE, **kwargs: Any) -> FingerprintStore:

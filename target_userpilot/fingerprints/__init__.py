@@ -14,13 +14,13 @@ is never stored or logged), in one of two stores:
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from target_userpilot.fingerprints.common import (
     FingerprintStore,
     FingerprintStoreBusyError,
     FingerprintStoreError,
+    StoreOptions,
     default_store_path,
     fingerprint,
     scope_for,
@@ -29,8 +29,6 @@ from target_userpilot.fingerprints.sql_store import SqlFingerprintStore
 from target_userpilot.fingerprints.sqlite_store import SqliteFingerprintStore
 
 if TYPE_CHECKING:
-    import logging
-    from collections.abc import Callable
     from pathlib import Path
 
 __all__ = [
@@ -39,6 +37,7 @@ __all__ = [
     "FingerprintStoreError",
     "SqlFingerprintStore",
     "SqliteFingerprintStore",
+    "StoreOptions",
     "default_store_path",
     "fingerprint",
     "open_store",
@@ -46,15 +45,12 @@ __all__ = [
 ]
 
 
-def open_store(  # noqa: PLR0913 - every setting the store reads
+def open_store(
     scope: str,
     *,
     url: str | None = None,
     path: Path | None = None,
-    max_age_days: float | None = None,
-    lock_timeout: float = 0.0,
-    logger: logging.Logger | None = None,
-    now: Callable[[], float] = time.time,
+    options: StoreOptions | None = None,
 ) -> FingerprintStore:
     """The database at `url` when given, else the SQLite file at `path` (or the default path).
 
@@ -63,19 +59,5 @@ def open_store(  # noqa: PLR0913 - every setting the store reads
         FingerprintStoreError: the store cannot be used; the message says what to fix.
     """
     if url:
-        return SqlFingerprintStore(
-            url,
-            scope,
-            max_age_days=max_age_days,
-            lock_timeout=lock_timeout,
-            logger=logger,
-            now=now,
-        )
-    return SqliteFingerprintStore(
-        path or default_store_path(),
-        scope,
-        max_age_days=max_age_days,
-        lock_timeout=lock_timeout,
-        logger=logger,
-        now=now,
-    )
+        return SqlFingerprintStore(url, scope, options)
+    return SqliteFingerprintStore(path or default_store_path(), scope, options)

@@ -144,25 +144,30 @@ def busy_message(where: str, holder: RunHolder | None, waited: float, setting: s
     )
 
 
+@dataclass(frozen=True)
+class StoreOptions:
+    """How a store behaves, whichever database holds it."""
+
+    # A fingerprint confirmed longer ago than this counts as changed (None: never).
+    max_age_days: float | None = None
+    # How long to wait for another run to release the store before giving up.
+    lock_timeout: float = 0.0
+    logger: logging.Logger | None = None
+    now: Callable[[], float] = time.time
+
+
 class FingerprintStore(abc.ABC):
     """Digests of the profile lines Userpilot confirmed, per scope; one run at a time.
 
     Thread safe: the main thread looks up, the job thread may confirm.
     """
 
-    def __init__(
-        self,
-        scope: str,
-        *,
-        max_age_days: float | None,
-        logger: logging.Logger,
-        now: Callable[[], float],
-    ) -> None:
+    def __init__(self, scope: str, options: StoreOptions, default_logger: logging.Logger) -> None:
         """Lookup state only; the backend opens its database and takes the run lock."""
         self.scope = scope
-        self.max_age_days = max_age_days
-        self._logger = logger
-        self._now = now
+        self.max_age_days = options.max_age_days
+        self._logger = options.logger or default_logger
+        self._now = options.now
         self._lock = threading.Lock()
         self._closed = False
         # kind -> keys of the (id, digest) pairs that count as unchanged; loaded on first use.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import time
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, NoReturn, final
 from urllib.parse import quote, quote_plus
@@ -47,12 +46,13 @@ from target_userpilot.fingerprints.common import (
     FingerprintStoreBusyError,
     FingerprintStoreError,
     RunHolder,
+    StoreOptions,
     busy_message,
     poll_until,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from sqlalchemy import ColumnElement
     from sqlalchemy.engine import Connection
@@ -191,23 +191,15 @@ def _foreign_table_problem(conn: Connection, table: Table) -> str | None:
 class SqlFingerprintStore(FingerprintStore):
     """Fingerprints in a SQL database; PostgreSQL holds an advisory lock per scope for the run."""
 
-    def __init__(  # noqa: PLR0913 - the same signature as the SQLite store
-        self,
-        url: str,
-        scope: str,
-        *,
-        max_age_days: float | None = None,
-        lock_timeout: float = 0.0,
-        logger: logging.Logger | None = None,
-        now: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, url: str, scope: str, options: StoreOptions | None = None) -> None:
         """Connect, create the tables when missing, and take the scope's lock.
 
         Raises:
             FingerprintStoreBusyError: another run holds this scope for more than `lock_timeout`.
             FingerprintStoreError: no connection, or a table of our name that is not ours.
         """
-        super().__init__(scope, max_age_days=max_age_days, logger=logger or _LOGGER, now=now)
+        options = options or StoreOptions()
+        super().__init__(scope, options, _LOGGER)
         self._url = parse_url(url)
         self._where = describe(self._url)
         self._locks = self._url.get_backend_name() == "postgresql"
@@ -221,7 +213,7 @@ class SqlFingerprintStore(FingerprintStore):
             self._engine = create_engine(self._url, poolclass=NullPool, connect_args=connect_args)
             self._conn = self._engine.connect()
         try:
-            self._prepare(lock_timeout)
+            self._prepare(options.lock_timeout)
         except BaseException:
             self._disconnect()
             raise

@@ -22,12 +22,13 @@ from target_userpilot.fingerprints.common import (
     FingerprintStore,
     FingerprintStoreBusyError,
     RunHolder,
+    StoreOptions,
     busy_message,
     poll_until,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Iterable, Iterator
 
 try:
     import fcntl
@@ -125,26 +126,18 @@ def _try_flock(fd: int) -> bool:
 class SqliteFingerprintStore(FingerprintStore):
     """Fingerprints in an SQLite file; the file is locked for the run."""
 
-    def __init__(  # noqa: PLR0913 - the store's documented signature
-        self,
-        path: Path,
-        scope: str,
-        *,
-        max_age_days: float | None = None,
-        lock_timeout: float = 0.0,
-        logger: logging.Logger | None = None,
-        now: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, path: Path, scope: str, options: StoreOptions | None = None) -> None:
         """Open (or create) the store at `path` and take its lock.
 
         Raises:
             FingerprintStoreBusyError: another run holds the store for more than `lock_timeout`
                 seconds.
         """
-        super().__init__(scope, max_age_days=max_age_days, logger=logger or _LOGGER, now=now)
+        options = options or StoreOptions()
+        super().__init__(scope, options, _LOGGER)
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd: int | None = self._acquire_os_lock(lock_timeout)
+        self._lock_fd: int | None = self._acquire_os_lock(options.lock_timeout)
         try:
             self._conn = self._open()
         except BaseException:
