@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
 
 import pytest
 from pg_fixtures import pg_server_url_fixture, pg_url_fixture  # noqa: F401 - fixtures
@@ -52,6 +53,8 @@ def test_scrub_removes_the_url_and_password_in_every_spelling() -> None:
     assert "\n" not in scrubbed
     assert "s3cret" not in scrubbed
     assert "FATAL" in scrubbed
+    in_query = make_url(f"postgresql://loader@db/warehouse?password={quote_plus(SECRET)}")
+    assert "s3cret" not in scrub(f"bad {SECRET} {in_query}", in_query)
 
 
 def test_a_url_names_only_its_host_and_database() -> None:

@@ -155,9 +155,12 @@ def describe(url: URL) -> str:
 def scrub(message: str, url: URL) -> str:
     """`message` on one line, without the URL or its password in any spelling."""
     secrets = {url.render_as_string(hide_password=False)}
-    if url.password:
-        password = str(url.password)
-        secrets |= {password, quote(password, safe=""), quote_plus(password)}
+    # libpq also takes the password as a query parameter (`?password=...`).
+    in_query = url.query.get("password") or ()
+    passwords = [url.password, *((in_query,) if isinstance(in_query, str) else in_query)]
+    for password in filter(None, passwords):
+        value = str(password)
+        secrets |= {value, quote(value, safe=""), quote_plus(value)}
     flat = " ".join(message.split())
     for secret in sorted(secrets, key=len, reverse=True):
         flat = flat.replace(secret, "***")
