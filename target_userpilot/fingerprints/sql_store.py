@@ -205,10 +205,10 @@ class SqlFingerprintStore(FingerprintStore):
         super().__init__(scope, options, _LOGGER)
         self._url = parse_url(url)
         self._where = describe(self._url)
-        self._locks = self._url.get_backend_name() == "postgresql"
+        self._postgres = self._url.get_backend_name() == "postgresql"
         connect_args = (
             {k: v for k, v in _PG_CONNECT_ARGS.items() if k not in self._url.query}
-            if self._locks
+            if self._postgres
             else {}
         )
         with self._errors("connecting"):
@@ -221,7 +221,7 @@ class SqlFingerprintStore(FingerprintStore):
             self._disconnect()
             raise
         self._logger.info("Fingerprints are kept in the %s.", self._where)
-        if not self._locks:
+        if not self._postgres:
             self._logger.warning(
                 "Fingerprint store on %s (untested): runs on one account are not serialised; "
                 "make sure two runs never overlap.",
@@ -254,21 +254,24 @@ class SqlFingerprintStore(FingerprintStore):
         ids = list(latest)
         with self._errors("saving a job's fingerprints"), self._conn.begin():
             replaced = self._stored_digests(kind, ids) if previous else {}
-            if self._locks:  # PostgreSQL: a native upsert in one statement
+            if self._postgres:  # PostgreSQL: a native upsert in one statement
+                arrays = {"ids": ids, "digests": list(latest.values())}
                 params = {"scope": self.scope, "kind": kind, "confirmed_at": confirmed_at}
-                rows = {"ids": ids, "digests": list(latest.values())}
-                self._conn.execute(_PG_UPSERT, params | rows)
+                self._conn.execute(_PG_UPSERT, params | arrays)
             else:  # elsewhere, delete then insert: portable, in the same transaction
                 for chunk in _chunks(ids):
                     self._conn.execute(delete(FINGERPRINTS).where(self._ids_in(kind, chunk)))
-                self._conn.execute(
-                    insert(FINGERPRINTS),
-                    [
-                        {"scope": self.scope, "kind": kind, "id": pid, "digest": digest}
-                        | {"confirmed_at": confirmed_at}
-                        for pid, digest in latest.items()
-                    ],
-                )
+                rows = [
+                    {
+                        "scope": self.scope,
+                        "kind": kind,
+                        "id": pid,
+                        "digest": digest,
+                        "confirmed_at": confirmed_at,
+                    }
+                    for pid, digest in latest.items()
+                ]
+                self._conn.execute(insert(FINGERPRINTS), rows)
         return replaced
 
     def _delete_scope(self) -> None:
@@ -277,7 +280,7 @@ class SqlFingerprintStore(FingerprintStore):
 
     def _close(self) -> None:
         try:
-            if self._locks:
+            if self._postgres:
                 with self._conn.begin():
                     holder = RunHolder.this_run()
                     self._conn.execute(
@@ -298,7 +301,7 @@ class SqlFingerprintStore(FingerprintStore):
 
     def _stored_digests(self, kind: str, ids: list[str]) -> dict[str, bytes]:
         """The stored digests of these ids (the caller holds a transaction)."""
-        if self._locks:
+        if self._postgres:
             params = {"scope": self.scope, "kind": kind, "ids": ids}
             return {pid: bytes(digest) for pid, digest in self._conn.execute(_PG_STORED, params)}
         table = FINGERPRINTS
@@ -311,7 +314,7 @@ class SqlFingerprintStore(FingerprintStore):
     def _prepare(self, lock_timeout: float) -> None:
         conn = self._conn
         with self._errors("creating its tables"), conn.begin():
-            if self._locks:
+            if self._postgres:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
             for table in (FINGERPRINTS, RUNS):
                 problem = _foreign_table_problem(conn, table)
@@ -323,7 +326,7 @@ class SqlFingerprintStore(FingerprintStore):
                     )
                     raise FingerprintStoreError(msg)
             _METADATA.create_all(conn, checkfirst=True)
-        if not self._locks:
+        if not self._postgres:
             return
         key = _lock_key(self.scope)
         with self._errors("taking the run lock"):
