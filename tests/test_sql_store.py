@@ -12,12 +12,13 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from target_userpilot.fingerprints import (
-    FingerprintStoreError,
+from target_userpilot.fingerprints import FingerprintStoreError, fingerprint
+from target_userpilot.fingerprints.sql_store import (
     SqlFingerprintStore,
-    fingerprint,
+    describe,
+    parse_url,
+    scrub,
 )
-from target_userpilot.fingerprints.sql_store import describe, parse_url, scrub
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
