@@ -19,6 +19,9 @@ Measurements (`--only` takes one of these names):
 - duplicates: rows sent / records received on an input where 20% of the records are later
   updates of an id seen shortly before.
 - changes: `send_only_changes` over three runs: everything, the same input, 1% changed.
+- stores: `send_only_changes`, an unchanged rerun of 1,000,000 users on each fingerprint store:
+  the SQLite file and PostgreSQL (`TARGET_USERPILOT_TEST_PG_URL`, else a local server that
+  `.ci/postgres` starts; without one only SQLite is measured).
 
 Results go to `<out>/results.json` (figures, machine, git commit) and the table to stdout.
 """
@@ -55,7 +58,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"  # noqa: S105 - the emulator's key, not a secret
 UNLIMITED = float("inf")
-NAMES = ("throughput", "slots", "memory", "duplicates", "changes")
+NAMES = ("throughput", "slots", "memory", "duplicates", "changes", "stores")
+PG_URL_ENV = "TARGET_USERPILOT_TEST_PG_URL"
 
 USER_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -93,6 +97,7 @@ class Sizes:
     duplicates: int
     changes: int
     repeats: int
+    stores: int
 
 
 FULL = Sizes(
@@ -103,6 +108,7 @@ FULL = Sizes(
     duplicates=200_000,
     changes=100_000,
     repeats=2,
+    stores=1_000_000,
 )
 QUICK = Sizes(
     throughput=5_000,
@@ -112,6 +118,7 @@ QUICK = Sizes(
     duplicates=10_000,
     changes=3_000,
     repeats=1,
+    stores=3_000,
 )
 
 
@@ -665,6 +672,80 @@ def measure_changes(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]
     return figures
 
 
+@contextlib.contextmanager
+def postgres_url() -> Iterator[str | None]:
+    """A PostgreSQL URL whose tables land in a fresh schema, or None when there is no server.
+
+    The server is the tests' (`TARGET_USERPILOT_TEST_PG_URL`) or one `.ci/postgres` starts here.
+    """
+    from sqlalchemy import create_engine, text  # noqa: PLC0415 - only this measurement
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.pool import NullPool  # noqa: PLC0415
+
+    server = os.environ.get(PG_URL_ENV)
+    started: Path | None = None
+    if not server:
+        # Its own folder: the server runs as another user, who cannot enter the scratch folder.
+        started = Path(tempfile.mkdtemp(prefix="userpilot-bench-pg-"))
+        script = str(ROOT / ".ci" / "postgres")
+        done = subprocess.run(
+            ["bash", script, "start", str(started)], capture_output=True, text=True, check=False
+        )
+        server = done.stdout.strip() if done.returncode == 0 else None
+    try:
+        if not server:
+            yield None
+            return
+        schema = f"bench_{os.getpid()}"
+        engine = create_engine(server, poolclass=NullPool)
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        try:
+            url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
+            yield url.render_as_string(hide_password=False)
+        finally:
+            with engine.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            engine.dispose()
+    finally:
+        if started is not None:
+            script = str(ROOT / ".ci" / "postgres")
+            subprocess.run(["bash", script, "stop", str(started)], capture_output=True, check=False)
+
+
+def measure_stores(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]:
+    """An unchanged rerun of `sizes.stores` users on each fingerprint store (after a first run)."""
+    n = sizes.stores
+    path = scratch / "stores.singer"
+    write_input(path, plain_users(n))
+    figures: dict[str, Any] = {"records": n}
+    with postgres_url() as pg_url:
+        stores: dict[str, dict[str, str]] = {
+            "sqlite": {"fingerprint_store_path": str(scratch / "stores-fingerprints.sqlite")}
+        }
+        if pg_url:
+            stores["postgresql"] = {"fingerprint_store_url": pg_url}
+        else:
+            figures["postgresql"] = {"skipped": f"no PostgreSQL: set {PG_URL_ENV}"}
+        for name, store in stores.items():
+            settings: dict[str, Any] = {"send_only_changes": True, **store}
+            with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
+                first = run_userpilot(emu, path, n, scratch, **settings)
+                again = run_userpilot(emu, path, n, scratch, **settings)
+            figures[name] = {"first": _run_figures(first), "unchanged": _run_figures(again)}
+            table.append(
+                (
+                    f"unchanged rerun, {n:,} users, {name}",
+                    (
+                        f"{again.rows_sent:,} rows sent, {again.seconds:.1f} s "
+                        f"(first run {first.seconds:.1f} s)"
+                    ),
+                )
+            )
+    path.unlink()
+    return figures
+
+
 # --- the run -------------------------------------------------------------------------------
 
 
@@ -744,6 +825,8 @@ def run(names: list[str], sizes: Sizes, out_dir: Path) -> dict[str, Any]:
                 results[name] = measure_duplicates(sizes, scratch, table)
             elif name == "changes":
                 results[name] = measure_changes(sizes, scratch, table)
+            elif name == "stores":
+                results[name] = measure_stores(sizes, scratch, table)
             results[name]["bench_seconds"] = round(time.perf_counter() - began, 1)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
     results["table"] = [{"measure": k, "value": v} for k, v in table]

@@ -7,7 +7,7 @@ and config validation all describe the same settings; defaults live here once.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -263,6 +263,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         "in a Meltano project, else the user data folder).",
     ),
     th.Property(
+        "fingerprint_store_url",
+        th.StringType,
+        secret=True,
+        title="Fingerprint store URL",
+        description="With `send_only_changes`: keep the fingerprints in this database instead of "
+        "the SQLite file, for runners that start with an empty disk. A SQLAlchemy URL, e.g. "
+        "`postgresql+psycopg://user:password@host:5432/db`; never logged.",
+    ),
+    th.Property(
         "resend_all",
         th.BooleanType,
         default=False,
@@ -340,6 +349,7 @@ class Settings:
     termination_grace: float
     send_only_changes: bool
     fingerprint_store_path: Path | None
+    fingerprint_store_url: str | None = field(repr=False)  # holds a password
     resend_all: bool
     resend_after_days: float | None
     hard_delete: bool
@@ -402,6 +412,7 @@ class Settings:
                 if config.get("fingerprint_store_path")
                 else None
             ),
+            fingerprint_store_url=config.get("fingerprint_store_url") or None,
             resend_all=config["resend_all"],
             resend_after_days=(
                 float(config["resend_after_days"])

@@ -18,7 +18,9 @@ from target_userpilot.envconfig import env_config
 from target_userpilot.fingerprints import (
     FingerprintStore,
     FingerprintStoreBusyError,
-    default_store_path,
+    FingerprintStoreError,
+    StoreOptions,
+    open_store,
     scope_for,
 )
 from target_userpilot.jobs import JobFailedError
@@ -41,6 +43,7 @@ USER_FACING_ERRORS = (
     JobFailedError,
     InvalidRecordError,
     FingerprintStoreBusyError,
+    FingerprintStoreError,
     BatchFileError,
 )
 
@@ -164,11 +167,11 @@ class TargetUserpilot(Target):
         settings = self.settings
         if not settings.send_only_changes or (settings.dry_run and settings.resend_all):
             return None
-        store = FingerprintStore(
-            settings.fingerprint_store_path or default_store_path(),
+        store = open_store(
             scope_for(api_url, self.config["api_key"]),
-            max_age_days=settings.resend_after_days,
-            logger=self.logger,
+            url=settings.fingerprint_store_url,
+            path=settings.fingerprint_store_path,
+            options=StoreOptions(max_age_days=settings.resend_after_days, logger=self.logger),
         )
         if settings.resend_all:
             store.forget_all()

@@ -40,6 +40,7 @@ def test_bench_writes_every_figure_and_the_timeline(tmp_path: Path) -> None:
         duplicates=500,
         changes=200,
         repeats=1,
+        stores=200,
     )
     bench.run(list(bench.NAMES), tiny, tmp_path)
 
@@ -58,5 +59,9 @@ def test_bench_writes_every_figure_and_the_timeline(tmp_path: Path) -> None:
     assert changes["first"]["rows_sent"] == 200
     assert changes["same_again"]["rows_sent"] == 0
     assert changes["one_percent"]["rows_sent"] == 2
+    stores = results["stores"]
+    for store in ("sqlite", "postgresql"):
+        assert stores[store]["first"]["rows_sent"] == 200
+        assert stores[store]["unchanged"]["rows_sent"] == 0
     png = tmp_path / "slot-timeline.png"
     assert png.read_bytes().startswith(b"\x89PNG")

@@ -1,8 +1,14 @@
-"""The fingerprint store: what a user notices is which profiles get sent again."""
+"""The fingerprint stores: what a user notices is which profiles get sent again.
+
+Every behaviour is checked on both stores (the SQLite file and PostgreSQL); the file's own
+concerns (corruption, foreign files, directories) are at the end.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,12 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_fixtures import (  # noqa: F401 - fixtures, found by name
+    StoreLocation,
+    pg_server_url_fixture,
+    pg_url_fixture,
+    store_location_fixture,
+)
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from target_userpilot.fingerprints import (
     FingerprintStore,
     FingerprintStoreBusyError,
+    FingerprintStoreError,
+    StoreOptions,
     default_store_path,
     fingerprint,
+    open_store,
     scope_for,
 )
 
@@ -46,24 +63,44 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "fingerprints.sqlite"
 
 
-def open_store(path: Path, scope: str = SCOPE, **kwargs: object) -> FingerprintStore:
-    return FingerprintStore(path, scope, **kwargs)  # type: ignore[arg-type]
+@pytest.fixture
+def at(store_location: StoreLocation) -> StoreLocation:
+    """Where the store of this test lives: a SQLite file, or a PostgreSQL schema."""
+    return store_location
 
 
-def rows_in(path: Path) -> list[tuple[str, str, str]]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT scope, kind, id FROM fingerprints ORDER BY id").fetchall()
+def open_at(location: StoreLocation, scope: str = SCOPE, **kwargs: Any) -> FingerprintStore:
+    return open_store(scope, **location, options=StoreOptions(**kwargs))  # type: ignore[arg-type]
+
+
+def open_file(path: Path, scope: str = SCOPE, **kwargs: Any) -> FingerprintStore:
+    return open_at({"path": path}, scope, **kwargs)
+
+
+def stored(location: StoreLocation, columns: str = "scope, kind, id") -> list[tuple[Any, ...]]:
+    """Every row of the store, read behind its back (ordered by id)."""
+    if "path" in location:
+        with sqlite3.connect(location["path"]) as conn:
+            query = f"SELECT {columns} FROM fingerprints ORDER BY id"  # noqa: S608 - test constant
+            return conn.execute(query).fetchall()
+    engine = create_engine(str(location["url"]), poolclass=NullPool)
+    with engine.connect() as conn:
+        table = "target_userpilot_fingerprints"
+        query = f"SELECT {columns} FROM {table} ORDER BY id"  # noqa: S608 - test constant
+        rows = [tuple(row) for row in conn.execute(text(query))]
+    engine.dispose()
+    return rows
 
 
 # --- unchanged, changed, new -----------------------------------------------------------
 
 
-def test_only_changed_and_new_profiles_are_sent_again(db: Path) -> None:
-    with open_store(db) as store:
+def test_only_changed_and_new_profiles_are_sent_again(at: StoreLocation) -> None:
+    with open_at(at) as store:
         assert store.confirm("users", [("u1", fingerprint(line("u1", plan="free")))]) == 1
         store.confirm("users", [("u2", fingerprint(line("u2", plan="pro")))])
 
-    with open_store(db) as store:  # the next night's run
+    with open_at(at) as store:  # the next night's run
         assert store.is_unchanged("users", "u1", fingerprint(line("u1", plan="free")))
         assert not store.is_unchanged("users", "u2", fingerprint(line("u2", plan="free")))
         assert not store.is_unchanged("users", "u3", fingerprint(line("u3", plan="free")))
@@ -78,12 +115,12 @@ def test_fingerprint_is_stable_and_content_sensitive() -> None:
 
 
 def test_a_profile_confirmed_later_in_the_run_compares_to_its_last_confirmed_line(
-    db: Path,
+    at: StoreLocation,
 ) -> None:
     old, new = fingerprint(line("u1", plan="free")), fingerprint(line("u1", plan="pro"))
-    with open_store(db) as store:
+    with open_at(at) as store:
         store.confirm("users", [("u1", old)])
-    with open_store(db) as store:
+    with open_at(at) as store:
         assert store.is_unchanged("users", "u1", old)  # lookups loaded the kind
         store.confirm("users", [("u1", new)])  # a newer line went out and was confirmed
         # The old line again must be sent: Userpilot now holds the new one.
@@ -91,30 +128,30 @@ def test_a_profile_confirmed_later_in_the_run_compares_to_its_last_confirmed_lin
         assert store.is_unchanged("users", "u1", new)
 
 
-def test_a_repeated_id_in_one_job_keeps_its_last_line(db: Path) -> None:
+def test_a_repeated_id_in_one_job_keeps_its_last_line(at: StoreLocation) -> None:
     first, last = fingerprint(b"first"), fingerprint(b"last")
-    with open_store(db) as store:
+    with open_at(at) as store:
         assert store.confirm("users", [("u1", first), ("u1", last)]) == 1
         assert store.is_unchanged("users", "u1", last)
         assert not store.is_unchanged("users", "u1", first)
 
 
-def test_an_id_sqlite_cannot_store_is_simply_sent_again(db: Path) -> None:
-    with open_store(db) as store:
-        assert (
-            store.confirm("users", [("bad\ud800", fingerprint(b"x")), ("ok", fingerprint(b"x"))])
-            == 1
-        )
-        assert not store.is_unchanged("users", "bad\ud800", fingerprint(b"x"))
+def test_an_id_a_database_cannot_store_is_simply_sent_again(at: StoreLocation) -> None:
+    digest = fingerprint(b"x")
+    with open_at(at) as store:
+        unstorable = [("bad\ud800", digest), ("nul\x00", digest)]
+        assert store.confirm("users", [*unstorable, ("ok", digest)]) == 1
+        assert not store.is_unchanged("users", "bad\ud800", digest)
+        assert not store.is_unchanged("users", "nul\x00", digest)
         assert store.is_unchanged("users", "ok", fingerprint(b"x"))
 
 
 # --- scopes ------------------------------------------------------------------------------
 
 
-def test_another_account_or_host_sends_everything(db: Path) -> None:
+def test_another_account_or_host_sends_everything(at: StoreLocation) -> None:
     digest = fingerprint(line("u1", plan="free"))
-    with open_store(db) as store:
+    with open_at(at) as store:
         store.confirm("users", [("u1", digest)])
     for scope in (
         scope_for(API, "another-key"),
@@ -122,9 +159,9 @@ def test_another_account_or_host_sends_everything(db: Path) -> None:
         scope_for("http://127.0.0.1:8765", KEY),
     ):
         assert scope != SCOPE
-        with open_store(db, scope) as store:
+        with open_at(at, scope) as store:
             assert not store.is_unchanged("users", "u1", digest)
-    with open_store(db, scope_for("HTTPS://API.userpilot.io:443/other/path", KEY)) as store:
+    with open_at(at, scope_for("HTTPS://API.userpilot.io:443/other/path", KEY)) as store:
         assert store.is_unchanged("users", "u1", digest)
 
 
@@ -136,37 +173,39 @@ def test_scope_normalises_the_host_and_hides_the_key() -> None:
 
 
 def test_the_api_key_never_reaches_the_database_or_the_log(
-    db: Path, caplog: pytest.LogCaptureFixture
+    at: StoreLocation, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    with open_store(db, logger=logging.getLogger("test")) as store:
+    with open_at(at, logger=logging.getLogger("test")) as store:
         store.confirm("users", [(f"u{i}", fingerprint(b"x")) for i in range(100)])
         store.is_unchanged("users", "u1", fingerprint(b"x"))
         store.forget_all()
         store.confirm("users", [("u1", fingerprint(b"y"))])
-    stored = b"".join(p.read_bytes() for p in db.parent.iterdir() if p.is_file())
-    assert KEY.encode() not in stored
+    assert stored(at, "scope, id") == [(SCOPE, "u1")]
+    if "path" in at:  # the file and its journal, byte for byte
+        files = Path(at["path"]).parent.iterdir()
+        assert KEY.encode() not in b"".join(p.read_bytes() for p in files if p.is_file())
     assert KEY not in caplog.text
 
 
 # --- age ---------------------------------------------------------------------------------
 
 
-def test_max_age_days_resends_profiles_confirmed_too_long_ago(db: Path) -> None:
+def test_max_age_days_resends_profiles_confirmed_too_long_ago(at: StoreLocation) -> None:
     clock = Clock()
     digest = fingerprint(line("u1", plan="free"))
-    with open_store(db, now=clock) as store:
+    with open_at(at, now=clock) as store:
         store.confirm("users", [("u1", digest)])
 
     clock.value += 6.9 * DAY
-    with open_store(db, max_age_days=7, now=clock) as store:
+    with open_at(at, max_age_days=7, now=clock) as store:
         assert store.is_unchanged("users", "u1", digest)
     clock.value += 0.2 * DAY
-    with open_store(db, max_age_days=7, now=clock) as store:
+    with open_at(at, max_age_days=7, now=clock) as store:
         assert not store.is_unchanged("users", "u1", digest)
         store.confirm("users", [("u1", digest)])  # sent again and confirmed: fresh again
         assert store.is_unchanged("users", "u1", digest)
-    with open_store(db, now=clock) as store:  # no max age: never expires
+    with open_at(at, now=clock) as store:  # no max age: never expires
         clock.value += 365 * DAY
         assert store.is_unchanged("users", "u1", digest)
 
@@ -174,51 +213,51 @@ def test_max_age_days_resends_profiles_confirmed_too_long_ago(db: Path) -> None:
 # --- transactions ------------------------------------------------------------------------
 
 
-def test_a_job_whose_confirmation_fails_midway_stores_nothing(db: Path) -> None:
+def test_a_job_whose_confirmation_fails_midway_stores_nothing(at: StoreLocation) -> None:
     def entries_then_failure() -> object:
         for i in range(5):
             yield f"u{i}", fingerprint(line(f"u{i}"))
         msg = "lost the batch file"
         raise OSError(msg)
 
-    with open_store(db) as store:
+    with open_at(at) as store:
         store.confirm("users", [("u0", fingerprint(b"old"))])
         assert store.is_unchanged("users", "u0", fingerprint(b"old"))
         with pytest.raises(OSError, match="lost the batch file"):
             store.confirm("users", entries_then_failure())  # type: ignore[arg-type]
         assert store.is_unchanged("users", "u0", fingerprint(b"old"))
         assert not store.is_unchanged("users", "u1", fingerprint(line("u1")))
-    assert rows_in(db) == [(SCOPE, "users", "u0")]
+    assert stored(at) == [(SCOPE, "users", "u0")]
 
 
-def test_a_database_error_midway_rolls_the_whole_job_back(db: Path) -> None:
+def test_a_database_error_midway_rolls_the_whole_job_back(at: StoreLocation) -> None:
     entries: list[tuple[str, Any]] = [
         ("u1", fingerprint(b"1")),
         ("u2", fingerprint(b"2")),
         ("u3", None),
     ]
-    with open_store(db) as store:
-        with pytest.raises(sqlite3.IntegrityError):
+    with open_at(at) as store:
+        with pytest.raises((sqlite3.IntegrityError, FingerprintStoreError)):
             store.confirm("users", entries)
         assert not store.is_unchanged("users", "u1", fingerprint(b"1"))
         # The store is still usable after the rollback.
         assert store.confirm("users", entries[:2]) == 2
-    assert [row[2] for row in rows_in(db)] == ["u1", "u2"]
+    assert [row[2] for row in stored(at)] == ["u1", "u2"]
 
 
-def test_forget_all_resends_everything_of_this_scope_only(db: Path) -> None:
+def test_forget_all_resends_everything_of_this_scope_only(at: StoreLocation) -> None:
     digest = fingerprint(b"profile")
     other = scope_for(API, "another-key")
-    with open_store(db, other) as store:
+    with open_at(at, other) as store:
         store.confirm("users", [("u1", digest)])
-    with open_store(db) as store:
+    with open_at(at) as store:
         store.confirm("users", [("u1", digest)])
         store.confirm("companies", [("c1", digest)])
         assert store.is_unchanged("users", "u1", digest)
         store.forget_all()
         assert not store.is_unchanged("users", "u1", digest)
         assert not store.is_unchanged("companies", "c1", digest)
-    with open_store(db, other) as store:
+    with open_at(at, other) as store:
         assert store.is_unchanged("users", "u1", digest)
 
 
@@ -227,10 +266,10 @@ def test_forget_all_resends_everything_of_this_scope_only(db: Path) -> None:
 
 def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "fingerprints.sqlite"
-    with open_store(path) as store:
+    with open_file(path) as store:
         store.confirm("users", [("u1", fingerprint(b"x"))])
     assert path.is_file()
-    with open_store(path) as store:
+    with open_file(path) as store:
         assert store.is_unchanged("users", "u1", fingerprint(b"x"))
 
 
@@ -239,7 +278,7 @@ def test_a_corrupt_file_is_moved_aside_with_a_warning_and_the_run_goes_on(
 ) -> None:
     garbage = b"this is not an SQLite database\x00\xff" * 200
     db.write_bytes(garbage)
-    with caplog.at_level(logging.WARNING), open_store(db) as store:
+    with caplog.at_level(logging.WARNING), open_file(db) as store:
         assert not store.is_unchanged("users", "u1", fingerprint(b"x"))
         store.confirm("users", [("u1", fingerprint(b"x"))])
         assert store.is_unchanged("users", "u1", fingerprint(b"x"))
@@ -249,13 +288,13 @@ def test_a_corrupt_file_is_moved_aside_with_a_warning_and_the_run_goes_on(
     warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
     assert str(asides[0]) in warning.getMessage()
     assert "full resend" in warning.getMessage()
-    assert rows_in(db) == [(SCOPE, "users", "u1")]
+    assert stored({"path": db}) == [(SCOPE, "users", "u1")]
 
 
 def test_a_damaged_database_failing_its_integrity_check_is_moved_aside(
     db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with open_store(db) as store:
+    with open_file(db) as store:
         store.confirm(
             "users", [(f"user-{i:06d}", fingerprint(str(i).encode())) for i in range(5000)]
         )
@@ -264,16 +303,42 @@ def test_a_damaged_database_failing_its_integrity_check_is_moved_aside(
     # Overwrite pages in the middle of the table's b-tree; the file header stays valid.
     data[page_size * 3 : page_size * 6] = b"\xa5" * (page_size * 3)
     db.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING), open_store(db) as store:
+    with caplog.at_level(logging.WARNING), open_file(db) as store:
         assert not store.is_unchanged("users", "user-000001", fingerprint(b"1"))
     assert "full resend" in caplog.text
     assert len(list(db.parent.glob("fingerprints.sqlite.corrupt-*"))) == 1
 
 
+@pytest.mark.parametrize(
+    ("schema", "why"),
+    [
+        ("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)", "other tables (orders)"),
+        ("CREATE TABLE fingerprints (id TEXT, digest BLOB)", "other columns (id, digest)"),
+        ("PRAGMA user_version = 7", "unknown schema version 7"),
+    ],
+)
+def test_an_sqlite_database_that_is_not_a_store_is_set_aside_untouched(
+    db: Path, caplog: pytest.LogCaptureFixture, schema: str, why: str
+) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute(schema)
+    original = db.read_bytes()
+    with caplog.at_level(logging.WARNING), open_file(db) as store:
+        assert not store.is_unchanged("users", "u1", fingerprint(b"x"))
+        store.confirm("users", [("u1", fingerprint(b"x"))])
+    (aside,) = db.parent.glob("fingerprints.sqlite.not-ours-*")
+    assert aside.read_bytes() == original
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "not a target-userpilot fingerprint store" in warning
+    assert why in warning
+    assert str(aside) in warning
+    assert stored({"path": db}) == [(SCOPE, "users", "u1")]
+
+
 def test_a_missing_database_starts_fresh_silently(
     db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING), open_store(db) as store:
+    with caplog.at_level(logging.WARNING), open_file(db) as store:
         assert not store.is_unchanged("users", "u1", fingerprint(b"x"))
     assert not caplog.records
     assert not list(db.parent.glob("*.corrupt-*"))
@@ -282,42 +347,47 @@ def test_a_missing_database_starts_fresh_silently(
 # --- one run at a time -------------------------------------------------------------------
 
 
-def test_a_second_run_on_the_same_store_is_refused_until_the_first_closes(db: Path) -> None:
-    first = open_store(db)
+def test_a_second_run_on_the_same_store_is_refused_until_the_first_closes(
+    at: StoreLocation,
+) -> None:
+    first = open_at(at)
     started = time.monotonic()
     with pytest.raises(FingerprintStoreBusyError) as busy:
-        open_store(db)
+        open_at(at)
     assert time.monotonic() - started < 1.0
     message = str(busy.value)
-    assert str(db) in message
+    assert first.where in message
     assert "another target-userpilot run" in message
-    assert "fingerprint_store_path" in message
+    assert f"pid {os.getpid()}" in message
+    assert f"`fingerprint_store_{next(iter(at))}`" in message
     first.close()
-    with open_store(db) as second:
+    with open_at(at) as second:
         assert not second.is_unchanged("users", "u1", fingerprint(b"x"))
 
 
-def test_a_lock_timeout_waits_for_the_other_run(db: Path) -> None:
-    first = open_store(db)
+def test_a_lock_timeout_waits_for_the_other_run(at: StoreLocation) -> None:
+    first = open_at(at)
     started = time.monotonic()
     with pytest.raises(FingerprintStoreBusyError):
-        open_store(db, lock_timeout=0.3)
+        open_at(at, lock_timeout=0.3)
     assert time.monotonic() - started >= 0.3
 
     threading.Timer(0.3, first.close).start()
     started = time.monotonic()
-    with open_store(db, lock_timeout=10) as second:
+    with open_at(at, lock_timeout=10) as second:
         assert time.monotonic() - started >= 0.2
         second.confirm("users", [("u1", fingerprint(b"x"))])
 
 
-def test_a_run_in_another_process_holds_the_store(db: Path) -> None:
+def test_a_run_in_another_process_holds_the_store(at: StoreLocation) -> None:
+    plain = {name: str(value) for name, value in at.items()}
     script = textwrap.dedent(
         f"""
         import sys
         from pathlib import Path
-        from target_userpilot.fingerprints import FingerprintStore
-        with FingerprintStore(Path({str(db)!r}), "scope"):
+        from target_userpilot.fingerprints import open_store
+        location = {{k: Path(v) if k == "path" else v for k, v in {plain!r}.items()}}
+        with open_store({SCOPE!r}, **location):
             print("open", flush=True)
             sys.stdin.readline()
         """
@@ -328,16 +398,17 @@ def test_a_run_in_another_process_holds_the_store(db: Path) -> None:
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "open"
-        with pytest.raises(FingerprintStoreBusyError, match=rf"pid {child.pid}"):
-            open_store(db)
+        holder = rf"host {socket.gethostname()}, pid {child.pid}, started 20"
+        with pytest.raises(FingerprintStoreBusyError, match=holder):
+            open_at(at)
     finally:
         child.communicate("\n", timeout=30)
-    with open_store(db):
+    with open_at(at):
         pass
 
 
-def test_close_is_idempotent_and_confirm_from_another_thread_works(db: Path) -> None:
-    store = open_store(db)
+def test_close_is_idempotent_and_confirm_from_another_thread_works(at: StoreLocation) -> None:
+    store = open_at(at)
     store.is_unchanged("users", "u1", fingerprint(b"x"))
     worker = threading.Thread(target=store.confirm, args=("users", [("u1", fingerprint(b"x"))]))
     worker.start()

@@ -10,30 +10,13 @@ import pytest
 from singer_io import USER_SCHEMA, record, run_cli, schema, user
 
 from target_userpilot.places import default_path, meltano_plugin_dir
-from target_userpilot.settings import Settings
+from target_userpilot.settings import CONFIG_SCHEMA, Settings
 
+# Every setting at its schema default, as the SDK hands the config to the target.
 BASE_CONFIG: dict[str, Any] = {
-    "api_url": "https://analytex.userpilot.io",
-    "user_company_property": "company_id",
-    "exclude_properties": [],
-    "metadata_separator": "__",
-    "arrays": "json",
-    "nulls": "send",
-    "on_invalid_record": "dead_letter",
-    "dry_run": False,
-    "max_batch_rows": 10_000,
-    "max_batch_bytes": 1_000_000,
-    "max_checkpoint_lag_records": 20_000,
-    "max_checkpoint_lag_minutes": 30,
-    "job_timeout": 3600,
-    "job_retries": 2,
-    "poll_max_interval": 30,
-    "slot_wait_timeout": 3600,
-    "request_retry_max_time": 600,
-    "request_timeout": 300,
-    "termination_grace": 60,
-    "send_only_changes": False,
-    "resend_all": False,
+    name: prop["default"]
+    for name, prop in CONFIG_SCHEMA["properties"].items()
+    if "default" in prop
 }
 
 
