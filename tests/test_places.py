@@ -14,9 +14,7 @@ from target_userpilot.settings import CONFIG_SCHEMA, Settings
 
 # Every setting at its schema default, as the SDK hands the config to the target.
 BASE_CONFIG: dict[str, Any] = {
-    name: prop["default"]
-    for name, prop in CONFIG_SCHEMA["properties"].items()
-    if "default" in prop
+    name: prop["default"] for name, prop in CONFIG_SCHEMA["properties"].items() if "default" in prop
 }
 
 
