@@ -129,6 +129,16 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="NDJSON file that invalid and rejected records are appended to.",
     ),
     th.Property(
+        "max_invalid_share",
+        th.NumberType(minimum=0, maximum=1),
+        default=0.5,
+        title="Max invalid share",
+        description="Share of a stream's records in one run that may be invalid before the "
+        "run stops (exit 1, no STATE past the first invalid record of that stream). Judged "
+        "once the stream has 100 records; at the end of input a stream whose every record "
+        "was invalid stops the run too. 1 turns the check off.",
+    ),
+    th.Property(
         "dry_run",
         th.BooleanType,
         default=False,
@@ -279,6 +289,7 @@ class Settings:
     nulls: Literal["send", "drop"]
     on_invalid_record: Literal["dead_letter", "fail", "skip"]
     dead_letter_path: Path
+    max_invalid_share: float
     dry_run: bool
     dry_run_dir: Path
     limits: BatchLimits
@@ -327,6 +338,7 @@ class Settings:
             nulls=config["nulls"],
             on_invalid_record=config["on_invalid_record"],
             dead_letter_path=Path(config["dead_letter_path"]),
+            max_invalid_share=float(config["max_invalid_share"]),
             dry_run=config["dry_run"],
             dry_run_dir=Path(config["dry_run_dir"]),
             limits=BatchLimits(config["max_batch_rows"], config["max_batch_bytes"]),

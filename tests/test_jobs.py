@@ -1,14 +1,25 @@
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import queue
 import re
 import time
 from typing import TYPE_CHECKING
 
-from target_userpilot.batches import BatchFile, BatchLimits, SealedBatch
+from target_userpilot.batches import BatchFile, BatchLimits
 from target_userpilot.client import UserpilotClient
-from target_userpilot.jobs import OVERDUE_MAX, JobOutcome, JobRunner, PollPlan, RateEstimate
+from target_userpilot.jobs import (
+    OVERDUE_MAX,
+    BatchDone,
+    JobRunner,
+    JobStarted,
+    Outcome,
+    PartDone,
+    PollPlan,
+    RateEstimate,
+)
 from target_userpilot.profiles import Profile
 
 if TYPE_CHECKING:
@@ -20,6 +31,16 @@ if TYPE_CHECKING:
     from target_userpilot.emulator import Emulator
 
 TOKEN = "jobs-test-token"  # noqa: S105 - the emulator's
+
+
+def drain(runner: JobRunner, timeout: float = 60) -> list[Outcome]:
+    """Every outcome the job thread reports until it ends."""
+    deadline = time.monotonic() + timeout
+    seen: list[Outcome] = []
+    while runner.alive and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            seen.append(runner.outcomes.get(timeout=0.1))
+    return seen
 
 
 def test_first_job_polls_soon_then_backs_off() -> None:
@@ -61,13 +82,9 @@ def test_a_long_job_logs_progress_and_an_eta_at_most_every_30_s(
     batch = BatchFile("users", tmp_path, BatchLimits())
     for n in range(1, 1_001):
         batch.add(Profile(id=str(n), company_id=None, metadata={"n": n}), n, "users")
-    confirmed: list[tuple[SealedBatch, JobOutcome]] = []
     started = time.monotonic()
     runner = JobRunner(
         UserpilotClient(emu.url, TOKEN),
-        on_confirmed=lambda sealed, outcome: confirmed.append((sealed, outcome)),
-        on_split=lambda *_: None,
-        on_unsendable=lambda *_: None,
         job_timeout=3_600,
         job_retries=0,
         poll=PollPlan(max_interval=0.1),
@@ -78,8 +95,9 @@ def test_a_long_job_logs_progress_and_an_eta_at_most_every_30_s(
     with caplog.at_level(logging.INFO, logger="test-jobs"):
         runner.start()
         runner.ship(batch.seal())
-        runner.finish()
-    assert len(confirmed) == 1
+        runner.close()
+        outcomes = drain(runner)
+    assert [type(o) for o in outcomes] == [JobStarted, PartDone, BatchDone]
     progress = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
     assert progress, "a job running past 30 s says how far it is"
     pattern = r"is '(\w+)': ([\d,]+)/1,000 rows after (\d+) s, ETA (\d+) s"
