@@ -3,22 +3,29 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import queue
 import re
 import time
 from typing import TYPE_CHECKING
 
-from target_userpilot.batches import BatchFile, BatchLimits
+from fake_userpilot import FakeClient
+
+from target_userpilot.batches import BatchFile, BatchLimits, SealedBatch
 from target_userpilot.client import UserpilotClient
 from target_userpilot.jobs import (
+    MAX_REFUSED_ROWS,
     OVERDUE_MAX,
     BatchDone,
+    JobFailedError,
     JobRunner,
     JobStarted,
     Outcome,
     PartDone,
     PollPlan,
     RateEstimate,
+    RowsRefused,
+    RunnerFailed,
 )
 from target_userpilot.profiles import Profile
 
@@ -111,3 +118,85 @@ def test_a_long_job_logs_progress_and_an_eta_at_most_every_30_s(
     assert first is not None
     assert first.group(1) == "processing"
     assert 0 < int(first.group(2).replace(",", "")) < 1_000
+
+
+def runner_for(client: FakeClient, *, job_retries: int = 0) -> JobRunner:
+    return JobRunner(
+        client,  # type: ignore[arg-type]
+        job_timeout=60,
+        job_retries=job_retries,
+        poll=PollPlan(max_interval=0.001),
+        logger=logging.getLogger("test-jobs"),
+    )
+
+
+def sealed_batch(tmp_path: Path, rows: int) -> SealedBatch:
+    batch = BatchFile("users", tmp_path, BatchLimits())
+    for n in range(1, rows + 1):
+        batch.add(Profile(id=str(n), company_id=None, metadata={"n": n}), n, "users")
+    return batch.seal()
+
+
+def send(client: FakeClient, batch: SealedBatch, *, job_retries: int = 0) -> list[Outcome]:
+    runner = runner_for(client, job_retries=job_retries)
+    runner.start()
+    runner.ship(batch)
+    runner.close()
+    return drain(runner)
+
+
+def test_an_upload_refused_over_three_rows_sends_the_rest_and_names_each_row(
+    tmp_path: Path,
+) -> None:
+    bad = {"7", "30", "31"}
+    client = FakeClient(refuse=lambda line: "too long" if line["user_id"] in bad else None)
+    outcomes = send(client, sealed_batch(tmp_path, 64))
+    refused = [o for o in outcomes if isinstance(o, RowsRefused)]
+    assert sorted(o.part.origins[0].profile_id for o in refused) == sorted(bad)
+    assert all(o.reason == "refused by Userpilot: line 1: too long" for o in refused)
+    assert {pid for (_, pid) in client.profiles} == {str(n) for n in range(1, 65)} - bad
+    assert isinstance(outcomes[-1], BatchDone)
+    # Halving isolates each bad row in about 2*log2(rows) refused uploads.
+    assert client.refused_uploads <= len(bad) * (2 * math.log2(64) + 2)
+
+
+def test_a_batch_mostly_refused_stops_the_run_as_a_systematic_problem(tmp_path: Path) -> None:
+    client = FakeClient(refuse=lambda _: "metadata must be strings")
+    outcomes = send(client, sealed_batch(tmp_path, 1_000))
+    failed = [o for o in outcomes if isinstance(o, RunnerFailed)]
+    assert len(failed) == 1
+    assert isinstance(failed[0].error, JobFailedError)
+    assert "systematic problem" in str(failed[0].error)
+    assert "metadata must be strings" in str(failed[0].error)
+    assert client.profiles == {}
+    assert client.refused_uploads <= (MAX_REFUSED_ROWS + 1) * (2 * math.log2(1_000) + 2)
+
+
+def test_413_halves_a_batch_until_each_part_is_accepted(tmp_path: Path) -> None:
+    client = FakeClient(max_rows=10)
+    outcomes = send(client, sealed_batch(tmp_path, 40))
+    parts = [o.part for o in outcomes if isinstance(o, PartDone)]
+    assert sum(p.rows for p in parts) == 40
+    assert all(p.rows <= 10 for p in parts)
+    assert len(client.profiles) == 40
+
+
+def test_413_for_one_small_row_stops_the_run_naming_api_url_and_proxies(tmp_path: Path) -> None:
+    client = FakeClient(max_rows=0)
+    outcomes = send(client, sealed_batch(tmp_path, 4))
+    failed = [o for o in outcomes if isinstance(o, RunnerFailed)]
+    assert len(failed) == 1
+    message = str(failed[0].error)
+    assert "`api_url`" in message
+    assert "proxy" in message
+    assert not [o for o in outcomes if isinstance(o, RowsRefused)], "nothing dead-lettered"
+
+
+def test_a_failed_job_is_resubmitted_then_reported_completed(tmp_path: Path) -> None:
+    client = FakeClient(fail_every=1_000)
+    client.jobs = 999  # the next job fails, the one after completes
+    outcomes = send(client, sealed_batch(tmp_path, 5), job_retries=1)
+    done = [o for o in outcomes if isinstance(o, PartDone)]
+    assert len(done) == 1
+    assert done[0].outcome.attempts == 2
+    assert len(client.profiles) == 5

@@ -1,12 +1,20 @@
-"""Send only what changed: fingerprints of confirmed profiles, through the real CLI."""
+"""The owner of a run's state: in-process against a fake Userpilot, and through the CLI."""
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 from typing import TYPE_CHECKING, Any
 
+import pytest
+from fake_userpilot import FakeClient, MemoryStore, settings_for
 from singer_io import USER_SCHEMA, record, run_target, schema, state, user
 
 from target_userpilot.fingerprints import FingerprintStore, scope_for
+from target_userpilot.pipeline import Pipeline
+from target_userpilot.profiles import Profile
+from target_userpilot.rejections import TooManyInvalidError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -136,3 +144,133 @@ def test_a_corrupt_store_is_set_aside_and_everything_sent(
     assert "WARNING" in run.stderr
     assert rows_sent(emulator) == 10
     assert list(tmp_path.glob("fingerprints.sqlite.corrupt-*"))
+
+
+# --- the owner, in-process against a fake Userpilot -----------------------------------------
+
+
+def pipeline_for(
+    tmp_path: Path,
+    client: FakeClient,
+    states: list[dict[str, Any]],
+    store: MemoryStore | None = None,
+    **config: Any,
+) -> Pipeline:
+    pipeline = Pipeline(
+        settings_for(tmp_path, **config),
+        client=client,  # type: ignore[arg-type]
+        emit_state=states.append,
+        logger=logging.getLogger("test-pipeline"),
+        fingerprints=store,
+    )
+    pipeline.start()
+    return pipeline
+
+
+def feed(pipeline: Pipeline, rng: random.Random, count: int) -> dict[str, int]:
+    """`count` records of a few ids with values that change and revert; the last value of each."""
+    last: dict[str, int] = {}
+    for _ in range(count):
+        position = pipeline.next_position()
+        pid, value = str(rng.randint(1, 8)), rng.randint(0, 2)
+        pipeline.add("users", "users", position, Profile(pid, None, {"v": value}))
+        last[pid] = value
+        if rng.random() < 0.2:
+            pipeline.add_state({"at": position})
+    return last
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_stress_changes_only_413_splits_failing_jobs_tiny_batches(
+    tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)  # noqa: S311 - a test's choices, not a secret
+    client = FakeClient(max_rows=rng.choice([1, 2, 3]), fail_every=rng.choice([0, 3, 5]))
+    store = MemoryStore()
+    for run in range(2):  # the second run finds most profiles unchanged
+        states: list[dict[str, Any]] = []
+        pipeline = pipeline_for(
+            tmp_path, client, states, store, max_batch_rows=rng.randint(1, 6), job_retries=2
+        )
+        try:
+            last = feed(pipeline, rng, 40)
+            pipeline.add_state({"at": "end", "run": run})
+            pipeline.finish()
+        finally:
+            pipeline.close()
+        assert states[-1] == {"at": "end", "run": run}
+        for pid, value in last.items():
+            assert client.profiles["users", pid]["v"] == value, f"id {pid} holds a stale value"
+        assert list((tmp_path / "batches").iterdir()) == []
+
+
+def test_a_profile_too_large_for_any_batch_is_dead_lettered_and_state_goes_out(
+    tmp_path: Path,
+) -> None:
+    client, states = FakeClient(), []
+    pipeline = pipeline_for(tmp_path, client, states, max_batch_bytes=1024)
+    huge = Profile("1", None, {"blob": "x" * 2000})
+    pipeline.add("users", "users", pipeline.next_position(), huge)
+    pipeline.add_state({"n": 1})
+    assert list((tmp_path / "batches").glob("*/*.ndjson")) == [], "no batch opened for it"
+    for n in (2, 3):
+        pipeline.add("users", "users", pipeline.next_position(), Profile(str(n), None, {}))
+    pipeline.add_state({"n": 3})
+    pipeline.finish()
+    pipeline.close()
+    assert client.uploads == 1, "one batch, never an empty one"
+    assert states == [{"n": 1}, {"n": 3}]
+    assert pipeline.counters.invalid == 1
+
+
+def test_a_merge_that_would_overflow_ships_the_batch_and_starts_the_next(tmp_path: Path) -> None:
+    client, states = FakeClient(), []
+    pipeline = pipeline_for(tmp_path, client, states, max_batch_bytes=1024)
+    pipeline.add("users", "users", pipeline.next_position(), Profile("1", None, {"a": "x" * 600}))
+    pipeline.add("users", "users", pipeline.next_position(), Profile("1", None, {"b": "y" * 600}))
+    pipeline.add_state({"n": 2})
+    pipeline.finish()
+    pipeline.close()
+    assert pipeline.counters.invalid == 0
+    assert client.jobs == 2
+    assert client.profiles["users", "1"] == {"a": "x" * 600, "b": "y" * 600}
+    assert states == [{"n": 2}]
+
+
+def test_rows_rejected_without_detail_are_not_fingerprinted(tmp_path: Path) -> None:
+    client, states, store = FakeClient(unnamed_errors=1), [], MemoryStore()
+    pipeline = pipeline_for(tmp_path, client, states, store)
+    for n in range(3):
+        pipeline.add("users", "users", pipeline.next_position(), Profile(str(n), None, {}))
+    pipeline.finish()
+    pipeline.close()
+    assert client.jobs == 1
+    assert store.digests == {}, "the rejected rows are sent again next run"
+
+
+def test_the_lag_flush_runs_on_the_input_timer(tmp_path: Path) -> None:
+    client, states = FakeClient(), []
+    pipeline = pipeline_for(tmp_path, client, states, max_checkpoint_lag_minutes=0.001)
+    pipeline.add("users", "users", pipeline.next_position(), Profile("1", None, {}))
+    pipeline.add_state({"n": 1})
+    deadline = time.monotonic() + 10
+    while not states and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pipeline.tick()  # what the input timer does while the tap is silent
+    pipeline.close()
+    assert states == [{"n": 1}]
+    assert pipeline.counters.early_flushes == 1
+
+
+def test_invalid_records_past_the_share_stop_before_state_passes_them(tmp_path: Path) -> None:
+    client, states = FakeClient(), []
+    pipeline = pipeline_for(tmp_path, client, states)
+    for n in range(99):
+        position = pipeline.next_position()
+        pipeline.add_state({"n": n})
+        pipeline.reject("users", "users", position, "no id", {"n": n})
+    position = pipeline.next_position()
+    with pytest.raises(TooManyInvalidError, match=r"stream 'users'.*`max_invalid_share`"):
+        pipeline.reject("users", "users", position, "no id", {"n": 100})
+    pipeline.close()
+    assert states == [{"n": 0}], "nothing past the first invalid record"
