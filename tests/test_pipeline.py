@@ -207,7 +207,8 @@ def test_stress_changes_only_413_splits_failing_jobs_tiny_batches(
 def test_a_profile_too_large_for_any_batch_is_dead_lettered_and_state_goes_out(
     tmp_path: Path,
 ) -> None:
-    client, states = FakeClient(), []
+    client = FakeClient()
+    states: list[dict[str, Any]] = []
     pipeline = pipeline_for(tmp_path, client, states, max_batch_bytes=1024)
     huge = Profile("1", None, {"blob": "x" * 2000})
     pipeline.add("users", "users", pipeline.next_position(), huge)
@@ -224,7 +225,8 @@ def test_a_profile_too_large_for_any_batch_is_dead_lettered_and_state_goes_out(
 
 
 def test_a_merge_that_would_overflow_ships_the_batch_and_starts_the_next(tmp_path: Path) -> None:
-    client, states = FakeClient(), []
+    client = FakeClient()
+    states: list[dict[str, Any]] = []
     pipeline = pipeline_for(tmp_path, client, states, max_batch_bytes=1024)
     pipeline.add("users", "users", pipeline.next_position(), Profile("1", None, {"a": "x" * 600}))
     pipeline.add("users", "users", pipeline.next_position(), Profile("1", None, {"b": "y" * 600}))
@@ -238,7 +240,8 @@ def test_a_merge_that_would_overflow_ships_the_batch_and_starts_the_next(tmp_pat
 
 
 def test_rows_rejected_without_detail_are_not_fingerprinted(tmp_path: Path) -> None:
-    client, states, store = FakeClient(unnamed_errors=1), [], MemoryStore()
+    client, store = FakeClient(unnamed_errors=1), MemoryStore()
+    states: list[dict[str, Any]] = []
     pipeline = pipeline_for(tmp_path, client, states, store)
     for n in range(3):
         pipeline.add("users", "users", pipeline.next_position(), Profile(str(n), None, {}))
@@ -249,7 +252,8 @@ def test_rows_rejected_without_detail_are_not_fingerprinted(tmp_path: Path) -> N
 
 
 def test_the_lag_flush_runs_on_the_input_timer(tmp_path: Path) -> None:
-    client, states = FakeClient(), []
+    client = FakeClient()
+    states: list[dict[str, Any]] = []
     pipeline = pipeline_for(tmp_path, client, states, max_checkpoint_lag_minutes=0.001)
     pipeline.add("users", "users", pipeline.next_position(), Profile("1", None, {}))
     pipeline.add_state({"n": 1})
@@ -263,7 +267,8 @@ def test_the_lag_flush_runs_on_the_input_timer(tmp_path: Path) -> None:
 
 
 def test_invalid_records_past_the_share_stop_before_state_passes_them(tmp_path: Path) -> None:
-    client, states = FakeClient(), []
+    client = FakeClient()
+    states: list[dict[str, Any]] = []
     pipeline = pipeline_for(tmp_path, client, states)
     for n in range(99):
         position = pipeline.next_position()
