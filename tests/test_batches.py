@@ -114,7 +114,7 @@ def test_a_merge_that_would_overflow_leaves_the_batch_as_it_was(tmp_path: Path) 
     ids=["ascii", "utf-8", "surrogate"],
 )
 def test_merged_sizes_are_exact_whatever_the_characters(
-    tmp_path: Path, values: list[object]
+    tmp_path: Path, values: list[str | int | Decimal | None]
 ) -> None:
     batch = BatchFile("users", tmp_path, BatchLimits())
     batch.add(Profile("x", "c1", {"first": "é"}), 1, "users")
