@@ -117,11 +117,13 @@ def run_target(
     on_state: Callable[[StateSeen, subprocess.Popen[bytes]], None] | None = None,
     env: dict[str, str] | None = None,
     max_file_bytes: int | None = None,
+    flush_each: bool = False,
 ) -> Run:
     """Run `python -m target_userpilot.target` with real pipes; snapshot the store per STATE.
 
     `max_file_bytes` caps the size of any file the target writes (RLIMIT_FSIZE): a write past
     it fails as a full disk would (Python ignores the SIGXFSZ that would otherwise kill it).
+    `flush_each` sends each message at once, as a slow tap does (else writes are buffered).
     """
 
     def limit_files() -> None:
@@ -149,6 +151,8 @@ def run_target(
                 for message in messages:
                     line = message if isinstance(message, str) else json.dumps(message)
                     proc.stdin.write(line.encode() + b"\n")
+                    if flush_each:
+                        proc.stdin.flush()
                 proc.stdin.close()
             except (BrokenPipeError, ValueError):
                 pass  # the target stopped reading (a failure the test checks)
