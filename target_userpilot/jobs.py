@@ -179,8 +179,9 @@ class _Refusals:
     def _stop(self, error: RejectedUploadError) -> None:
         batch = self.batch
         msg = (
-            f"Userpilot refused {self.rows:,} of the first rows tried of a batch of "
-            f"{batch.rows:,} {batch.kind} ({self.uploads:,} uploads refused), last with: {error}. "
+            f"Userpilot refused {plural(self.rows, 'row')} of a batch of "
+            f"{plural(batch.rows, KIND_NOUN[batch.kind])} "
+            f"({plural(self.uploads, 'upload')} refused), last with: {error}. "
             "That many is not a bad row but a systematic problem (the profiles' format, a "
             "mapping setting such as `arrays` or `nulls`): fix it and rerun. No STATE past "
             "these records was emitted."
@@ -326,17 +327,16 @@ class JobRunner:
                 )
             if attempt <= self._job_retries:
                 self._logger.warning(
-                    "Userpilot job %s (%s, %s rows) ended '%s'; resubmitting (%d of %d).",
+                    "Userpilot job %s (%s) ended '%s'; resubmitting (%d of %d).",
                     job_id,
-                    batch.kind,
-                    f"{batch.rows:,}",
+                    plural(batch.rows, KIND_NOUN[batch.kind]),
                     status.status,
                     attempt,
                     self._job_retries,
                 )
                 continue
             msg = (
-                f"Userpilot job {job_id} ({batch.kind}, {batch.rows:,} rows) ended "
+                f"Userpilot job {job_id} ({plural(batch.rows, KIND_NOUN[batch.kind])}) ended "
                 f"'{status.status}' after {plural(attempt, 'attempt')}: {dict(status.raw)}. "
                 "No STATE past these records was emitted; rerun to resume, or raise `job_retries`."
             )
@@ -363,8 +363,9 @@ class JobRunner:
                 # Live progress sharpens the estimate for this very job.
                 self.rate.learn(status.processed, now - submitted_at)
             if now - submitted_at > self._job_timeout:
+                rows = plural(batch.rows, KIND_NOUN[batch.kind])
                 msg = (
-                    f"Userpilot job {job_id} ({batch.kind}, {batch.rows:,} rows) is still "
+                    f"Userpilot job {job_id} ({rows}) is still "
                     f"'{status.status}' after {self._job_timeout:.0f} s (setting `job_timeout`); "
                     "it may still finish on Userpilot's side. "
                     "No STATE past its records was emitted."
