@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from fake_userpilot import FakeClient
 
 from target_userpilot.batches import BatchFile, BatchLimits, SealedBatch
-from target_userpilot.client import UserpilotClient
+from target_userpilot.client import JobStatus, UserpilotClient
 from target_userpilot.jobs import (
     MAX_REFUSED_ROWS,
     OVERDUE_MAX,
@@ -26,6 +26,7 @@ from target_userpilot.jobs import (
     RateEstimate,
     RowsRefused,
     RunnerFailed,
+    _Progress,
 )
 from target_userpilot.profiles import Profile
 
@@ -73,13 +74,30 @@ def test_short_jobs_get_short_dense_polls() -> None:
     assert plan.delay(4.99, 5.0, 0) <= 0.025
 
 
-def test_rate_estimate_learns() -> None:
+def test_the_rate_is_the_newest_observation_trusted_at_once() -> None:
     rate = RateEstimate()
-    assert rate.expected_seconds(100) is None
+    assert rate.rows_per_second is None
     rate.learn(1000, 50)
-    assert rate.expected_seconds(100) == 5
+    assert rate.rows_per_second == 20
+    rate.learn(1000, 10)
+    assert rate.rows_per_second == 100, "no blending with a stale prior"
     rate.learn(0, 10)
-    assert rate.expected_seconds(100) == 5
+    assert rate.rows_per_second == 100
+
+
+def test_queue_time_does_not_count_and_the_end_is_re_estimated_at_each_poll() -> None:
+    progress = _Progress(submitted_at=100.0)
+    progress.saw(status("queued", 0), now=104.0)  # 4 s in the queue
+    assert progress.started == 104.0
+    assert progress.expected_seconds(1_000, rate=100.0) == 14.0
+    progress.saw(status("processing", 500), now=107.0)
+    assert progress.started == 104.0
+    # 500 rows in the 3 s since processing started: the rest at that pace.
+    assert progress.expected_seconds(1_000, rate=500 / 3) == 7.0 + 3.0
+
+
+def status(name: str, processed: int) -> JobStatus:
+    return JobStatus("j", "running", name, processed, 0, 1_000, {})
 
 
 def test_a_long_job_logs_progress_and_an_eta_at_most_every_30_s(
