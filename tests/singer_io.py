@@ -118,12 +118,14 @@ def run_target(
     env: dict[str, str] | None = None,
     max_file_bytes: int | None = None,
     flush_each: bool = False,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Run:
     """Run `python -m target_userpilot.target` with real pipes; snapshot the store per STATE.
 
     `max_file_bytes` caps the size of any file the target writes (RLIMIT_FSIZE): a write past
     it fails as a full disk would (Python ignores the SIGXFSZ that would otherwise kill it).
     `flush_each` sends each message at once, as a slow tap does (else writes are buffered).
+    `on_start(proc)` runs in a thread of its own once the process is started (to signal it).
     """
 
     def limit_files() -> None:
@@ -159,6 +161,8 @@ def run_target(
 
         writer = threading.Thread(target=feed, daemon=True)
         writer.start()
+        if on_start is not None:
+            threading.Thread(target=on_start, args=(proc,), daemon=True).start()
         states: list[StateSeen] = []
         lines: list[str] = []
         deadline = time.monotonic() + timeout

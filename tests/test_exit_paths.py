@@ -8,8 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -112,38 +110,22 @@ def run_and_signal(
     The time counts from the first stream's log line: before it, the interpreter may still be
     importing, with Python's default handlers.
     """
-    config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps(config))
-    stderr_path = tmp_path / "stderr.log"
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "target_userpilot.target", "--config", str(config_path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
+    sent: list[float] = []
 
-        def feed() -> None:
-            assert proc.stdin is not None
-            try:
-                for message in messages:
-                    proc.stdin.write(json.dumps(message).encode() + b"\n")
-                proc.stdin.close()
-            except (BrokenPipeError, ValueError):
-                pass
-
-        threading.Thread(target=feed, daemon=True).start()
+    def send(proc: subprocess.Popen[bytes]) -> None:
+        log = tmp_path / "stderr.log"
         deadline = time.monotonic() + 30
-        while "loads as" not in stderr_path.read_text() and time.monotonic() < deadline:
+        while "loads as" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(after)
-        first = time.monotonic()
         for n, signum in enumerate(signals):
             if n:
                 time.sleep(pause)
+            sent.append(time.monotonic())
             proc.send_signal(signum)
-        returncode = proc.wait(timeout=60)
-    return Signalled(returncode, stderr_path.read_text(), time.monotonic() - first)
+
+    run = run_target(config, messages, tmp_path, timeout=90, on_start=send)
+    return Signalled(run.returncode, run.stderr, time.monotonic() - sent[0])
 
 
 def slow_users(count: int, every: int, pause: float) -> Iterable[dict[str, Any]]:
