@@ -63,7 +63,7 @@ def run(config: Path, data: Path, log: Path, signals: list[float]) -> tuple[int,
             time.sleep(max(0.0, start + offset - time.monotonic()))
             proc.send_signal(signal.SIGTERM)
             first = first or time.monotonic()
-        code = proc.wait(timeout=GRACE + 60)
+        code = proc.wait(timeout=None if not signals else GRACE + 60)
     return code, time.monotonic() - (first or start)
 
 
