@@ -18,20 +18,12 @@ import queue
 import time
 from typing import TYPE_CHECKING, Any
 
-from target_userpilot.batches import BatchFile, LineTooLargeError, SealedBatch
+from target_userpilot.batches import BatchFile, LineTooLargeError
 from target_userpilot.changes import ChangeFilter
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.deadletters import DeadLetters
-from target_userpilot.jobs import (
-    BatchDone,
-    JobRunner,
-    JobStarted,
-    Outcome,
-    PartDone,
-    PollPlan,
-    RowsRefused,
-    RunnerFailed,
-)
+from target_userpilot.inflight import InFlight
+from target_userpilot.jobs import JobRunner, PollPlan
 from target_userpilot.rejections import InvalidShare, Rejections
 from target_userpilot.rundir import RunFolder
 from target_userpilot.signals import StopRequest
@@ -94,8 +86,13 @@ class Pipeline:
         self._batch_dir: Path | None = None
         self._open: dict[Kind, BatchFile] = {}
         self._opened_at: dict[Kind, float] = {}
-        self._unsettled: dict[Path, SealedBatch] = {}
-        self._current_job: str | None = None
+        self._in_flight = InFlight(
+            checkpoints=self.checkpoints,
+            counters=self.counters,
+            rejections=self._rejections,
+            changes=self._changes,
+            logger=logger,
+        )
         self._started = time.monotonic()
         self._next_lag_check = self._started + LAG_CHECK_SECONDS
         self._lag_checked_at = 0
@@ -202,19 +199,20 @@ class Pipeline:
             self._ship(kind)
         if self.runner is not None:
             self.runner.close()
-            self._wait_until(lambda: not self._unsettled)
+            self._wait_until(lambda: not self._in_flight)
         self.checkpoints.release()
         self._log_end()
 
     def stop(self, signum: int) -> None:
         """A termination signal: wait up to `termination_grace` for the job in flight, report."""
         grace = self.settings.termination_grace
-        job = f"Userpilot job {self._current_job}" if self._current_job else "the job in flight"
+        current = self._in_flight.current_job
+        job = f"Userpilot job {current}" if current else "the job in flight"
         self.logger.warning(
             "Received signal %d: stopping; %s.",
             signum,
             f"waiting up to {grace:g} s (setting `termination_grace`) for {job} to complete"
-            if self._unsettled
+            if self._in_flight
             else "no job in flight",
         )
         self._stop_early("Stopped before the end of input")
@@ -243,7 +241,7 @@ class Pipeline:
             batch.discard()
         self._open.clear()
         runner = self.runner
-        if runner is not None and self._unsettled:
+        if runner is not None and self._in_flight:
             runner.close_after_current()
             deadline = time.monotonic() + self.settings.termination_grace
             try:
@@ -256,11 +254,12 @@ class Pipeline:
                 self.logger.exception("Applying the last job's outcome failed")
             if self.stop_request.hurried and runner.alive:
                 self.logger.warning("Second signal: not waiting any longer.")
-        if self._current_job is not None and self.runner is not None and self.runner.alive:
+        current = self._in_flight.current_job
+        if current is not None and self.runner is not None and self.runner.alive:
             self.logger.error(
                 "Stopped with Userpilot job %s still running; its records are not "
                 "checkpointed and will be sent again by the next run from the last STATE.",
-                self._current_job,
+                current,
             )
         self.logger.warning(
             "%s: %s received, STATE released up to the last confirmed job; rerun from the "
@@ -302,12 +301,8 @@ class Pipeline:
             self.checkpoints.settle(sealed.path)
             return
         # Back-pressure: stop reading input while two batches of this kind are on their way.
-        self._wait_until(
-            lambda: sum(b.kind == kind for b in self._unsettled.values()) < MAX_UNSETTLED_PER_KIND
-        )
-        self._unsettled[sealed.path] = sealed
-        if self._changes is not None:
-            self._changes.shipped(sealed)
+        self._wait_until(lambda: self._in_flight.of_kind(kind) < MAX_UNSETTLED_PER_KIND)
+        self._in_flight.shipped(sealed)
         self.runner.ship(sealed)
 
     def _flush_lagging(self, now: float) -> None:
@@ -335,14 +330,14 @@ class Pipeline:
                 self.counters.early_flushes += 1
                 self._ship(kind)
 
-    # --- outcomes of the job thread, applied here --------------------------------------
+    # --- waiting for the job thread -----------------------------------------------------
 
     def _apply_ready(self) -> None:
         if self.runner is None:
             return
         outcomes = self.runner.outcomes
         while not outcomes.empty():
-            self._apply(outcomes.get_nowait())
+            self._in_flight.apply(outcomes.get_nowait())
 
     def _wait_until(
         self,
@@ -362,51 +357,4 @@ class Pipeline:
                 outcome = self.runner.outcomes.get(timeout=WAIT_TICK)
             except queue.Empty:
                 continue
-            self._apply(outcome)
-
-    def _apply(self, outcome: Outcome) -> None:
-        if isinstance(outcome, JobStarted):
-            self._current_job = outcome.job_id
-        elif isinstance(outcome, PartDone):
-            self._part_done(outcome)
-        elif isinstance(outcome, RowsRefused):
-            self._rejections.refused(outcome.part, outcome.reason)
-            self.counters.rejected_by_userpilot += outcome.part.rows
-            outcome.part.delete()
-        elif isinstance(outcome, BatchDone):
-            batch = outcome.batch
-            self._current_job = None
-            del self._unsettled[batch.path]
-            if self._changes is not None:
-                self._changes.settled(batch)
-            batch.delete()
-            self.checkpoints.settle(batch.path)
-        elif isinstance(outcome, RunnerFailed):
-            raise outcome.error
-
-    def _part_done(self, done: PartDone) -> None:
-        part, outcome = done.part, done.outcome
-        errors = outcome.status.errors or 0
-        lines = part.lines() if errors or self._changes is not None else []
-        rejected = self._rejections.rejected_by_job(part, outcome, lines)
-        if self._changes is not None and rejected is not None:
-            # A job that rejected rows without saying which confirms none of them.
-            self._changes.confirm(part, lines, rejected)
-        self.counters.jobs += 1
-        self.counters.jobs_resubmitted += outcome.attempts - 1
-        self.counters.profiles_sent[part.kind] += part.rows - errors
-        self.counters.rejected_by_userpilot += errors
-        self.logger.info(
-            "Job %s completed: %s, %s bytes, waited %.1f s for the slot, ran %.1f s, %s, "
-            "%d rejected%s.",
-            outcome.job_id,
-            plural(part.rows, KIND_NOUN[part.kind]),
-            f"{part.size:,}",
-            outcome.waited,
-            outcome.seconds,
-            plural(outcome.polls, "poll"),
-            errors,
-            f", rate ~{outcome.rate * 60:,.0f} rows/min" if outcome.rate else "",
-        )
-        if part is not done.batch:
-            part.delete()
+            self._in_flight.apply(outcome)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import signal
 import sys
 from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
@@ -130,6 +131,10 @@ class TargetUserpilot(Target):
             super().listen(file_input if file_input is not None else self._stdin())
         except RunStopped as stopped:
             pipeline.stop(stopped.signum)
+            # Nothing is left to hurry: a later signal must not kill the exit (Python restores
+            # the default handlers while it shuts down) and turn 128+signal into -signal.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
             raise SystemExit(128 + stopped.signum) from None
         except BaseException:
             pipeline.fail()

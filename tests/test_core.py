@@ -24,7 +24,7 @@ _workdir = Path(_stack.enter_context(tempfile.TemporaryDirectory(prefix="target-
 atexit.register(_stack.close)
 STANDARD_STREAMS = Path(str(target_test_streams.__path__[0]))
 
-SAMPLE_CONFIG = {
+SAMPLE_CONFIG: dict[str, object] = {
     "api_key": "core-token",
     "api_url": _emulator.url,
     # The standard suite's streams have other names (test_array_data, TestCamelcase, ...).
@@ -49,7 +49,7 @@ class TestTargetUserpilot(_StandardTests):  # type: ignore[misc,valid-type]
         runner.sync_all()
         letters = [
             json.loads(line)
-            for line in Path(SAMPLE_CONFIG["dead_letter_path"]).read_text().splitlines()
+            for line in Path(str(SAMPLE_CONFIG["dead_letter_path"])).read_text().splitlines()
         ]
         mine = [x for x in letters if x["stream"] == "test_record_missing_key_property"]
         assert mine
