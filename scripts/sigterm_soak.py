@@ -5,7 +5,7 @@ Fills a fingerprint store with N users (one full run), then runs the same input 
 the first fingerprint lookups on. Each run must exit within `termination_grace` + 5 s with exit
 status 143, print the summary, and leave nothing in `batch_dir`.
 
-    uv run python scripts/sigterm_soak.py [--runs 50] [--users 400000] [--seed 1]
+    uv run python scripts/sigterm_soak.py [--runs 50] [--users 400000] [--seed 1] [--double 0.2]
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--users", type=int, default=400_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--double", type=float, default=0.2, help="share of runs signalled twice")
     args = parser.parse_args()
     rng = random.Random(args.seed)  # noqa: S311 - test moments, not secrets
     work = Path(tempfile.mkdtemp(prefix="sigterm-soak-"))
@@ -102,7 +103,9 @@ def main() -> None:
         worst = 0.0
         for n in range(args.runs):
             first = rng.uniform(0, 3.0)
-            offsets = [first] if rng.random() < 0.8 else [first, first + rng.uniform(0.1, 1)]
+            offsets = (
+                [first] if rng.random() >= args.double else [first, first + rng.uniform(0.1, 1)]
+            )
             log = work / f"run-{n}.log"
             code, seconds = run(config, data, log, offsets)
             text = log.read_text()
