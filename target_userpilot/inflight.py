@@ -44,7 +44,7 @@ class InFlight:
         self._changes = changes
         self._logger = logger
         self._batches: dict[Path, SealedBatch] = {}
-        self.current_job: str | None = None  # the job last created, until its batch settles
+        self.current_job: str | None = None  # created and not yet completed
 
     def __bool__(self) -> bool:
         """Whether any batch is on its way."""
@@ -85,6 +85,7 @@ class InFlight:
 
     def _part_done(self, done: PartDone) -> None:
         part, outcome = done.part, done.outcome
+        self.current_job = None
         errors = outcome.status.errors or 0
         lines = part.lines() if errors or self._changes is not None else []
         rejected = self._rejections.rejected_by_job(part, outcome, lines)

@@ -250,8 +250,8 @@ class Pipeline:
                     deadline=deadline,
                     stoppable=False,
                 )
-            except Exception:  # the first failure is the one to report
-                self.logger.exception("Applying the last job's outcome failed")
+            except Exception as exc:  # noqa: BLE001 - the first failure is the one to report
+                self.logger.error("While stopping, a job's outcome failed too: %s", exc)  # noqa: TRY400 - one line, no traceback
             if self.stop_request.hurried and runner.alive:
                 self.logger.warning("Second signal: not waiting any longer.")
         current = self._in_flight.current_job
