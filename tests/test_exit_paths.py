@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from singer_io import USER_SCHEMA, interleaved, record, run_target, schema, state, user
+from test_target import TOKEN
+from test_target import config_for as target_config
 
 from target_userpilot.rundir import LOCK, PREFIX
 
@@ -23,19 +25,12 @@ if TYPE_CHECKING:
 
     from target_userpilot.emulator import Emulator
 
-TOKEN = "test-token"  # noqa: S105 - the emulator's
-
 
 def config_for(emu: Emulator, tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "api_key": TOKEN,
-        "api_url": emu.url,
-        "batch_dir": str(tmp_path / "batches"),
-        "dead_letter_path": str(tmp_path / "dead-letters.ndjson"),
-        "request_retry_max_time": 5,
-        "max_batch_rows": 100,
-        **extra,
-    }
+    """test_target's config, with small batches and a short retry budget."""
+    return target_config(
+        emu, tmp_path, **{"request_retry_max_time": 5, "max_batch_rows": 100, **extra}
+    )
 
 
 def leftovers(tmp_path: Path) -> list[str]:
