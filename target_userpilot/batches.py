@@ -1,8 +1,8 @@
 """NDJSON batch files on disk: append profile lines, merge duplicates, cut at rows or bytes.
 
 A batch holds the profiles of one kind waiting for one Userpilot job. Lines live on disk, so
-memory stays flat whatever the batch size; only a small index (id -> where its line is) stays
-in memory, which is what lets a later record for the same id merge into its earlier line.
+memory stays flat whatever the batch size; a small index (id -> where its line is) stays in
+memory, and so do the profiles that merged several records of one id, written once at seal.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from target_userpilot.profiles import Kind, Profile, merge
+from target_userpilot.profiles import Kind, Profile, encode_json, merge
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
 
 MAX_API_ROWS = 10_000
@@ -135,19 +135,112 @@ def _parse_line(kind: Kind, line: bytes) -> Profile:
     )
 
 
+def _size(text: str, *, ascii_only: bool) -> int | None:
+    """Bytes of JSON text as `encode_line` writes it, in one of its two forms.
+
+    UTF-8 (None when a lone surrogate forbids it) or, `ascii_only`, with every non-ASCII
+    character escaped (six bytes, twelve beyond the BMP), as a line holding a surrogate is.
+    """
+    if ascii_only:
+        return sum(1 if ord(c) < 0x80 else 6 if ord(c) < 0x10000 else 12 for c in text)  # noqa: PLR2004
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        return None
+
+
+class _Merged:
+    """A profile merged from several records, kept in memory with its line's size.
+
+    Each metadata pair's encoded size is kept, so a merge costs the newer record's size, not
+    the whole line's: 10,000 records of one id cost about what 10,000 distinct ids do. The
+    size is exact, or over when a value with a lone surrogate was since replaced.
+    """
+
+    def __init__(self, kind: Kind, profile: Profile) -> None:
+        self.kind = kind
+        self.id = profile.id
+        self.company_id: str | None = None
+        self.metadata: dict[str, Any] = {}
+        self._pairs: dict[str, int] = {}
+        self._total = 0
+        self._ascii = False  # a lone surrogate somewhere: the line is ASCII-escaped throughout
+        self.merge(profile)
+
+    def _envelope(self, company_id: str | None) -> int | None:
+        """Bytes of the line with empty metadata (`{}`); None if it needs ASCII escapes."""
+        if _size(encode_json([self.id, company_id]), ascii_only=self._ascii) is None:
+            return None
+        text = Profile(self.id, company_id, {}).line(self.kind).decode()
+        return _size(text, ascii_only=self._ascii)
+
+    def _sizes(self, metadata: Mapping[str, Any]) -> dict[str, int] | None:
+        sizes = {}
+        for key, value in metadata.items():
+            size = _size(encode_json({key: value}), ascii_only=self._ascii)
+            if size is None:
+                return None
+            sizes[key] = size - 2
+        return sizes
+
+    def size_with(self, newer: Profile) -> tuple[int, dict[str, int]] | None:
+        """Bytes of the line once `newer` is merged in; None if it needs ASCII escapes."""
+        company = newer.company_id if newer.company_id is not None else self.company_id
+        envelope = self._envelope(company)
+        sizes = self._sizes(newer.metadata)
+        if envelope is None or sizes is None:
+            return None
+        pairs = len(self._pairs) + sum(1 for key in sizes if key not in self._pairs)
+        total = self._total + sum(size - self._pairs.get(key, 0) for key, size in sizes.items())
+        return envelope + total + max(0, pairs - 1), sizes
+
+    def merge(self, newer: Profile, sizes: dict[str, int] | None = None) -> None:
+        """Newer values win key by key; the company is the newer unless that is None.
+
+        `sizes` are the newer pairs' sizes from `size_with`, if the caller has them.
+        """
+        if sizes is None:
+            sized = self.size_with(newer)
+            sizes = sized[1] if sized is not None else None
+        if newer.company_id is not None:
+            self.company_id = newer.company_id
+        self.metadata.update(newer.metadata)
+        if sizes is None:  # a lone surrogate: count everything again, escaped
+            self._ascii = True
+            self._pairs, self._total = {}, 0
+            sizes = self._sizes(self.metadata) or {}
+        for key, size in sizes.items():
+            self._total += size - self._pairs.get(key, 0)
+            self._pairs[key] = size
+
+    @property
+    def size(self) -> int:
+        """Bytes of the merged line, without the newline."""
+        envelope = self._envelope(self.company_id) or 0
+        return envelope + self._total + max(0, len(self._pairs) - 1)
+
+    def line(self) -> bytes:
+        """The merged line, encoded once (at seal)."""
+        return Profile(self.id, self.company_id, self.metadata).line(self.kind)
+
+
 class BatchFile:
-    """An open batch being filled; `seal()` turns it into a SealedBatch."""
+    """An open batch being filled; `seal()` turns it into a SealedBatch.
+
+    The file is created with its first line, so a batch that never took a profile leaves
+    nothing on disk and is never uploaded. Lines of new ids are appended; a merged profile
+    lives in memory and is written once, at seal, so the file stays under twice the batch.
+    """
 
     def __init__(self, kind: Kind, directory: Path, limits: BatchLimits) -> None:
-        """Create the batch file in `directory` (a unique name per batch)."""
+        """Name the batch file in `directory` (a unique name per batch); nothing is written."""
         self.kind = kind
         self.limits = limits
         self.path = directory / f"userpilot-{kind}-{uuid.uuid4().hex}.ndjson"
-        with _disk(self.path, "create"):
-            self._handle = self.path.open("w+b")
+        self._handle: BinaryIO | None = None
         self._end = 0
         self._index: dict[str, _Entry] = {}
-        self._dead_bytes = 0
+        self._merged: dict[str, _Merged] = {}
         self.size = 0
         self.merged = 0
         self.first_position: int | None = None
@@ -164,15 +257,12 @@ class BatchFile:
     def add(self, profile: Profile, position: int, stream: str, line: bytes | None = None) -> bool:
         """Append (or merge) a profile; False when it does not fit and the batch must be cut.
 
-        `line` is `profile.line(kind)` if the caller has it already. A profile that does not
-        fit is not merged: the batch goes out as it is, and the newer values travel in the
-        next batch, which Userpilot applies later.
+        `line` is `profile.line(kind)` if the caller has it already. Raises LineTooLargeError
+        when the profile alone is over the byte limit. A profile whose merge would not fit is
+        not merged: the batch goes out as it is, and the newer values travel in the next
+        batch, which Userpilot applies later.
         """
-        entry = self._index.get(profile.id)
-        if entry is not None:
-            profile = merge(self._read(entry), profile)
-            line = profile.line(self.kind)
-        elif line is None:
+        if line is None:
             line = profile.line(self.kind)
         if len(line) + 1 > self.limits.max_bytes:
             msg = (
@@ -180,42 +270,60 @@ class BatchFile:
                 f"{self.limits.max_bytes:,} bytes (setting `max_batch_bytes`)"
             )
             raise LineTooLargeError(msg)
-        replaced = entry.length + 1 if entry else 0
-        new_size = self.size - replaced + len(line) + 1
-        if new_size > self.limits.max_bytes or (
-            entry is None and self.rows >= self.limits.max_rows
-        ):
+        entry = self._index.get(profile.id)
+        if entry is not None:
+            return self._merge(entry, profile)
+        if self.size + len(line) + 1 > self.limits.max_bytes or self.rows >= self.limits.max_rows:
             return False
         self._write(line)
-        if entry is None:
-            self._index[profile.id] = _Entry(self._end - len(line) - 1, len(line), position, stream)
-            if self.first_position is None:
-                self.first_position = position
+        self._index[profile.id] = _Entry(self._end - len(line) - 1, len(line), position, stream)
+        if self.first_position is None:
+            self.first_position = position
+        self.size += len(line) + 1
+        return True
+
+    def _merge(self, entry: _Entry, profile: Profile) -> bool:
+        merged = self._merged.get(profile.id)
+        before = entry.length if merged is None else merged.size
+        if merged is None:
+            merged = _Merged(self.kind, self._read(entry))
+        sized = merged.size_with(profile)
+        if sized is None:  # a lone surrogate in the newer record: the rare, slow way
+            current = Profile(merged.id, merged.company_id, merged.metadata)
+            after = len(merge(current, profile).line(self.kind))
         else:
-            self._dead_bytes += replaced
-            self.merged += 1
-            entry.offset, entry.length = self._end - len(line) - 1, len(line)
-        self.size = new_size
+            after = sized[0]
+        if self.size - before + after > self.limits.max_bytes:
+            return False
+        merged.merge(profile, sized[1] if sized is not None else None)
+        self._merged[profile.id] = merged
+        self.size += merged.size - before
+        self.merged += 1
         return True
 
     def _write(self, line: bytes) -> None:
+        if self._handle is None:
+            with _disk(self.path, "create"):
+                self._handle = self.path.open("w+b")
         with _disk(self.path, "write"):
             self._handle.write(line)
             self._handle.write(b"\n")
         self._end += len(line) + 1
 
     def _read(self, entry: _Entry) -> Profile:
+        assert self._handle is not None  # noqa: S101 - an entry means a line was written
         with _disk(self.path, "write"):
             self._handle.flush()
         return _parse_line(self.kind, os.pread(self._handle.fileno(), entry.length, entry.offset))
 
     def seal(self) -> SealedBatch:
-        """Close the file, compacting away lines superseded by merges."""
+        """Close the file; merged profiles are written out here, once each."""
         entries = sorted(self._index.items(), key=lambda item: item[1].offset)
+        assert self._handle is not None  # noqa: S101 - an empty batch is never sealed
         with _disk(self.path, "write"):
             self._handle.flush()
-            if self._dead_bytes:
-                self._compact(entries)
+            if self._merged:
+                self.size = self._compact(self._handle, entries)
             else:
                 os.fsync(self._handle.fileno())
                 self._handle.close()
@@ -229,24 +337,31 @@ class BatchFile:
             merged=self.merged,
         )
 
-    def _compact(self, entries: list[tuple[str, _Entry]]) -> None:
-        """Rewrite the file without the lines that merges superseded."""
+    def _compact(self, handle: BinaryIO, entries: list[tuple[str, _Entry]]) -> int:
+        """Rewrite the file with each merged profile in place of its first line; its size."""
         compact = self.path.with_suffix(".compact")
-        fd = self._handle.fileno()
+        fd = handle.fileno()
         try:
             with compact.open("wb") as out:
-                for _, entry in entries:
-                    out.write(os.pread(fd, entry.length + 1, entry.offset))
+                for profile_id, entry in entries:
+                    merged = self._merged.get(profile_id)
+                    if merged is None:
+                        out.write(os.pread(fd, entry.length + 1, entry.offset))
+                    else:
+                        out.write(merged.line() + b"\n")
                 out.flush()
                 os.fsync(out.fileno())
+                size = out.tell()
         except OSError:
             compact.unlink(missing_ok=True)
             raise
-        self._handle.close()
+        handle.close()
         compact.replace(self.path)
+        return size
 
     def discard(self) -> None:
         """Close and remove the file (termination before upload)."""
-        with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
-            self._handle.close()
+        if self._handle is not None:
+            with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+                self._handle.close()
         self.path.unlink(missing_ok=True)

@@ -9,7 +9,6 @@ position is below the watermark: every record before it is in a completed job, o
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +17,11 @@ if TYPE_CHECKING:
 
 
 class Checkpoints:
-    """Holds STATE messages until the data before them is confirmed; thread safe."""
+    """Holds STATE messages until the data before them is confirmed; the main thread's alone."""
 
     def __init__(self, emit: Callable[[dict[str, Any]], None]) -> None:
         """`emit` writes one STATE value to stdout."""
         self._emit = emit
-        # Re-entrant: a termination signal may release STATE while the main thread holds it.
-        self._lock = threading.RLock()
         self._states: deque[tuple[int, dict[str, Any]]] = deque()
         self._holds: dict[Hashable, int] = {}
         self._last_emitted: dict[str, Any] | None = None
@@ -35,49 +32,41 @@ class Checkpoints:
         if not state:
             # An empty STATE would wipe the bookmarks Meltano keeps; never pass one on.
             return
-        with self._lock:
-            if self._states and self._states[-1][0] == position:
-                self._states.pop()
-            self._states.append((position, state))
+        if self._states and self._states[-1][0] == position:
+            self._states.pop()
+        self._states.append((position, state))
         self.release()
 
     def hold(self, holder: Hashable, position: int) -> None:
         """`holder` (a batch) holds records from `position` on until `settle(holder)`."""
-        with self._lock:
-            self._holds[holder] = position
+        self._holds[holder] = position
 
     def settle(self, holder: Hashable) -> None:
         """The holder's records are confirmed (or reported); release what can go."""
-        with self._lock:
-            self._holds.pop(holder, None)
+        self._holds.pop(holder, None)
         self.release()
 
     def watermark(self) -> float:
         """Smallest position still held; infinity when nothing is pending."""
-        with self._lock:
-            return min(self._holds.values(), default=float("inf"))
+        return min(self._holds.values(), default=float("inf"))
 
     def newest_state_position(self) -> int | None:
         """Position of the newest STATE received and not released yet."""
-        with self._lock:
-            return self._states[-1][0] if self._states else None
+        return self._states[-1][0] if self._states else None
 
     def release(self) -> None:
         """Emit the newest STATE whose records are all settled, if not emitted already."""
-        with self._lock:
-            low = min(self._holds.values(), default=float("inf"))
-            ready = None
-            while self._states and self._states[0][0] < low:
-                ready = self._states.popleft()[1]
-            if ready is None or ready == self._last_emitted:
-                return
-            self._last_emitted = ready
-            self.emitted += 1
-            # Emitting under the lock keeps STATE lines in order across threads.
-            self._emit(ready)
+        low = min(self._holds.values(), default=float("inf"))
+        ready = None
+        while self._states and self._states[0][0] < low:
+            ready = self._states.popleft()[1]
+        if ready is None or ready == self._last_emitted:
+            return
+        self._last_emitted = ready
+        self.emitted += 1
+        self._emit(ready)
 
     @property
     def pending_states(self) -> int:
         """STATE messages received and not yet released."""
-        with self._lock:
-            return len(self._states)
+        return len(self._states)

@@ -1,21 +1,29 @@
-"""The single Userpilot job slot: one background thread submits, polls and confirms batches.
+"""The job thread: one sealed batch at a time through Userpilot's single job slot.
 
-Userpilot runs one bulk job at a time per account, users and companies together, so every
-sealed batch of both kinds goes through this one queue. The thread keeps the slot busy while
-the Singer side goes on reading input and filling the next batch; `ship` blocks once a batch of
-the same kind is already waiting, which stops reading stdin and back-pressures the tap.
+Threading model (one owner):
+- The main thread reads input and owns every piece of run state: open batches, the ids in
+  flight, counters, dead letters, fingerprints, checkpoints. It hands sealed batches to the
+  job thread with `JobRunner.ship`.
+- The job thread owns only its conversation with Userpilot about the batch it holds: submit,
+  poll, resubmit a failed job, halve a batch refused as too large (413), isolate the rows an
+  upload refuses (400). It touches no pipeline state: it puts each outcome (`JobStarted`,
+  `PartDone`, `RowsRefused`, `BatchDone`, `RunnerFailed`) on `outcomes`, a queue the main
+  thread drains between records, while it waits, and on a timer when input is slow.
+- The two queues and the stop event are all the threads share; a sealed batch belongs to the
+  job thread from `ship` until the main thread reads its `BatchDone`.
 """
 
 from __future__ import annotations
 
-import sys
+import math
+import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from target_userpilot.wire import JobStatus, PayloadTooLargeError
+from target_userpilot.summary import KIND_NOUN, plural
+from target_userpilot.wire import JobStatus, PayloadTooLargeError, RejectedUploadError
 
 if TYPE_CHECKING:
     import logging
@@ -32,12 +40,19 @@ DENSE_SHARE = 0.005
 DENSE_MIN, DENSE_MAX = 0.02, 1.0
 # A job running past its expected end is polled at most this far apart.
 OVERDUE_MAX = 2.0
-# Seconds a thread may hold the GIL while the slot thread waits for it (Python's default: 5 ms).
-SWITCH_INTERVAL = 0.0001
+# A 413 for one row smaller than this is not Userpilot's 50 MB limit: a proxy or a wrong host.
+SMALL_ROW_BYTES = 1_000_000
+# Rows an upload may refuse (400) before the run stops: past this it is not a bad row but a
+# systematic problem (the format, a setting), and isolating each row would cost many uploads.
+MAX_REFUSED_ROWS = 10
 
 
 class JobFailedError(RuntimeError):
     """A job ended `failed` more often than `job_retries` allows, or ran past its timeout."""
+
+
+class JobStopped(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The main thread asked the job thread to stop while it waited for a job."""
 
 
 @dataclass(frozen=True)
@@ -71,16 +86,42 @@ class RateEstimate:
         self.rows_per_second: float | None = None
 
     def learn(self, rows: int, seconds: float) -> None:
-        """Blend in an observation (rows processed over seconds)."""
+        """Take an observation (rows processed over processing seconds) as the rate.
+
+        The newest observation is trusted at once: a stale prior blended in made the first
+        jobs' polls late (gaps of 10.7 s, 5.4 s, 2.0 s between jobs of 5 s).
+        """
         if rows <= 0 or seconds <= 0:
             return
-        observed = rows / seconds
-        current = self.rows_per_second
-        self.rows_per_second = observed if current is None else 0.5 * current + 0.5 * observed
+        self.rows_per_second = rows / seconds
 
-    def expected_seconds(self, rows: int) -> float | None:
-        """Estimated length of a job of `rows` rows."""
-        return None if self.rows_per_second is None else rows / self.rows_per_second
+
+# Statuses of a job that has not started processing its rows (its time there is queue time).
+WAITING_STATUSES = frozenset({"queued", "validating", "pending", "created"})
+
+
+class _Progress:
+    """What the polls of one job said: when processing started, how far it got."""
+
+    def __init__(self, submitted_at: float) -> None:
+        self.submitted_at = submitted_at
+        self.started = submitted_at  # the last poll that still saw the job waiting
+        self.processed = 0
+        self.seen_at = submitted_at
+
+    def saw(self, status: JobStatus, now: float) -> None:
+        if status.status.lower() in WAITING_STATUSES and not status.processed:
+            self.started = now
+        self.processed = status.processed or 0
+        self.seen_at = now
+
+    def expected_seconds(self, rows: int, rate: float | None) -> float | None:
+        """The job's expected length from submission, re-estimated from the latest poll."""
+        if rate is None:
+            return None
+        if self.processed:
+            return self.seen_at - self.submitted_at + max(0, rows - self.processed) / rate
+        return self.started - self.submitted_at + rows / rate
 
 
 @dataclass(frozen=True)
@@ -93,18 +134,94 @@ class JobOutcome:
     seconds: float
     polls: int
     attempts: int
+    rate: float | None = None  # rows per second estimated once the job completed
+
+
+# --- outcomes: the only things the job thread tells the main thread ----------------------------
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    """A job was created for (part of) a batch; the id to name if the run stops now."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class PartDone:
+    """A job completed for `part`, the batch itself or a piece of it cut after a 413/400."""
+
+    batch: SealedBatch
+    part: SealedBatch
+    outcome: JobOutcome
+
+
+@dataclass(frozen=True)
+class RowsRefused:
+    """Userpilot refused every row of `part` (one row, most often); `reason` is its word."""
+
+    batch: SealedBatch
+    part: SealedBatch
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    """Every row of `batch` is confirmed or refused: its records are settled."""
+
+    batch: SealedBatch
+
+
+@dataclass(frozen=True)
+class RunnerFailed:
+    """The job thread stopped on an error; the main thread raises it."""
+
+    error: BaseException
+
+
+Outcome = JobStarted | PartDone | RowsRefused | BatchDone | RunnerFailed
+
+
+class _Refusals:
+    """Counts what uploads of one batch refused (400), to tell bad rows from a bad format."""
+
+    def __init__(self, batch: SealedBatch) -> None:
+        self.batch = batch
+        self.rows = 0
+        # Halving finds one bad row in about 2*log2(rows) refused uploads.
+        self.budget = (MAX_REFUSED_ROWS + 1) * (2 * math.ceil(math.log2(batch.rows + 1)) + 2)
+        self.uploads = 0
+
+    def upload_refused(self, error: RejectedUploadError) -> None:
+        self.uploads += 1
+        if self.uploads > self.budget:
+            self._stop(error)
+
+    def row_refused(self, error: RejectedUploadError) -> None:
+        self.rows += 1
+        if self.rows > MAX_REFUSED_ROWS or self.rows > max(1, self.batch.rows / 2):
+            self._stop(error)
+
+    def _stop(self, error: RejectedUploadError) -> None:
+        batch = self.batch
+        msg = (
+            f"Userpilot refused {plural(self.rows, 'row')} of a batch of "
+            f"{plural(batch.rows, KIND_NOUN[batch.kind])} "
+            f"({plural(self.uploads, 'upload')} refused), last with: {error}. "
+            "That many is not a bad row but a systematic problem (the profiles' format, a "
+            "mapping setting such as `arrays` or `nulls`): fix it and rerun. No STATE past "
+            "these records was emitted."
+        )
+        raise JobFailedError(msg) from error
 
 
 class JobRunner:
-    """Owns the slot: submits batches one at a time, FIFO across kinds."""
+    """The job thread: takes sealed batches in order and reports what became of them."""
 
     def __init__(  # noqa: PLR0913 - each is a distinct collaborator or setting
         self,
         client: UserpilotClient,
         *,
-        on_confirmed: Callable[[SealedBatch, JobOutcome], None],
-        on_split: Callable[[SealedBatch, tuple[SealedBatch, SealedBatch]], None],
-        on_unsendable: Callable[[SealedBatch, str], None],
         job_timeout: float,
         job_retries: int,
         poll: PollPlan,
@@ -113,134 +230,118 @@ class JobRunner:
     ) -> None:
         """Start nothing yet; `start()` launches the thread."""
         self._client = client
-        self._on_confirmed = on_confirmed
-        self._on_split = on_split
-        self._on_unsendable = on_unsendable
         self._job_timeout = job_timeout
         self._job_retries = job_retries
         self._poll = poll
         self._logger = logger
         self._clock = clock
-        self._cond = threading.Condition()
-        self._queue: deque[SealedBatch] = deque()
-        self._closing = False
+        self._inbox: queue.SimpleQueue[SealedBatch | None] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._last = threading.Event()  # finish the batch in hand, take no other
         self._thread = threading.Thread(target=self._run, name="userpilot-jobs", daemon=True)
-        self.error: BaseException | None = None
-        self.current_job: str | None = None
-        self._in_flight: SealedBatch | None = None  # taken off the queue, not yet confirmed
-        self.rate = RateEstimate()
-        self.jobs_resubmitted = 0
+        self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self.rate = RateEstimate()  # the job thread's own: read it only there
 
     def start(self) -> None:
-        """Launch the slot thread."""
-        # The main thread is CPU-bound while it maps records; every socket or file call of an
-        # upload (hundreds per batch) hands the GIL back and waits up to the switch interval to
-        # get it again. At the default 5 ms an upload took 1 to 3 s instead of 0.2 s, leaving
-        # Userpilot's job slot idle meanwhile.
-        if sys.getswitchinterval() > SWITCH_INTERVAL:
-            sys.setswitchinterval(SWITCH_INTERVAL)
+        """Launch the job thread."""
         self._thread.start()
 
-    def raise_if_failed(self) -> None:
-        """Re-raise, in the caller's thread, what stopped the slot thread."""
-        if self.error is not None:
-            raise self.error
-
     def ship(self, batch: SealedBatch) -> None:
-        """Queue a sealed batch; blocks while one of the same kind is already waiting."""
-        with self._cond:
-            while (
-                self.error is None
-                and not self._closing
-                and any(waiting.kind == batch.kind for waiting in self._queue)
-            ):
-                self._cond.wait()
-            self.raise_if_failed()
-            self._queue.append(batch)
-            self._cond.notify_all()
+        """Hand a sealed batch (and its file) to the job thread."""
+        self._inbox.put(batch)
 
-    def finish(self) -> None:
-        """Wait until every shipped batch is confirmed (or the thread failed)."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        self._thread.join()
-        self.raise_if_failed()
+    def close(self) -> None:
+        """No more batches: the thread ends once it has reported those it holds."""
+        self._inbox.put(None)
 
-    def abandon(self, grace: float) -> tuple[list[SealedBatch], str | None]:
-        """Stop after the job in flight (waiting up to `grace` s for it); drop the queue.
+    def close_after_current(self) -> None:
+        """Finish the batch in hand (a termination's grace period), then end the thread."""
+        self._last.set()
+        self._inbox.put(None)
 
-        Returns the batches never confirmed (their files are the caller's to remove) and the
-        id of a job left running, if any.
-        """
-        with self._cond:
-            dropped = list(self._queue)
-            self._queue.clear()
-            self._closing = True
-            self._cond.notify_all()
-        self._thread.join(grace)
-        if self._thread.is_alive():
-            self._stop.set()
-            return dropped, self.current_job
-        if self._in_flight is not None:  # the thread ended on an error with it
-            dropped.append(self._in_flight)
-        return dropped, None
+    def stop(self) -> None:
+        """Stop waiting for Userpilot and end the thread as soon as it can."""
+        self._stop.set()
+        self._inbox.put(None)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread may still report something."""
+        return self._thread.is_alive() or not self.outcomes.empty()
 
     def _run(self) -> None:
         try:
-            while True:
-                with self._cond:
-                    while not self._queue and not self._closing:
-                        self._cond.wait()
-                    if not self._queue:
-                        return
-                    # Taken off the queue now, so the next batch of its kind may wait there
-                    # while this one is in flight.
-                    batch = self._in_flight = self._queue.popleft()
-                    self._cond.notify_all()
+            while not (self._stop.is_set() or self._last.is_set()):
+                batch = self._inbox.get()
+                if batch is None or self._stop.is_set() or self._last.is_set():
+                    return
                 self._send(batch)
-                self._in_flight = None
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
-            with self._cond:
-                self.error = exc
-                self._cond.notify_all()
+        except JobStopped:
+            return
+        except BaseException as exc:  # noqa: BLE001 - reported to the main thread, which raises it
+            self.outcomes.put(RunnerFailed(exc))
 
     def _send(self, batch: SealedBatch) -> None:
-        """Submit one batch (splitting it on 413) and wait for its job(s) to complete."""
+        """Send one batch: halve it on 413, isolate refused rows on 400, report each part."""
         pending = [batch]
+        refusals = _Refusals(batch)
         while pending:
             part = pending.pop(0)
             try:
                 outcome = self._run_job(part)
             except PayloadTooLargeError as exc:
                 if part.rows <= 1:
-                    self._on_unsendable(part, f"Userpilot refused the upload as too large: {exc}")
+                    self._too_large(batch, part, exc)
                     continue
-                halves = part.split()
                 self._logger.warning(
-                    "Userpilot answered 413 for %s rows (%s bytes) of %s; "
-                    "resubmitting as two halves. Lower `max_batch_bytes`/`max_batch_rows`.",
-                    f"{part.rows:,}",
+                    "Userpilot answered 413 for %s (%s bytes); resubmitting as two halves. "
+                    "Lower `max_batch_bytes`/`max_batch_rows`.",
+                    plural(part.rows, KIND_NOUN[part.kind]),
                     f"{part.size:,}",
-                    part.kind,
                 )
-                self._on_split(part, halves)
-                pending[0:0] = halves
+                pending[0:0] = part.split()
                 continue
-            self._on_confirmed(part, outcome)
+            except RejectedUploadError as exc:
+                if part.rows <= 1:
+                    refusals.row_refused(exc)
+                    self.outcomes.put(RowsRefused(batch, part, f"refused by Userpilot: {exc}"))
+                    continue
+                refusals.upload_refused(exc)
+                self._logger.warning(
+                    "Userpilot refused an upload of %s: %s; halving it to find the rows it "
+                    "refuses.",
+                    plural(part.rows, "row"),
+                    exc,
+                )
+                pending[0:0] = part.split()
+                continue
+            self.outcomes.put(PartDone(batch, part, outcome))
+        self.outcomes.put(BatchDone(batch))
+
+    def _too_large(self, batch: SealedBatch, part: SealedBatch, exc: PayloadTooLargeError) -> None:
+        if part.size < SMALL_ROW_BYTES:
+            msg = (
+                f"the upload of a single {KIND_NOUN[part.kind]} "
+                f"of {part.size:,} bytes was refused as too large (HTTP 413), far below "
+                "Userpilot's 50 MB: check that `api_url` points at Userpilot's API and that no "
+                "proxy in between (HTTPS_PROXY) limits request bodies. No STATE past it was "
+                "emitted."
+            )
+            raise JobFailedError(msg) from exc
+        self.outcomes.put(
+            RowsRefused(batch, part, f"Userpilot refused the upload as too large: {exc}")
+        )
 
     def _run_job(self, batch: SealedBatch) -> JobOutcome:
         for attempt in range(1, self._job_retries + 2):
             queued_at = self._clock()
             job_id = self._client.submit(batch.kind, batch.path, rows=batch.rows)
             submitted_at = self._clock()
-            self.current_job = job_id
-            status, polls = self._wait(job_id, batch, submitted_at)
+            self.outcomes.put(JobStarted(job_id))
+            status, polls, started = self._wait(job_id, batch, submitted_at)
             finished_at = self._clock()
             if status.state == "completed":
-                self.current_job = None
-                self.rate.learn(batch.rows, finished_at - submitted_at)
+                self.rate.learn(batch.rows, finished_at - started)
                 return JobOutcome(
                     job_id=job_id,
                     status=status,
@@ -248,51 +349,53 @@ class JobRunner:
                     seconds=finished_at - submitted_at,
                     polls=polls,
                     attempts=attempt,
+                    rate=self.rate.rows_per_second,
                 )
-            self.current_job = None
             if attempt <= self._job_retries:
-                self.jobs_resubmitted += 1
                 self._logger.warning(
-                    "Userpilot job %s (%s, %s rows) ended '%s'; resubmitting (%d of %d).",
+                    "Userpilot job %s (%s) ended '%s'; resubmitting (%d of %d).",
                     job_id,
-                    batch.kind,
-                    f"{batch.rows:,}",
+                    plural(batch.rows, KIND_NOUN[batch.kind]),
                     status.status,
                     attempt,
                     self._job_retries,
                 )
                 continue
             msg = (
-                f"Userpilot job {job_id} ({batch.kind}, {batch.rows:,} rows from {batch.path}) "
-                f"ended '{status.status}' after {attempt} attempt(s): {dict(status.raw)}. "
+                f"Userpilot job {job_id} ({plural(batch.rows, KIND_NOUN[batch.kind])}) ended "
+                f"'{status.status}' after {plural(attempt, 'attempt')}: {dict(status.raw)}. "
                 "No STATE past these records was emitted; rerun to resume, or raise `job_retries`."
             )
             raise JobFailedError(msg)
         raise AssertionError  # pragma: no cover - the loop always returns or raises
 
-    def _wait(self, job_id: str, batch: SealedBatch, submitted_at: float) -> tuple[JobStatus, int]:
-        """Poll one job until it ends; returns its last status and the number of polls."""
+    def _wait(
+        self, job_id: str, batch: SealedBatch, submitted_at: float
+    ) -> tuple[JobStatus, int, float]:
+        """Poll one job until it ends: its last status, the polls, when processing started."""
         polls = overdue = 0
         last_log = submitted_at
+        progress = _Progress(submitted_at)
         while True:
             elapsed = self._clock() - submitted_at
-            expected = self.rate.expected_seconds(batch.rows)
+            expected = progress.expected_seconds(batch.rows, self.rate.rows_per_second)
             if expected is None or elapsed >= expected:
                 overdue += 1
             if self._stop.wait(self._poll.delay(elapsed, expected, overdue - 1)):
-                msg = f"stopped while waiting for Userpilot job {job_id}"
-                raise JobFailedError(msg)
+                raise JobStopped
             status = self._client.get_job(job_id)
             polls += 1
             now = self._clock()
             if status.state != "running":
-                return status, polls
+                return status, polls, progress.started
+            progress.saw(status, now)
             if status.processed:
-                # Live progress sharpens the estimate for this very job.
-                self.rate.learn(status.processed, now - submitted_at)
+                # Live progress over processing time (not queue time) sets the rate at once.
+                self.rate.learn(status.processed, now - progress.started)
             if now - submitted_at > self._job_timeout:
+                rows = plural(batch.rows, KIND_NOUN[batch.kind])
                 msg = (
-                    f"Userpilot job {job_id} ({batch.kind}, {batch.rows:,} rows) is still "
+                    f"Userpilot job {job_id} ({rows}) is still "
                     f"'{status.status}' after {self._job_timeout:.0f} s (setting `job_timeout`); "
                     "it may still finish on Userpilot's side. "
                     "No STATE past its records was emitted."

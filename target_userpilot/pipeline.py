@@ -1,106 +1,146 @@
-"""From profiles to confirmed jobs: one open batch per kind, the job slot, STATE, the summary.
+"""The owner of a run's state: routes profiles to batches, applies job outcomes, lag, stopping.
+
+Threading model: this object lives on the main thread and is the only one to touch run state
+(open batches, ids in flight, counters, dead letters, fingerprints, checkpoints). The job
+thread (`jobs.py`) gets sealed batches and sends back outcomes on a queue, applied here
+between records (`tick`), while waiting for room or for the last job, and on the input timer
+(`ticking.py`) when records come slowly. A signal only sets a flag (`signals.py`), noticed at
+the same points; stopping, the grace wait, the summary and the cleanup all run here, on the
+main path, and `close` removes the run's batch folder whichever way the run ends.
 
 Streams of the same kind share one batch (two tap streams mapped to `users` fill the same
-upload). The SDK side hands over profiles and rejections; everything after that lives here.
+upload).
 """
 
 from __future__ import annotations
 
-import json
+import queue
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from target_userpilot.batches import BatchFile, LineTooLargeError, SealedBatch
+from target_userpilot.batches import BatchFile, LineTooLargeError
+from target_userpilot.changes import ChangeFilter
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.deadletters import DeadLetters
-from target_userpilot.fingerprints import fingerprint
-from target_userpilot.jobs import JobOutcome, JobRunner, PollPlan
+from target_userpilot.inflight import InFlight
+from target_userpilot.jobs import JobRunner, PollPlan
+from target_userpilot.rejections import InvalidShare, Rejections
+from target_userpilot.rundir import RunFolder
+from target_userpilot.signals import StopRequest
+from target_userpilot.summary import (
+    KIND_NOUN,
+    Counters,
+    RunFacts,
+    dead_letter_warning,
+    plural,
+    summary_line,
+)
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Mapping
+    from pathlib import Path
 
-    from target_userpilot.fingerprints import FingerprintStore
+    from target_userpilot.changes import Store
     from target_userpilot.profiles import Kind, Profile
     from target_userpilot.settings import Settings
     from target_userpilot.wire import UserpilotClient
 
-# How often (in records) the per-record path looks at checkpoint lag; keeps the hot path cheap.
-LAG_CHECK_EVERY = 256
-# Longest detail of a job's rejected rows quoted into the log.
-DETAIL_LOG_CHARS = 2000
-
-
-@dataclass
-class Counters:
-    """What the end-of-run summary reports."""
-
-    records_in: int = 0
-    invalid: int = 0
-    unchanged: int = 0
-    merged: int = 0
-    profiles_sent: dict[str, int] = field(default_factory=lambda: {"users": 0, "companies": 0})
-    rejected_by_userpilot: int = 0
-    jobs: int = 0
-    files_written: int = 0
-    early_flushes: int = 0
+# The checkpoint lag is looked at after this many records, or this many seconds, if sooner.
+LAG_CHECK_RECORDS = 256
+LAG_CHECK_SECONDS = 1.0
+# Longest the main thread waits for an outcome before it looks at signals and the clock.
+WAIT_TICK = 0.25
+# Batches of one kind handed to the job thread and not settled before the reader waits:
+# one in flight and one ready keep the slot busy; more would only fill the disk.
+MAX_UNSETTLED_PER_KIND = 2
 
 
 class Pipeline:
-    """Batches profiles per kind and hands full batches to the job slot."""
+    """Batches profiles per kind, hands full batches to the job thread, applies outcomes."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - each is a distinct collaborator
         self,
         settings: Settings,
         *,
         client: UserpilotClient | None,
         emit_state: Callable[[dict[str, Any]], None],
         logger: logging.Logger,
-        fingerprints: FingerprintStore | None = None,
+        fingerprints: Store | None = None,
+        stop: StopRequest | None = None,
     ) -> None:
-        """`client` is None for a dry run (nothing is uploaded)."""
+        """`client` is None for a dry run (nothing is uploaded). Nothing starts until `start`."""
         self.settings = settings
         self.logger = logger
         self.position = 0
         self.counters = Counters()
         self.checkpoints = Checkpoints(emit_state)
         self.dead_letters = DeadLetters(settings.dead_letter_path, settings.on_invalid_record)
-        self._fingerprints = fingerprints
+        self._rejections = Rejections(self.dead_letters, logger)
+        self._invalid_share = InvalidShare(
+            settings.max_invalid_share, self.checkpoints, self.dead_letters
+        )
+        self._changes = ChangeFilter(fingerprints) if fingerprints is not None else None
+        self.stop_request = stop or StopRequest()
+        self._folder = RunFolder(settings.batch_dir)
+        self._batch_dir: Path | None = None
         self._open: dict[Kind, BatchFile] = {}
         self._opened_at: dict[Kind, float] = {}
-        self._in_flight_ids: dict[str, set[str]] = {}
+        self._in_flight = InFlight(
+            checkpoints=self.checkpoints,
+            counters=self.counters,
+            rejections=self._rejections,
+            changes=self._changes,
+            logger=logger,
+        )
         self._started = time.monotonic()
-        self._stopped = False  # finished, terminated or aborted: nothing more to do
+        self._next_lag_check = self._started + LAG_CHECK_SECONDS
+        self._lag_checked_at = 0
         self._client = client
         self.runner: JobRunner | None = None
-        settings.batch_dir.mkdir(parents=True, exist_ok=True)
-        if settings.dry_run:
-            settings.dry_run_dir.mkdir(parents=True, exist_ok=True)
-        elif client is not None:
+        if client is not None and not settings.dry_run:
             self.runner = JobRunner(
                 client,
-                on_confirmed=self._confirmed,
-                on_split=self._split,
-                on_unsendable=self._unsendable,
                 job_timeout=settings.job_timeout,
                 job_retries=settings.job_retries,
                 poll=PollPlan(max_interval=settings.poll_max_interval),
                 logger=logger,
             )
+
+    def start(self) -> None:
+        """Create the run's batch folder (removing dead runs' ones) and start the job thread."""
+        self._batch_dir = self._folder.open()
+        if self._folder.removed_stale:
+            self.logger.info(
+                "Removed %s of runs no longer alive from %s.",
+                plural(self._folder.removed_stale, "batch folder"),
+                self.settings.batch_dir,
+            )
+        if self.settings.dry_run:
+            self.settings.dry_run_dir.mkdir(parents=True, exist_ok=True)
+        if self.runner is not None:
             self.runner.start()
 
     # --- the Singer side calls these, in the main thread -------------------------------
 
     def next_position(self) -> int:
-        """Number the next RECORD; also surfaces a failure of the job thread."""
+        """Number the next RECORD; applies what the job thread reported meanwhile."""
         self.position += 1
         self.counters.records_in += 1
-        if self.runner is not None and self.runner.error is not None:
-            self.runner.raise_if_failed()
-        if not self.position % LAG_CHECK_EVERY:
-            self._flush_lagging()
+        self.tick()
         return self.position
+
+    def tick(self) -> None:
+        """Apply job outcomes, notice a signal, ship a batch holding STATE back too long."""
+        self._apply_ready()
+        self.stop_request.raise_if_requested()
+        now = time.monotonic()
+        if now >= self._next_lag_check or (
+            self.position - self._lag_checked_at >= LAG_CHECK_RECORDS
+        ):
+            self._next_lag_check = now + LAG_CHECK_SECONDS
+            self._lag_checked_at = self.position
+            self._flush_lagging(now)
 
     def add_state(self, state: dict[str, Any]) -> None:
         """A STATE message arrived after the records numbered so far."""
@@ -111,20 +151,31 @@ class Pipeline:
     def add(self, kind: Kind, stream: str, position: int, profile: Profile) -> None:
         """Put a profile into its kind's open batch, cutting the batch when it is full."""
         line = None
-        if self._fingerprints is not None:
+        batch = self._open.get(kind)
+        if self._changes is not None:
             line = profile.line(kind)  # encoded once: for the fingerprint and for the batch
-            if self._unchanged(kind, profile, line):
+            waiting = batch is not None and profile.id in batch
+            if self._changes.unchanged(kind, profile.id, line, waiting=waiting):
                 self.counters.unchanged += 1
+                self._invalid_share.seen(stream, position, invalid=False)
                 return
-        batch = self._open.get(kind) or self._new_batch(kind, position)
+        if batch is None:
+            batch = BatchFile(kind, self._folder_path(), self.settings.limits)
         try:
-            if not batch.add(profile, position, stream, line):
-                self._ship(kind)
-                batch = self._new_batch(kind, position)
-                batch.add(profile, position, stream, line)
+            fits = batch.add(profile, position, stream, line)
         except LineTooLargeError as exc:
             self.reject(kind, stream, position, str(exc), profile.metadata)
             return
+        self._invalid_share.seen(stream, position, invalid=False)
+        if not fits:
+            # Full, or a merge that would not fit: ship it; the newer record starts the next.
+            self._ship(kind)
+            batch = BatchFile(kind, self._folder_path(), self.settings.limits)
+            batch.add(profile, position, stream, line)
+        if kind not in self._open:
+            self._open[kind] = batch
+            self._opened_at[kind] = time.monotonic()
+            self.checkpoints.hold(batch.path, position)
         if batch.rows >= self.settings.limits.max_rows:
             self._ship(kind)
 
@@ -133,9 +184,8 @@ class Pipeline:
     ) -> None:
         """A record that cannot become a profile: dead letter, skip or fail, per the policy."""
         self.counters.invalid += 1
-        self.dead_letters.report(
-            stream=stream, kind=kind, position=position, reason=reason, record=record
-        )
+        self._rejections.invalid_record(kind, stream, position, reason, record)
+        self._invalid_share.seen(stream, position, invalid=True)
 
     def flush(self, kind: Kind) -> None:
         """Send the open batch of a kind now (end of input, or an SDK drain)."""
@@ -144,84 +194,118 @@ class Pipeline:
 
     def finish(self) -> None:
         """End of input: ship what is left, wait for every job, release the last STATE."""
+        self._invalid_share.finish()
         for kind in list(self._open):
             self._ship(kind)
         if self.runner is not None:
-            self.runner.finish()
+            self.runner.close()
+            self._wait_until(lambda: not self._in_flight)
         self.checkpoints.release()
-        self._log_summary()
-        self.close()
-        self._stopped = True
+        self._log_end()
 
-    def terminate(self) -> None:
-        """SIGTERM/SIGINT: stop, wait briefly for the job in flight, say what was left."""
+    def stop(self, signum: int) -> None:
+        """A termination signal: wait up to `termination_grace` for the job in flight, report."""
+        grace = self.settings.termination_grace
+        current = self._in_flight.current_job
+        job = f"Userpilot job {current}" if current else "the job in flight"
+        self.logger.warning(
+            "Received signal %d: stopping; %s.",
+            signum,
+            f"waiting up to {grace:g} s (setting `termination_grace`) for {job} to complete"
+            if self._in_flight
+            else "no job in flight",
+        )
         self._stop_early("Stopped before the end of input")
 
-    def abort(self) -> None:
-        """A fatal error: stop as `terminate` does, leaving no batch file behind."""
+    def fail(self) -> None:
+        """A fatal error on the main path: stop as `stop` does, then the caller re-raises."""
         self._stop_early("Failed before the end of input")
 
-    def _stop_early(self, headline: str) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        dropped: list[SealedBatch] = []
-        left_running = None
-        if self.runner is not None:
-            dropped, left_running = self.runner.abandon(self.settings.termination_grace)
-        for batch in self._open.values():
-            batch.discard()
-        for sealed in dropped:
-            sealed.delete()
-        self._open.clear()
-        if left_running:
-            self.logger.error(
-                "Stopped with Userpilot job %s still running; its records are not "
-                "checkpointed and will be sent again by the next run from the last STATE.",
-                left_running,
-            )
-        self.logger.warning(
-            "%s: %s records received, STATE released up to the last confirmed job; rerun "
-            "from the last STATE to resume.",
-            headline,
-            f"{self.counters.records_in:,}",
-        )
-        self._log_summary()
-        self.close()
-
     def close(self) -> None:
-        """Release files and connections."""
+        """Remove the run's batch folder, release files and connections. Always called."""
+        if self.runner is not None:
+            self.runner.stop()
+        self._open.clear()
+        self._folder.remove()
         self.dead_letters.close()
-        if self._fingerprints is not None:
-            self._fingerprints.close()
+        if self._changes is not None:
+            self._changes.close()
         if self._client is not None:
             self._client.close()
 
-    # --- batches ---------------------------------------------------------------------
+    # --- stopping ----------------------------------------------------------------------
 
-    def _new_batch(self, kind: Kind, position: int) -> BatchFile:
-        batch = BatchFile(kind, self.settings.batch_dir, self.settings.limits)
-        self._open[kind] = batch
-        self._opened_at[kind] = time.monotonic()
-        self.checkpoints.hold(batch.path, position)
-        return batch
+    def _stop_early(self, headline: str) -> None:
+        """Drop open batches, give the job in flight the grace period, say what was left."""
+        for batch in self._open.values():
+            batch.discard()
+        self._open.clear()
+        runner = self.runner
+        if runner is not None and self._in_flight:
+            runner.close_after_current()
+            deadline = time.monotonic() + self.settings.termination_grace
+            try:
+                self._wait_until(
+                    lambda: not runner.alive or self.stop_request.hurried,
+                    deadline=deadline,
+                    stoppable=False,
+                )
+            except Exception as exc:  # noqa: BLE001 - the first failure is the one to report
+                self.logger.error("While stopping, a job's outcome failed too: %s", exc)  # noqa: TRY400 - one line, no traceback
+            if self.stop_request.hurried and runner.alive:
+                self.logger.warning("Second signal: not waiting any longer.")
+        current = self._in_flight.current_job
+        if current is not None and self.runner is not None and self.runner.alive:
+            self.logger.error(
+                "Stopped with Userpilot job %s still running; its records are not "
+                "checkpointed and will be sent again by the next run from the last STATE.",
+                current,
+            )
+        self.logger.warning(
+            "%s: %s received, STATE released up to the last confirmed job; rerun from the "
+            "last STATE to resume.",
+            headline,
+            plural(self.counters.records_in, "record"),
+        )
+        self._log_end()
+
+    def _log_end(self) -> None:
+        retries = self._client.stats.retries if self._client is not None else 0
+        facts = RunFacts(
+            dry_run_dir=self.settings.dry_run_dir if self.settings.dry_run else None,
+            retries=retries,
+            elapsed=time.monotonic() - self._started,
+        )
+        self.logger.info(summary_line(self.counters, self.dead_letters, facts))
+        warning = dead_letter_warning(self.dead_letters)
+        if warning is not None:
+            self.logger.warning(warning)
+
+    # --- batches -----------------------------------------------------------------------
+
+    def _folder_path(self) -> Path:
+        if self._batch_dir is None:  # a pipeline used without `start` (tests, SDK tools)
+            self.start()
+        assert self._batch_dir is not None  # noqa: S101 - set by start
+        return self._batch_dir
 
     def _ship(self, kind: Kind) -> None:
-        sealed = self._open.pop(kind).seal()
+        batch = self._open.pop(kind)
+        del self._opened_at[kind]
+        sealed = batch.seal()
         self.counters.merged += sealed.merged
-        if self.settings.dry_run:
-            target = self.settings.dry_run_dir / sealed.path.name
-            sealed.path.replace(target)
+        if self.runner is None:  # a dry run
+            sealed.path.replace(self.settings.dry_run_dir / sealed.path.name)
             self.counters.files_written += 1
             self.counters.profiles_sent[kind] += sealed.rows
             self.checkpoints.settle(sealed.path)
             return
-        if self._fingerprints is not None:
-            self._in_flight_ids[str(sealed.path)] = set(sealed.ids)
-        assert self.runner is not None  # noqa: S101 - set whenever not a dry run
+        # Back-pressure: stop reading input while two batches of this kind are on their way.
+        self._wait_until(lambda: self._in_flight.of_kind(kind) < MAX_UNSETTLED_PER_KIND)
+        self._in_flight.shipped(sealed)
         self.runner.ship(sealed)
 
-    def _flush_lagging(self) -> None:
+    def _flush_lagging(self, now: float) -> None:
         """Ship a half-full batch early when it has held back the newest STATE too long."""
         newest = self.checkpoints.newest_state_position()
         if newest is None:
@@ -231,180 +315,46 @@ class Pipeline:
             if first is None or first > newest:
                 continue
             records = self.position - first
-            minutes = (time.monotonic() - self._opened_at[kind]) / 60
+            minutes = (now - self._opened_at[kind]) / 60
             if (
                 records >= self.settings.max_checkpoint_lag_records
                 or minutes >= self.settings.max_checkpoint_lag_minutes
             ):
                 self.logger.info(
-                    "Uploading %s %s early: the batch has held back the newest STATE for %s "
-                    "records / %.1f min (settings `max_checkpoint_lag_records`/`_minutes`).",
-                    f"{batch.rows:,}",
-                    kind,
-                    f"{records:,}",
+                    "Uploading %s early: the batch has held back the newest STATE for %s "
+                    "/ %.1f min (settings `max_checkpoint_lag_records`/`_minutes`).",
+                    plural(batch.rows, KIND_NOUN[kind]),
+                    plural(records, "record"),
                     minutes,
                 )
                 self.counters.early_flushes += 1
                 self._ship(kind)
 
-    def _unchanged(self, kind: Kind, profile: Profile, line: bytes) -> bool:
-        assert self._fingerprints is not None  # noqa: S101 - checked by the caller
-        open_batch = self._open.get(kind)
-        if (open_batch is not None and profile.id in open_batch) or any(
-            profile.id in ids for ids in self._in_flight_ids.values()
-        ):
-            # A newer value for this id is still on its way: this one must follow it.
-            return False
-        return self._fingerprints.is_unchanged(kind, profile.id, fingerprint(line))
+    # --- waiting for the job thread -----------------------------------------------------
 
-    # --- the job thread calls these --------------------------------------------------
+    def _apply_ready(self) -> None:
+        if self.runner is None:
+            return
+        outcomes = self.runner.outcomes
+        while not outcomes.empty():
+            self._in_flight.apply(outcomes.get_nowait())
 
-    def _split(self, batch: SealedBatch, halves: tuple[SealedBatch, SealedBatch]) -> None:
-        ids = self._in_flight_ids.pop(str(batch.path), None)
-        for half in halves:
-            self.checkpoints.hold(half.path, half.first_position)
-            if ids is not None:
-                self._in_flight_ids[str(half.path)] = set(half.ids)
-        self.checkpoints.settle(batch.path)
-
-    def _unsendable(self, batch: SealedBatch, reason: str) -> None:
-        for origin, line in zip(batch.origins, batch.lines(), strict=True):
-            self.dead_letters.report(
-                stream=origin.stream,
-                kind=batch.kind,
-                position=origin.position,
-                reason=reason,
-                profile=json.loads(line),
-            )
-        self.counters.invalid += batch.rows
-        self._done(batch)
-
-    def _confirmed(self, batch: SealedBatch, outcome: JobOutcome) -> None:
-        lines = batch.lines()
-        rejected = self._report_rejected(batch, outcome, lines)
-        if self._fingerprints is not None:
-            self._fingerprints.confirm(
-                batch.kind,
-                (
-                    (origin.profile_id, fingerprint(line))
-                    for index, (origin, line) in enumerate(zip(batch.origins, lines, strict=True))
-                    if index not in rejected
-                ),
-            )
-        errors = outcome.status.errors or 0
-        self.counters.jobs += 1
-        self.counters.profiles_sent[batch.kind] += batch.rows - errors
-        self.counters.rejected_by_userpilot += errors
-        rate = self.runner.rate.rows_per_second if self.runner else None
-        self.logger.info(
-            "Job %s completed: %s, %s rows, %s bytes, waited %.1f s for the slot, "
-            "ran %.1f s, %d polls, %d rejected%s.",
-            outcome.job_id,
-            batch.kind,
-            f"{batch.rows:,}",
-            f"{batch.size:,}",
-            outcome.waited,
-            outcome.seconds,
-            outcome.polls,
-            errors,
-            f", rate ~{rate * 60:,.0f} rows/min" if rate else "",
-        )
-        self._done(batch)
-
-    def _done(self, batch: SealedBatch) -> None:
-        batch.delete()
-        self._in_flight_ids.pop(str(batch.path), None)
-        self.checkpoints.settle(batch.path)
-
-    def _report_rejected(
-        self, batch: SealedBatch, outcome: JobOutcome, lines: list[bytes]
-    ) -> set[int]:
-        """Dead-letter the rows a completed job rejected; returns their line indexes."""
-        errors = outcome.status.errors or 0
-        if not errors:
-            return set()
-        detail = outcome.status.raw.get("errors")
-        by_id = {origin.profile_id: index for index, origin in enumerate(batch.origins)}
-        rejected: dict[int, str] = {}
-        for item in detail if isinstance(detail, list) else []:
-            index = _rejected_index(item, by_id, len(lines))
-            if index is not None:
-                rejected[index] = str(item.get("error") or item.get("reason") or item)
-        self.logger.warning(
-            "Userpilot job %s completed but rejected %d of %s %s rows%s: %s",
-            outcome.job_id,
-            errors,
-            f"{batch.rows:,}",
-            batch.kind,
-            "" if rejected else " (no per-row detail given)",
-            json.dumps(detail if detail is not None else dict(outcome.status.raw))[
-                :DETAIL_LOG_CHARS
-            ],
-        )
-        if not rejected:
-            origin = batch.origins[0]
-            self.dead_letters.report(
-                stream=origin.stream,
-                kind=batch.kind,
-                position=batch.first_position,
-                reason=f"Userpilot rejected {errors} row(s) of this job without saying which; "
-                f"job object: {json.dumps(dict(outcome.status.raw))[:DETAIL_LOG_CHARS]}",
-                job_id=outcome.job_id,
-            )
-        for index, reason in rejected.items():
-            origin = batch.origins[index]
-            self.dead_letters.report(
-                stream=origin.stream,
-                kind=batch.kind,
-                position=origin.position,
-                reason=f"rejected by Userpilot: {reason}",
-                profile=json.loads(lines[index]),
-                job_id=outcome.job_id,
-            )
-        return set(rejected)
-
-    def _log_summary(self) -> None:
-        c = self.counters
-        elapsed = time.monotonic() - self._started
-        verb = "would send" if self.settings.dry_run else "sent"
-        letters = self.dead_letters
-        if letters.written:
-            where = f"{letters.written:,} written to {letters.path}"
-        else:
-            where = f"{letters.skipped:,} skipped" if letters.skipped else "none"
-        retried = self._client.stats.retries if self._client is not None else 0
-        self.logger.info(
-            "Summary: %s records in; %s %s users and %s companies in %s; %s duplicates merged; "
-            "%s unchanged skipped; %s invalid and %s rejected by Userpilot (dead letters: %s); "
-            "%s requests retried; %s jobs resubmitted; %.1f s elapsed.",
-            f"{c.records_in:,}",
-            verb,
-            f"{c.profiles_sent['users']:,}",
-            f"{c.profiles_sent['companies']:,}",
-            (
-                f"{c.files_written} files in {self.settings.dry_run_dir}"
-                if self.settings.dry_run
-                else f"{c.jobs} jobs"
-            ),
-            f"{c.merged:,}",
-            f"{c.unchanged:,}",
-            f"{c.invalid:,}",
-            f"{c.rejected_by_userpilot:,}",
-            where,
-            f"{retried:,}",
-            f"{self.runner.jobs_resubmitted if self.runner else 0:,}",
-            elapsed,
-        )
-
-
-def _rejected_index(item: object, by_id: Mapping[str, int], rows: int) -> int | None:
-    """Which line of the batch a per-row error item names (by 1-based line, or by id)."""
-    if not isinstance(item, dict):
-        return None
-    line = item.get("line")
-    if isinstance(line, int) and 1 <= line <= rows:
-        return line - 1
-    for key in ("user_id", "company_id", "id"):
-        if isinstance(item.get(key), str) and item[key] in by_id:
-            return by_id[item[key]]
-    return None
+    def _wait_until(
+        self,
+        done: Callable[[], bool],
+        *,
+        deadline: float | None = None,
+        stoppable: bool = True,
+    ) -> None:
+        """Apply outcomes as they come until `done()`, the deadline, or (`stoppable`) a signal."""
+        assert self.runner is not None  # noqa: S101 - only called when jobs run
+        while not done():
+            if stoppable:
+                self.stop_request.raise_if_requested()
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            try:
+                outcome = self.runner.outcomes.get(timeout=WAIT_TICK)
+            except queue.Empty:
+                continue
+            self._in_flight.apply(outcome)

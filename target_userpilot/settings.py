@@ -135,6 +135,17 @@ CONFIG_SCHEMA = th.PropertiesList(
         f"`{DEAD_LETTERS_OUTSIDE_MELTANO}` in the working folder).",
     ),
     th.Property(
+        "max_invalid_percent",
+        # A whole percent, not a 0-1 share: Meltano has no number kind that survives env vars.
+        th.IntegerType(minimum=0, maximum=100),
+        default=50,
+        title="Max invalid percent",
+        description="Percent of a stream's records in one run that may be invalid before the "
+        "run stops (exit 1, no STATE past the first invalid record of that stream). Judged "
+        "once the stream has 100 records; at the end of input a stream whose every record "
+        "was invalid stops the run too. 100 turns the check off.",
+    ),
+    th.Property(
         "dry_run",
         th.BooleanType,
         default=False,
@@ -333,6 +344,7 @@ class Settings:
     nulls: Literal["send", "drop"]
     on_invalid_record: Literal["dead_letter", "fail", "skip"]
     dead_letter_path: Path
+    max_invalid_share: float
     dry_run: bool
     dry_run_dir: Path
     limits: BatchLimits
@@ -389,6 +401,7 @@ class Settings:
                 config.get("dead_letter_path")
                 or default_path("dead-letters.ndjson", elsewhere=Path(DEAD_LETTERS_OUTSIDE_MELTANO))
             ),
+            max_invalid_share=config["max_invalid_percent"] / 100,
             dry_run=config["dry_run"],
             dry_run_dir=Path(
                 config.get("dry_run_dir")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import gzip
+import io
+import signal
 import sys
-from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, StorageTarget
@@ -27,12 +28,13 @@ from target_userpilot.jobs import JobFailedError
 from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import encode_json
 from target_userpilot.settings import CONFIG_SCHEMA, Settings
+from target_userpilot.signals import RunStopped, StopRequest
 from target_userpilot.sinks import ProfileSink
+from target_userpilot.ticking import lines
 from target_userpilot.wire import RetryPolicy, UserpilotClient, UserpilotError, check_api_url
 from target_userpilot.wire.transport import clean_api_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from types import FrameType
 
     from singer_sdk.sinks import Sink
@@ -47,30 +49,11 @@ USER_FACING_ERRORS = (
     BatchFileError,
 )
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _stops_on_failure(
-    handler: Callable[Concatenate[TargetUserpilot, P], R],
-) -> Callable[Concatenate[TargetUserpilot, P], R]:
-    """A message handler that, when it fails, stops the job slot and removes unconfirmed batches.
-
-    The SDK's `listen` is final, so each handler that can fail once batches exist is wrapped.
-    """
-
-    @functools.wraps(handler)
-    def wrapper(target: TargetUserpilot, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return handler(target, *args, **kwargs)
-        except Exception:
-            try:
-                target.pipeline.abort()
-            except Exception:  # the first failure is the one to report
-                target.logger.exception("Cleaning up after the failure failed too")
-            raise
-
-    return wrapper
+# Seconds a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
+# job thread's upload hands the GIL back at every socket and file call, then waits for it while
+# the main thread maps records: at 5 ms an upload took 1 to 3 s instead of 0.2 s (measured at
+# 614edb8 with scripts/bench.py), leaving Userpilot's job slot idle meanwhile.
+SWITCH_INTERVAL = 0.0001
 
 
 class TargetUserpilot(Target):
@@ -86,6 +69,8 @@ class TargetUserpilot(Target):
 
     def __init__(self, **kwargs: Any) -> None:  # noqa: ANN401 - the SDK's own keyword arguments
         """Set up the pipeline: client, job slot, checkpoints, dead letters."""
+        # Before the SDK installs the signal handlers, which only set this flag.
+        self._stop_request = StopRequest()
         super().__init__(**kwargs)
         # Sinks are drained one at a time; jobs go through the pipeline's single slot anyway.
         self.max_parallelism = 1
@@ -118,6 +103,7 @@ class TargetUserpilot(Target):
             emit_state=self._emit_state,
             logger=self.logger,
             fingerprints=self._open_fingerprints(api_url),
+            stop=self._stop_request,
         )
         for name in self.UNSUPPORTED_BUILTIN_SETTINGS:
             if self.config.get(name) is not None:
@@ -188,11 +174,40 @@ class TargetUserpilot(Target):
 
     # --- messages ----------------------------------------------------------------------
 
-    @_stops_on_failure
-    def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
-        super()._process_schema_message(message_dict)
+    def listen(self, file_input: IO[str] | None = None) -> None:  # type: ignore[misc]
+        """Run the pipeline over the input; whatever ends it, its batch files are removed.
 
-    @_stops_on_failure
+        The SDK marks `listen` final, but it is the one frame around both its reader (which
+        raises on malformed input) and `process_endofpipe`, so the run's cleanup lives here.
+        """
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
+        pipeline = self.pipeline
+        try:
+            pipeline.start()
+            super().listen(file_input if file_input is not None else self._stdin())
+        except RunStopped as stopped:
+            pipeline.stop(stopped.signum)
+            # Nothing is left to hurry: a later signal must not kill the exit (Python restores
+            # the default handlers while it shuts down) and turn 128+signal into -signal.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
+            raise SystemExit(128 + stopped.signum) from None
+        except BaseException:
+            pipeline.fail()
+            raise
+        finally:
+            pipeline.close()
+
+    def _stdin(self) -> IO[str] | None:
+        """Standard input as lines, with the pipeline's clock ticking while the tap is silent."""
+        try:
+            fd = sys.stdin.fileno()
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            return None  # no real stdin (an embedding): the SDK's default
+        # The SDK's reader only iterates its input.
+        return cast("IO[str]", lines(fd, self.pipeline.tick))
+
     def _process_record_message(self, message_dict: dict[str, Any]) -> None:
         self.pipeline.next_position()
         super()._process_record_message(message_dict)
@@ -201,7 +216,6 @@ class TargetUserpilot(Target):
         self._assert_line_requires(message_dict, requires={"value"})
         self.pipeline.add_state(message_dict["value"])
 
-    @_stops_on_failure
     def _process_batch_message(self, message_dict: dict[str, Any]) -> None:
         # The SDK hands BATCH files to the sink whole; reading them here instead sends every
         # record through the same path as a RECORD message (stream maps, validation, positions).
@@ -240,17 +254,15 @@ class TargetUserpilot(Target):
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    @_stops_on_failure
     def process_endofpipe(self) -> None:
         """End of input: drain the sinks, wait for the last job, emit the last STATE."""
         super().process_endofpipe()
         self.pipeline.finish()
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
-        # The SDK's handler drains again and writes the latest STATE, past unconfirmed data.
-        self.logger.warning("Received signal %d: stopping.", signum)
-        self.pipeline.terminate()
-        sys.exit(128 + signum)
+        # Only a flag: the interrupted main thread may hold any lock. The SDK's own handler
+        # drained again and wrote the latest STATE, past unconfirmed data.
+        self._stop_request.handle(signum)
 
     @classmethod
     def invoke(cls, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - the SDK's signature

@@ -117,11 +117,15 @@ def run_target(
     on_state: Callable[[StateSeen, subprocess.Popen[bytes]], None] | None = None,
     env: dict[str, str] | None = None,
     max_file_bytes: int | None = None,
+    flush_each: bool = False,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Run:
     """Run `python -m target_userpilot.target` with real pipes; snapshot the store per STATE.
 
     `max_file_bytes` caps the size of any file the target writes (RLIMIT_FSIZE): a write past
     it fails as a full disk would (Python ignores the SIGXFSZ that would otherwise kill it).
+    `flush_each` sends each message at once, as a slow tap does (else writes are buffered).
+    `on_start(proc)` runs in a thread of its own once the process is started (to signal it).
     """
 
     def limit_files() -> None:
@@ -149,12 +153,16 @@ def run_target(
                 for message in messages:
                     line = message if isinstance(message, str) else json.dumps(message)
                     proc.stdin.write(line.encode() + b"\n")
+                    if flush_each:
+                        proc.stdin.flush()
                 proc.stdin.close()
             except (BrokenPipeError, ValueError):
                 pass  # the target stopped reading (a failure the test checks)
 
         writer = threading.Thread(target=feed, daemon=True)
         writer.start()
+        if on_start is not None:
+            threading.Thread(target=on_start, args=(proc,), daemon=True).start()
         states: list[StateSeen] = []
         lines: list[str] = []
         deadline = time.monotonic() + timeout

@@ -85,3 +85,56 @@ def test_split_halves_keep_every_line_and_origin(tmp_path: Path) -> None:
     ]
     assert (first.rows, second.rows) == (2, 3)
     assert (first.first_position, second.first_position) == (10, 12)
+
+
+def test_a_batch_that_took_nothing_leaves_no_file(tmp_path: Path) -> None:
+    batch = BatchFile("users", tmp_path, BatchLimits(max_bytes=1024))
+    with pytest.raises(LineTooLargeError):
+        batch.add(user("a", big="x" * 2000), 1, "users")
+    assert batch.rows == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_merge_that_would_overflow_leaves_the_batch_as_it_was(tmp_path: Path) -> None:
+    batch = BatchFile("users", tmp_path, BatchLimits(max_bytes=1024))
+    assert batch.add(user("a", x="1" * 600), 1, "users")
+    # Alone it fits; merged it would not: the caller ships this batch and starts the next.
+    assert not batch.add(user("a", y="2" * 600), 2, "users")
+    sealed = batch.seal()
+    assert read(sealed.path) == [{"user_id": "a", "metadata": {"x": "1" * 600}}]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["plain", 1, Decimal("2.50"), None, True],
+        ["é", "日本", "🎉", '\n\t"\\'],
+        ["ok", "k\ud800", "é", "🎉"],  # a lone surrogate: the whole line is ASCII-escaped
+    ],
+    ids=["ascii", "utf-8", "surrogate"],
+)
+def test_merged_sizes_are_exact_whatever_the_characters(
+    tmp_path: Path, values: list[str | int | Decimal | None]
+) -> None:
+    batch = BatchFile("users", tmp_path, BatchLimits())
+    batch.add(Profile("x", "c1", {"first": "é"}), 1, "users")
+    for n, value in enumerate(values):
+        batch.add(Profile("x", f"c{n % 2}", {f"k{n % 3}": value, f"new{n}": value}), n + 2, "users")
+    batch.add(user("y", z=1), 99, "users")
+    counted = batch.size
+    sealed = batch.seal()
+    assert counted == sealed.size == sealed.path.stat().st_size
+
+
+def test_merging_many_records_of_one_id_keeps_the_file_small(tmp_path: Path) -> None:
+    batch = BatchFile("users", tmp_path, BatchLimits())
+    for n in range(5_000):
+        assert batch.add(user("grows", **{f"attribute_{n}": n}), n + 1, "users")
+        if n % 500 == 0:
+            # Only the first line is on disk until the seal writes the merged one.
+            assert batch.path.stat().st_size < 100
+    sealed = batch.seal()
+    assert sealed.rows == 1
+    assert sealed.merged == 4_999
+    assert len(read(sealed.path)[0]["metadata"]) == 5_000  # type: ignore[arg-type]
+    assert sealed.size == sealed.path.stat().st_size

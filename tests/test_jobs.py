@@ -1,15 +1,34 @@
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import math
+import queue
 import re
 import time
 from typing import TYPE_CHECKING
 
+from fake_userpilot import FakeClient
+
 from target_userpilot.batches import BatchFile, BatchLimits, SealedBatch
-from target_userpilot.jobs import OVERDUE_MAX, JobOutcome, JobRunner, PollPlan, RateEstimate
+from target_userpilot.jobs import (
+    MAX_REFUSED_ROWS,
+    OVERDUE_MAX,
+    BatchDone,
+    JobFailedError,
+    JobRunner,
+    JobStarted,
+    Outcome,
+    PartDone,
+    PollPlan,
+    RateEstimate,
+    RowsRefused,
+    RunnerFailed,
+    _Progress,
+)
 from target_userpilot.profiles import Profile
-from target_userpilot.wire import UserpilotClient
+from target_userpilot.wire import JobStatus, UserpilotClient
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -20,6 +39,16 @@ if TYPE_CHECKING:
     from target_userpilot.emulator import Emulator
 
 TOKEN = "jobs-test-token"  # noqa: S105 - the emulator's
+
+
+def drain(runner: JobRunner, timeout: float = 60) -> list[Outcome]:
+    """Every outcome the job thread reports until it ends."""
+    deadline = time.monotonic() + timeout
+    seen: list[Outcome] = []
+    while runner.alive and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            seen.append(runner.outcomes.get(timeout=0.1))
+    return seen
 
 
 def test_first_job_polls_soon_then_backs_off() -> None:
@@ -45,13 +74,30 @@ def test_short_jobs_get_short_dense_polls() -> None:
     assert plan.delay(4.99, 5.0, 0) <= 0.025
 
 
-def test_rate_estimate_learns() -> None:
+def test_the_rate_is_the_newest_observation_trusted_at_once() -> None:
     rate = RateEstimate()
-    assert rate.expected_seconds(100) is None
+    assert rate.rows_per_second is None
     rate.learn(1000, 50)
-    assert rate.expected_seconds(100) == 5
+    assert rate.rows_per_second == 20
+    rate.learn(1000, 10)
+    assert rate.rows_per_second == 100, "no blending with a stale prior"
     rate.learn(0, 10)
-    assert rate.expected_seconds(100) == 5
+    assert rate.rows_per_second == 100
+
+
+def test_queue_time_does_not_count_and_the_end_is_re_estimated_at_each_poll() -> None:
+    progress = _Progress(submitted_at=100.0)
+    progress.saw(status("queued", 0), now=104.0)  # 4 s in the queue
+    assert progress.started == 104.0
+    assert progress.expected_seconds(1_000, rate=100.0) == 14.0
+    progress.saw(status("processing", 500), now=107.0)
+    assert progress.started == 104.0
+    # 500 rows in the 3 s since processing started: the rest at that pace.
+    assert progress.expected_seconds(1_000, rate=500 / 3) == 7.0 + 3.0
+
+
+def status(name: str, processed: int) -> JobStatus:
+    return JobStatus("j", "running", name, processed, 0, 1_000, {})
 
 
 def test_a_long_job_logs_progress_and_an_eta_at_most_every_30_s(
@@ -61,13 +107,9 @@ def test_a_long_job_logs_progress_and_an_eta_at_most_every_30_s(
     batch = BatchFile("users", tmp_path, BatchLimits())
     for n in range(1, 1_001):
         batch.add(Profile(id=str(n), company_id=None, metadata={"n": n}), n, "users")
-    confirmed: list[tuple[SealedBatch, JobOutcome]] = []
     started = time.monotonic()
     runner = JobRunner(
         UserpilotClient(emu.url, TOKEN),
-        on_confirmed=lambda sealed, outcome: confirmed.append((sealed, outcome)),
-        on_split=lambda *_: None,
-        on_unsendable=lambda *_: None,
         job_timeout=3_600,
         job_retries=0,
         poll=PollPlan(max_interval=0.1),
@@ -78,8 +120,9 @@ def test_a_long_job_logs_progress_and_an_eta_at_most_every_30_s(
     with caplog.at_level(logging.INFO, logger="test-jobs"):
         runner.start()
         runner.ship(batch.seal())
-        runner.finish()
-    assert len(confirmed) == 1
+        runner.close()
+        outcomes = drain(runner)
+    assert [type(o) for o in outcomes] == [JobStarted, PartDone, BatchDone]
     progress = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
     assert progress, "a job running past 30 s says how far it is"
     pattern = r"is '(\w+)': ([\d,]+)/1,000 rows after (\d+) s, ETA (\d+) s"
@@ -93,3 +136,85 @@ def test_a_long_job_logs_progress_and_an_eta_at_most_every_30_s(
     assert first is not None
     assert first.group(1) == "processing"
     assert 0 < int(first.group(2).replace(",", "")) < 1_000
+
+
+def runner_for(client: FakeClient, *, job_retries: int = 0) -> JobRunner:
+    return JobRunner(
+        client,  # type: ignore[arg-type]
+        job_timeout=60,
+        job_retries=job_retries,
+        poll=PollPlan(max_interval=0.001),
+        logger=logging.getLogger("test-jobs"),
+    )
+
+
+def sealed_batch(tmp_path: Path, rows: int) -> SealedBatch:
+    batch = BatchFile("users", tmp_path, BatchLimits())
+    for n in range(1, rows + 1):
+        batch.add(Profile(id=str(n), company_id=None, metadata={"n": n}), n, "users")
+    return batch.seal()
+
+
+def send(client: FakeClient, batch: SealedBatch, *, job_retries: int = 0) -> list[Outcome]:
+    runner = runner_for(client, job_retries=job_retries)
+    runner.start()
+    runner.ship(batch)
+    runner.close()
+    return drain(runner)
+
+
+def test_an_upload_refused_over_three_rows_sends_the_rest_and_names_each_row(
+    tmp_path: Path,
+) -> None:
+    bad = {"7", "30", "31"}
+    client = FakeClient(refuse=lambda line: "too long" if line["user_id"] in bad else None)
+    outcomes = send(client, sealed_batch(tmp_path, 64))
+    refused = [o for o in outcomes if isinstance(o, RowsRefused)]
+    assert sorted(o.part.origins[0].profile_id for o in refused) == sorted(bad)
+    assert all(o.reason == "refused by Userpilot: line 1: too long" for o in refused)
+    assert {pid for (_, pid) in client.profiles} == {str(n) for n in range(1, 65)} - bad
+    assert isinstance(outcomes[-1], BatchDone)
+    # Halving isolates each bad row in about 2*log2(rows) refused uploads.
+    assert client.refused_uploads <= len(bad) * (2 * math.log2(64) + 2)
+
+
+def test_a_batch_mostly_refused_stops_the_run_as_a_systematic_problem(tmp_path: Path) -> None:
+    client = FakeClient(refuse=lambda _: "metadata must be strings")
+    outcomes = send(client, sealed_batch(tmp_path, 1_000))
+    failed = [o for o in outcomes if isinstance(o, RunnerFailed)]
+    assert len(failed) == 1
+    assert isinstance(failed[0].error, JobFailedError)
+    assert "systematic problem" in str(failed[0].error)
+    assert "metadata must be strings" in str(failed[0].error)
+    assert client.profiles == {}
+    assert client.refused_uploads <= (MAX_REFUSED_ROWS + 1) * (2 * math.log2(1_000) + 2)
+
+
+def test_413_halves_a_batch_until_each_part_is_accepted(tmp_path: Path) -> None:
+    client = FakeClient(max_rows=10)
+    outcomes = send(client, sealed_batch(tmp_path, 40))
+    parts = [o.part for o in outcomes if isinstance(o, PartDone)]
+    assert sum(p.rows for p in parts) == 40
+    assert all(p.rows <= 10 for p in parts)
+    assert len(client.profiles) == 40
+
+
+def test_413_for_one_small_row_stops_the_run_naming_api_url_and_proxies(tmp_path: Path) -> None:
+    client = FakeClient(max_rows=0)
+    outcomes = send(client, sealed_batch(tmp_path, 4))
+    failed = [o for o in outcomes if isinstance(o, RunnerFailed)]
+    assert len(failed) == 1
+    message = str(failed[0].error)
+    assert "`api_url`" in message
+    assert "proxy" in message
+    assert not [o for o in outcomes if isinstance(o, RowsRefused)], "nothing dead-lettered"
+
+
+def test_a_failed_job_is_resubmitted_then_reported_completed(tmp_path: Path) -> None:
+    client = FakeClient(fail_every=1_000)
+    client.jobs = 999  # the next job fails, the one after completes
+    outcomes = send(client, sealed_batch(tmp_path, 5), job_retries=1)
+    done = [o for o in outcomes if isinstance(o, PartDone)]
+    assert len(done) == 1
+    assert done[0].outcome.attempts == 2
+    assert len(client.profiles) == 5

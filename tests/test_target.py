@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from singer_io import (
@@ -20,7 +21,7 @@ from singer_io import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from target_userpilot.emulator import Emulator
@@ -179,3 +180,110 @@ def test_batch_messages_load_like_records(emulator: Emulator, tmp_path: Path) ->
     assert set(emulator.users) == {"1", "2", "3"}
     assert "ACTIVATE_VERSION for stream 'users' acknowledged" in run.stderr
     assert [s.value for s in run.states] == [{"batch": 1}]
+
+
+# --- batches as a user sees them (issue 11, cases 4 to 7) ------------------------------------
+
+
+def test_a_first_profile_too_large_for_any_batch_is_a_dead_letter_not_an_empty_upload(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    messages = [
+        schema("users", USER_SCHEMA),
+        record("users", {**user(1), "plan": "x" * 2_000}),
+        state({"n": 1}),
+        *(record("users", user(i)) for i in range(2, 6)),
+        state({"n": 5}),
+    ]
+    run = run_target(config_for(emulator, tmp_path, max_batch_bytes=1_024), messages, tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [s.value for s in run.states] == [{"n": 1}, {"n": 5}]
+    assert sorted(emulator.users) == ["2", "3", "4", "5"]
+    assert all(r.status < 400 for r in emulator.requests), "no empty batch was uploaded"
+    letters = (tmp_path / "dead-letters.ndjson").read_text().splitlines()
+    assert len(letters) == 1
+    assert "max_batch_bytes" in json.loads(letters[0])["reason"]
+    last = run.stderr.strip().splitlines()[-1]
+    assert "WARNING" in last
+    assert f"1 dead letter written to {tmp_path / 'dead-letters.ndjson'}" in last
+
+
+def test_two_records_of_one_id_too_large_merged_go_in_two_batches(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    messages = [
+        schema("users", USER_SCHEMA),
+        record("users", {**user(1), "plan": "a" * 700}),
+        record("users", {"id": 1, "email": "e" * 700}),
+        state({"n": 2}),
+    ]
+    run = run_target(config_for(emulator, tmp_path, max_batch_bytes=1_024), messages, tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert not (tmp_path / "dead-letters.ndjson").exists()
+    assert len(emulator.jobs) == 2
+    assert emulator.users["1"]["metadata"]["plan"] == "a" * 700
+    assert emulator.users["1"]["metadata"]["email"] == "e" * 700
+    assert [s.value for s in run.states] == [{"n": 2}]
+
+
+def test_many_records_of_one_growing_id_merge_into_one_line(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    schema_body = {"type": "object", "properties": {"id": {"type": "integer"}}}
+    count = 3_000
+    messages = [
+        schema("users", schema_body),
+        *(record("users", {"id": 1, f"attribute_{n}": n}) for n in range(count)),
+        state({"n": count}),
+    ]
+    run = run_target(config_for(emulator, tmp_path), messages, tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [j.rows for j in emulator.jobs] == [1]
+    assert len(emulator.users["1"]["metadata"]) == count
+    assert f"{count - 1:,} duplicates merged" in run.stderr
+
+
+def test_a_silent_tap_gets_its_sparse_batch_flushed_on_time(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    resumed: list[float] = []
+
+    def slow_tap() -> Iterator[dict[str, Any]]:
+        yield schema("users", USER_SCHEMA)
+        yield from (record("users", user(i)) for i in range(1, 4))
+        yield state({"n": 3})
+        log = tmp_path / "stderr.log"  # run_target's: the target has read the schema
+        deadline = time.monotonic() + 30
+        while "loads as" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(4)  # the tap goes quiet, far longer than the 1.2 s lag allowed
+        resumed.append(time.monotonic())
+        yield record("users", user(4))
+        yield state({"n": 4})
+
+    cfg = config_for(emulator, tmp_path, max_checkpoint_lag_minutes=0.02)
+    run = run_target(cfg, slow_tap(), tmp_path, flush_each=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [s.value for s in run.states] == [{"n": 3}, {"n": 4}]
+    assert run.states[0].at < resumed[0], "the STATE came out while the tap was silent"
+    assert "early" in run.stderr
+
+
+def test_a_stream_whose_every_record_is_invalid_stops_the_run(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    body = {"type": "object", "properties": {"uid": {"type": "integer"}}}
+    messages = [
+        schema("users", body, key=None),
+        *(record("users", {"uid": i}) for i in range(1, 151)),
+        state({"n": 150}),
+    ]
+    run = run_target(config_for(emulator, tmp_path), messages, tmp_path)
+    assert run.returncode == 1
+    assert run.states == []
+    assert "Traceback" not in run.stderr
+    error = next(line for line in run.stderr.splitlines() if "target-userpilot failed" in line)
+    assert "stream 'users'" in error
+    assert "100 of 100 records invalid" in error
+    assert str(tmp_path / "dead-letters.ndjson") in error
+    assert emulator.jobs == []

@@ -1,0 +1,113 @@
+"""Batches handed to the job thread, and what each outcome it reports does to the run's state.
+
+Only the main thread calls this (the pipeline, when it drains the outcome queue): a confirmed
+part is fingerprinted and counted, refused rows become dead letters, a settled batch releases
+its hold on STATE and its ids.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from target_userpilot.jobs import BatchDone, JobStarted, PartDone, RowsRefused, RunnerFailed
+from target_userpilot.summary import KIND_NOUN, plural
+
+if TYPE_CHECKING:
+    import logging
+    from pathlib import Path
+
+    from target_userpilot.batches import SealedBatch
+    from target_userpilot.changes import ChangeFilter
+    from target_userpilot.checkpoints import Checkpoints
+    from target_userpilot.jobs import Outcome
+    from target_userpilot.profiles import Kind
+    from target_userpilot.rejections import Rejections
+    from target_userpilot.summary import Counters
+
+
+class InFlight:
+    """The batches shipped and not settled; applies the job thread's outcomes."""
+
+    def __init__(
+        self,
+        *,
+        checkpoints: Checkpoints,
+        counters: Counters,
+        rejections: Rejections,
+        changes: ChangeFilter | None,
+        logger: logging.Logger,
+    ) -> None:
+        """Nothing in flight yet."""
+        self._checkpoints = checkpoints
+        self._counters = counters
+        self._rejections = rejections
+        self._changes = changes
+        self._logger = logger
+        self._batches: dict[Path, SealedBatch] = {}
+        self.current_job: str | None = None  # created and not yet completed
+
+    def __bool__(self) -> bool:
+        """Whether any batch is on its way."""
+        return bool(self._batches)
+
+    def of_kind(self, kind: Kind) -> int:
+        """Batches of a kind on their way."""
+        return sum(batch.kind == kind for batch in self._batches.values())
+
+    def shipped(self, batch: SealedBatch) -> None:
+        """A sealed batch goes to the job thread (its hold on STATE is already in place)."""
+        self._batches[batch.path] = batch
+        if self._changes is not None:
+            self._changes.shipped(batch)
+
+    def apply(self, outcome: Outcome) -> None:
+        """Apply one outcome; a RunnerFailed raises its error here, on the main thread."""
+        if isinstance(outcome, JobStarted):
+            self.current_job = outcome.job_id
+        elif isinstance(outcome, PartDone):
+            self._part_done(outcome)
+        elif isinstance(outcome, RowsRefused):
+            self._rejections.refused(outcome.part, outcome.reason)
+            self._counters.rejected_by_userpilot += outcome.part.rows
+            outcome.part.delete()
+        elif isinstance(outcome, BatchDone):
+            self._settled(outcome.batch)
+        elif isinstance(outcome, RunnerFailed):
+            raise outcome.error
+
+    def _settled(self, batch: SealedBatch) -> None:
+        self.current_job = None
+        del self._batches[batch.path]
+        if self._changes is not None:
+            self._changes.settled(batch)
+        batch.delete()
+        self._checkpoints.settle(batch.path)
+
+    def _part_done(self, done: PartDone) -> None:
+        part, outcome = done.part, done.outcome
+        self.current_job = None
+        errors = outcome.status.errors or 0
+        lines = part.lines() if errors or self._changes is not None else []
+        rejected = self._rejections.rejected_by_job(part, outcome, lines)
+        if self._changes is not None and rejected is not None:
+            # A job that rejected rows without saying which confirms none of them.
+            self._changes.confirm(part, lines, rejected)
+        counters = self._counters
+        counters.jobs += 1
+        counters.jobs_resubmitted += outcome.attempts - 1
+        counters.profiles_sent[part.kind] += part.rows - errors
+        counters.rejected_by_userpilot += errors
+        self._logger.info(
+            "Job %s completed: %s, %s bytes, waited %.1f s for the slot, ran %.1f s, %s, "
+            "%d rejected%s.",
+            outcome.job_id,
+            plural(part.rows, KIND_NOUN[part.kind]),
+            f"{part.size:,}",
+            outcome.waited,
+            outcome.seconds,
+            plural(outcome.polls, "poll"),
+            errors,
+            f", rate ~{outcome.rate * 60:,.0f} rows/min" if outcome.rate else "",
+        )
+        if part is not done.batch:
+            part.delete()

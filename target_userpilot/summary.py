@@ -1,0 +1,80 @@
+"""Counters of a run and the lines that report them: per job, on stopping, at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from target_userpilot.deadletters import DeadLetters
+
+KIND_NOUN = {"users": "user", "companies": "company"}
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 user`, `2 users`, `1,000 companies`: a count with its noun agreeing."""
+    if count == 1:
+        return f"1 {noun}"
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return f"{count:,} {noun[:-1]}ies"
+    return f"{count:,} {noun}s"
+
+
+@dataclass
+class Counters:
+    """What the end-of-run summary reports; the main thread's alone."""
+
+    records_in: int = 0
+    invalid: int = 0
+    unchanged: int = 0
+    merged: int = 0
+    profiles_sent: dict[str, int] = field(default_factory=lambda: {"users": 0, "companies": 0})
+    rejected_by_userpilot: int = 0
+    jobs: int = 0
+    jobs_resubmitted: int = 0
+    files_written: int = 0
+    early_flushes: int = 0
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the summary says besides the counters."""
+
+    dry_run_dir: Path | None  # set for a dry run
+    retries: int
+    elapsed: float
+
+
+def summary_line(c: Counters, letters: DeadLetters, facts: RunFacts) -> str:
+    """The end-of-run summary, one line."""
+    if letters.written:
+        where = f"{letters.written:,} written to {letters.path}"
+    else:
+        where = f"{letters.skipped:,} skipped" if letters.skipped else "none"
+    sent = (
+        f"would send {plural(c.profiles_sent['users'], 'user')} and "
+        f"{plural(c.profiles_sent['companies'], 'company')} in "
+        f"{plural(c.files_written, 'file')} in {facts.dry_run_dir}"
+        if facts.dry_run_dir is not None
+        else f"sent {plural(c.profiles_sent['users'], 'user')} and "
+        f"{plural(c.profiles_sent['companies'], 'company')} in {plural(c.jobs, 'job')}"
+    )
+    return (
+        f"Summary: {plural(c.records_in, 'record')} in; {sent}; "
+        f"{plural(c.merged, 'duplicate')} merged; {c.unchanged:,} unchanged skipped; "
+        f"{c.invalid:,} invalid and {c.rejected_by_userpilot:,} rejected by Userpilot "
+        f"(dead letters: {where}); {plural(facts.retries, 'request')} retried; "
+        f"{plural(c.jobs_resubmitted, 'job')} resubmitted; {facts.elapsed:.1f} s elapsed."
+    )
+
+
+def dead_letter_warning(letters: DeadLetters) -> str | None:
+    """The closing WARNING of a run that wrote dead letters, or None."""
+    if not letters.written:
+        return None
+    return (
+        f"{plural(letters.written, 'dead letter')} written to {letters.path} "
+        "(setting `dead_letter_path`): those records are not in Userpilot."
+    )
