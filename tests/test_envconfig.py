@@ -130,7 +130,7 @@ def test_the_cli_takes_every_setting_from_env_vars(tmp_path: Path) -> None:
     messages = [schema("users", USER_SCHEMA), record("users", user(1)), state({"n": 1})]
     run = run_cli(["--config", "ENV"], messages, tmp_path, env)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "would send 1 users" in run.stderr
+    assert "would send 1 user" in run.stderr
     (batch,) = (tmp_path / "dry").iterdir()
     assert json.loads(batch.read_text())["user_id"] == "1"
 

@@ -53,6 +53,8 @@ def expected_kind(prop: dict[str, Any]) -> str:
     if prop.get("enum"):
         return "options"
     types = [t for t in prop["type"] if t != "null"]
+    if sorted(types) == ["integer", "string"]:
+        return "string"  # a count or a text such as `10%`: Meltano hands both over as text
     assert len(types) == 1, prop
     return KIND_OF_TYPE[types[0]]
 

@@ -101,7 +101,7 @@ def test_the_target_runs_without_the_emulator_extra(tmp_path: Path) -> None:
         check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "would send 1 users" in run.stderr
+    assert "would send 1 user" in run.stderr
     assert len(list((tmp_path / "dry").iterdir())) == 1
 
 
