@@ -467,10 +467,8 @@ def _too_long_for_an_id(value: object) -> bool:
     """Whether an id's text would pass MAX_ID_CHARS, judged without building it."""
     if isinstance(value, str):
         return len(value) > MAX_ID_CHARS
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return abs(value) >= _MAX_ID_INT
+    if isinstance(value, int) and not isinstance(value, bool):
+        return bool(abs(value) >= _MAX_ID_INT)
     if isinstance(value, Decimal):
         # Plain text of a Decimal has about max(digits, |exponent|) characters.
         exponent = value.as_tuple().exponent
