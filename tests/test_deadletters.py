@@ -67,7 +67,11 @@ def test_an_oversized_profile_letter_carries_its_id(tmp_path: Path) -> None:
     letters = DeadLetters(path, "dead_letter")
     profile = Profile("u7", "c1", {"bio": "x" * 100, "score": Decimal("0.30000000000000000001")})
     letters.report(
-        stream="users", kind="users", position=9, reason="too large", profile=profile.fields("users")
+        stream="users",
+        kind="users",
+        position=9,
+        reason="too large",
+        profile=profile.fields("users"),
     )
     letters.close()
     (letter,) = read_letters(path)
@@ -119,11 +123,10 @@ def file_size_limit() -> Iterator[int]:
 def test_a_full_disk_is_one_error_naming_the_setting(tmp_path: Path, file_size_limit: int) -> None:
     path = tmp_path / "letters.ndjson"
     letters = DeadLetters(path, "dead_letter")
+    letters.report(stream="s", kind="users", position=1, reason="r", record={"x": "fits"})
+    big = {"x": "y" * file_size_limit}
     with pytest.raises(DeadLetterFileError) as caught:
-        for position in range(file_size_limit):
-            letters.report(
-                stream="s", kind="users", position=position, reason="r", record={"x": "y" * 100}
-            )
+        letters.report(stream="s", kind="users", position=2, reason="r", record=big)
     assert str(caught.value) == (
         f"cannot write the dead-letter file {path} (setting `dead_letter_path`): File too large"
     )

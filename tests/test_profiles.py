@@ -14,8 +14,8 @@ from target_userpilot.profiles import (
     MappingSettings,
     Profile,
     Rejection,
-    encode_json,
     encode_exact,
+    encode_json,
     encode_line,
     id_choice_note,
     merge,
@@ -676,7 +676,11 @@ def test_merge_refuses_different_ids() -> None:
             "companies", None, ["company_id", "id"], [], "company_id", id="company-id-without-key"
         ),
         pytest.param(
-            "companies", "company_id", ["company_id", "id"], ["id"], "company_id",
+            "companies",
+            "company_id",
+            ["company_id", "id"],
+            ["id"],
+            "company_id",
             id="companies-configured-over-key",
         ),
         pytest.param("companies", None, ["user_id", "org"], ["org"], "org", id="companies-key"),
