@@ -28,6 +28,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -257,34 +259,31 @@ def _make_encoder(
     return encode
 
 
-def _exact_key(key: object) -> str:
-    if isinstance(key, str):
-        return key
-    if key is None or isinstance(key, bool):
-        return json.dumps(key)
-    return str(key)
+def _exact_text(
+    obj: object, *, ensure_ascii: bool, default: Callable[[object], object], allow_nan: bool
+) -> str:
+    """Slow path: JSON text with every Decimal that no float holds written as its exact text.
 
+    Such a Decimal is encoded as a quoted placeholder first, then the placeholder is replaced
+    by the Decimal's text (short whatever its exponent: `1E+5000`), so the C encoder still
+    walks the structure: a Python walk would run out of stack on a record nested 500 deep.
+    """
+    token = f"exact-{uuid.uuid4().hex}-"
+    texts: list[str] = []
 
-def _exact_encode(value: object, encode: _Encode, *, allow_nan: bool) -> str:
-    """Slow path: JSON text with every Decimal written as its exact text."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            if not allow_nan:
-                msg = f"{value} is not allowed in JSON"
-                raise ValueError(msg)
-            return encode(_non_finite_float(value))
-        number = _decimal_number(value)
-        # str() of a Decimal is short whatever its exponent ("1E+5000"), and a JSON number.
-        return str(number) if isinstance(number, Decimal) else encode(number)
-    if isinstance(value, dict):
-        items = (
-            f"{encode(_exact_key(key))}:{_exact_encode(item, encode, allow_nan=allow_nan)}"
-            for key, item in value.items()
-        )
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_exact_encode(i, encode, allow_nan=allow_nan) for i in value) + "]"
-    return str(encode(value))
+    def exact_default(value: object) -> object:
+        if isinstance(value, Decimal) and value.is_finite():
+            number = _decimal_number(value)
+            if not isinstance(number, Decimal):
+                return number
+            texts.append(str(number))
+            return f"{token}{len(texts) - 1}"
+        return default(value)
+
+    encoder = json.JSONEncoder(
+        ensure_ascii=ensure_ascii, separators=(",", ":"), allow_nan=allow_nan, default=exact_default
+    )
+    return re.sub(f'"{token}(\\d+)"', lambda match: texts[int(match[1])], encoder.encode(obj))
 
 
 @dataclass(frozen=True)
@@ -293,6 +292,7 @@ class _Codec:
 
     utf8: _Encode
     ascii: _Encode
+    default: Callable[[object], object]
     allow_nan: bool
 
     @classmethod
@@ -300,16 +300,18 @@ class _Codec:
         return cls(
             _make_encoder(ensure_ascii=False, default=default, allow_nan=allow_nan),
             _make_encoder(ensure_ascii=True, default=default, allow_nan=allow_nan),
+            default,
             allow_nan,
         )
 
     def text(self, obj: object, *, ascii_only: bool = False) -> str:
         """Fast (the C encoder) unless a Decimal needs more digits than a float carries."""
-        encode = self.ascii if ascii_only else self.utf8
         try:
-            return encode(obj)
+            return (self.ascii if ascii_only else self.utf8)(obj)
         except _NeedsExactError:
-            return _exact_encode(obj, encode, allow_nan=self.allow_nan)
+            return _exact_text(
+                obj, ensure_ascii=ascii_only, default=self.default, allow_nan=self.allow_nan
+            )
 
     def line(self, obj: object) -> bytes:
         r"""UTF-8 bytes; a lone surrogate makes the whole line ASCII escapes (`\ud800`)."""

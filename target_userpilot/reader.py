@@ -137,7 +137,12 @@ class LineReader(SingerReader):
             except RecordsWithoutSchemaException as exc:
                 msg = f"is a RECORD of stream {message['stream']!r} before any SCHEMA for it"
                 raise _LineProblemError(msg) from exc
-            except OSError as exc:
+            except _LineProblemError as exc:
+                if kind != "BATCH":
+                    raise
+                msg = f"is a BATCH message whose file has a line that {exc}"
+                raise _LineProblemError(msg) from exc
+            except (OSError, UnicodeDecodeError) as exc:
                 if kind != "BATCH":
                     raise
                 msg = f"is a BATCH message whose file cannot be read ({exc})"

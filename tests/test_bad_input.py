@@ -336,6 +336,25 @@ CASES = [
         "or directory: '/nonexistent/users-1.jsonl')",
     ),
     Case(
+        "a BATCH message whose file holds malformed JSON",
+        [
+            USERS,
+            line(
+                {
+                    "type": "BATCH",
+                    "stream": "users",
+                    "encoding": {"format": "jsonl", "compression": "none"},
+                    "manifest": ["file://{tmp}/users-1.jsonl"],
+                }
+            ),
+            DONE,
+        ],
+        setup=lambda tmp: (tmp / "users-1.jsonl").write_text('{"id": 1}\n{"id": \n'),
+        exit_status=1,
+        error="input line 2 is a BATCH message whose file has a line that is not valid JSON "
+        "(Expecting value at character 9)",
+    ),
+    Case(
         "a UTF-8 byte order mark at the start is skipped",
         ["\ufeff" + USERS, *GOOD, DONE],
         states=['{"done":true}'],
@@ -369,7 +388,8 @@ def test_bad_input_has_a_clear_outcome(case: Case, emulator: Emulator, tmp_path:
             for key, value in case.settings.items()
         },
     }
-    run = run_target(config, case.lines, tmp_path, max_file_bytes=case.max_file_bytes, timeout=120)
+    lines = [at(text) for text in case.lines]
+    run = run_target(config, lines, tmp_path, max_file_bytes=case.max_file_bytes, timeout=120)
 
     assert run.returncode == case.exit_status, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
