@@ -71,9 +71,9 @@ class Case:
     max_file_bytes: int | None = None
 
 
-def a_file(relative: str) -> Callable[[Path], None]:
+def a_file(relative: str, text: str = "not a folder") -> Callable[[Path], None]:
     def make(tmp: Path) -> None:
-        (tmp / relative).write_text("not a folder")
+        (tmp / relative).write_text(text)
 
     return make
 
@@ -349,7 +349,7 @@ CASES = [
             ),
             DONE,
         ],
-        setup=lambda tmp: (tmp / "users-1.jsonl").write_text('{"id": 1}\n{"id": \n'),
+        setup=a_file("users-1.jsonl", '{"id": 1}\n{"id": \n'),
         exit_status=1,
         error="input line 2 is a BATCH message whose file has a line that is not valid JSON "
         "(Expecting value at character 9)",
