@@ -41,8 +41,16 @@ class InputError(Exception):
         self.line = line
 
 
+class RecordBeforeSchemaError(InputError, RecordsWithoutSchemaException):
+    """A RECORD before its stream's SCHEMA: still the exception the SDK documents for it."""
+
+
 class _LineProblemError(Exception):
     """What is wrong with the current line; the reader adds the line number."""
+
+    def __init__(self, problem: str, error: type[InputError] = InputError) -> None:
+        super().__init__(problem)
+        self.error = error
 
 
 class LineReader(SingerReader):
@@ -65,7 +73,7 @@ class LineReader(SingerReader):
         try:
             return super().process_lines(lines, checked)  # type: ignore[arg-type]
         except _LineProblemError as exc:
-            raise InputError(self.line_number, str(exc)) from exc
+            raise exc.error(self.line_number, str(exc)) from exc
 
     def _numbered(self, source: Iterable[str]) -> Iterator[str]:
         # A real file is read as bytes and decoded line by line, so a bad byte is reported
@@ -136,12 +144,12 @@ class LineReader(SingerReader):
                 callback(message)
             except RecordsWithoutSchemaException as exc:
                 msg = f"is a RECORD of stream {message['stream']!r} before any SCHEMA for it"
-                raise _LineProblemError(msg) from exc
+                raise _LineProblemError(msg, RecordBeforeSchemaError) from exc
             except _LineProblemError as exc:
                 if kind != "BATCH":
                     raise
                 msg = f"is a BATCH message whose file has a line that {exc}"
-                raise _LineProblemError(msg) from exc
+                raise _LineProblemError(msg, exc.error) from exc
             except (OSError, UnicodeDecodeError) as exc:
                 if kind != "BATCH":
                     raise
