@@ -140,6 +140,17 @@ CASES = [
         states=['{"done":true}'],
         users={"1", "2", "3"},
     ),
+    Case(
+        "_sdc_ fields never become metadata, with add_record_metadata on",
+        [
+            schema("users", {"id": {"type": "integer"}, "_sdc_source": {}}, ["id"]),
+            rec("users", '{"id": 1, "_sdc_source": "tap", "_sdc_deleted_at": null}'),
+            DONE,
+        ],
+        settings={"add_record_metadata": True},
+        states=['{"done":true}'],
+        users={"1"},
+    ),
     # --- 3, 4, 5. dead letters hold anything the reader accepted -----------------------------
     Case(
         "a lone surrogate in a rejected record",
@@ -410,6 +421,8 @@ def test_bad_input_has_a_clear_outcome(case: Case, emulator: Emulator, tmp_path:
         assert case.letter_text is None or case.letter_text in raw
     if case.users is not None:
         assert set(emulator.users) == case.users
+    for profile in [*emulator.users.values(), *emulator.companies.values()]:
+        assert not [key for key in profile["metadata"] if key.startswith("_sdc_")]
     if case.companies is not None:
         assert set(emulator.companies) == case.companies
     if case.log is not None:
