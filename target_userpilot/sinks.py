@@ -104,6 +104,9 @@ class ProfileSink(BatchSink):
                 if self._fail_fast:
                     raise
                 self._invalid = f"does not match the stream's JSON schema: {exc.error_message}"
+            except ArithmeticError as exc:
+                # `multipleOf` on a number such as 1e999999999: the division is impossible.
+                self._invalid = f"has a number the stream's JSON schema cannot check ({exc!r})"
         try:
             self._parse_dates(record)
         except ValueError as exc:

@@ -85,6 +85,42 @@ def a_folder(relative: str) -> Callable[[Path], None]:
     return make
 
 
+def unusable(
+    name: str, settings: dict[str, Any], setup: Callable[[Path], None] | None, error: str
+) -> Case:
+    """A path setting the run cannot use: it stops at start, before any input."""
+    return Case(
+        name,
+        [USERS, *GOOD, DONE],
+        settings=settings,
+        setup=setup,
+        exit_status=1,
+        error=f"{error}; set it to a usable path",
+    )
+
+
+def rejected(
+    name: str, stream_and_record: tuple[str, str], letter: tuple[str, dict[str, Any], bytes]
+) -> Case:
+    """One bad record among good ones: a dead letter, and the run goes on to its STATE."""
+    schema_line, raw = stream_and_record
+    reason, record, text = letter
+    return Case(
+        name,
+        [schema_line, *GOOD, rec("users", raw), DONE],
+        letter_reason=reason,
+        letter_record=record,
+        letter_text=text,
+        states=['{"done":true}'],
+        users={"1", "2"},
+    )
+
+
+def unreadable(name: str, lines: list[str], error: str) -> Case:
+    """Input the reader cannot act on: exit 1, no STATE, one sentence naming the line."""
+    return Case(name, lines, exit_status=1, error=error)
+
+
 CASES = [
     # --- 1. ids: the tap's declared key wins --------------------------------------------------
     Case(
@@ -152,61 +188,55 @@ CASES = [
         users={"1"},
     ),
     # --- 3, 4, 5. dead letters hold anything the reader accepted -----------------------------
-    Case(
+    rejected(
         "a lone surrogate in a rejected record",
-        [USERS, *GOOD, rec("users", '{"email": "k\\ud800"}'), DONE],
-        letter_reason="lacks key properties ['id']",
-        letter_record={"email": "k\ud800"},
-        letter_text=b'"email":"k\\ud800"',
-        states=['{"done":true}'],
-        users={"1", "2"},
+        (USERS, '{"email": "k\\ud800"}'),
+        ("lacks key properties ['id']", {"email": "k\ud800"}, b'"email":"k\\ud800"'),
     ),
-    Case(
+    rejected(
         "1e5000 in a rejected record",
-        [USERS, *GOOD, rec("users", '{"v": 1e5000}'), DONE],
-        letter_reason="lacks key properties ['id']",
-        letter_record={"v": Decimal("1e5000")},
-        letter_text=b'"v":1E+5000',
-        states=['{"done":true}'],
-        users={"1", "2"},
+        (USERS, '{"v": 1e5000}'),
+        ("lacks key properties ['id']", {"v": Decimal("1e5000")}, b'"v":1E+5000'),
     ),
-    Case(
+    rejected(
         "1e999999999 in a rejected record, written at once",
-        [USERS, *GOOD, rec("users", '{"v": 1e999999999}'), DONE],
-        letter_reason="lacks key properties ['id']",
-        letter_record={"v": Decimal("1e999999999")},
-        letter_text=b'"v":1E+999999999',
-        states=['{"done":true}'],
-        users={"1", "2"},
+        (USERS, '{"v": 1e999999999}'),
+        ("lacks key properties ['id']", {"v": Decimal("1e999999999")}, b'"v":1E+999999999'),
     ),
-    Case(
+    rejected(
         "1e999999999 as an id is rejected before its text is built",
-        [USERS_ANY_ID, *GOOD, rec("users", '{"id": 1e999999999, "email": "c@x.io"}'), DONE],
-        letter_reason="invalid user id: property 'id' is longer than 1,000 characters as text",
-        letter_record={"id": Decimal("1e999999999"), "email": "c@x.io"},
-        states=['{"done":true}'],
-        users={"1", "2"},
+        (USERS_ANY_ID, '{"id": 1e999999999}'),
+        (
+            "invalid user id: property 'id' is longer than 1,000 characters as text",
+            {"id": Decimal("1e999999999")},
+            b'"id":1E+999999999',
+        ),
     ),
-    Case(
+    rejected(
+        "1e999999999 under a multipleOf schema (a tap-postgres numeric)",
+        (
+            schema("users", {"id": {"type": "integer"}, "v": {"multipleOf": 0.01}}, ["id"]),
+            '{"id": 3, "v": 1e999999999}',
+        ),
+        (
+            "has a number the stream's JSON schema cannot check",
+            {"id": 3, "v": Decimal("1e999999999")},
+            b'"v":1E+999999999',
+        ),
+    ),
+    rejected(
         "a string id of 1,001 characters",
-        [USERS_ANY_ID, *GOOD, rec("users", '{"id": "' + "u" * 1001 + '"}'), DONE],
-        letter_reason="is longer than 1,000 characters as text; Userpilot ids are short",
-        letter_record={"id": "u" * 1001},
-        states=['{"done":true}'],
-        users={"1", "2"},
+        (USERS_ANY_ID, '{"id": "' + "u" * 1001 + '"}'),
+        ("Userpilot ids are short", {"id": "u" * 1001}, b'"id":"uuu'),
     ),
-    Case(
+    rejected(
         "Decimals in a rejected record stay exact",
-        [USERS, *GOOD, rec("users", '{"v": 12345678901234567890.123, "w": 0.1, "x": 1.10}'), DONE],
-        letter_reason="lacks key properties ['id']",
-        letter_record={
-            "v": Decimal("12345678901234567890.123"),
-            "w": Decimal("0.1"),
-            "x": Decimal("1.1"),
-        },
-        letter_text=b'"v":12345678901234567890.123,"w":0.1',
-        states=['{"done":true}'],
-        users={"1", "2"},
+        (USERS, '{"v": 12345678901234567890.123, "w": 0.1, "x": 1.10}'),
+        (
+            "lacks key properties ['id']",
+            {"v": Decimal("12345678901234567890.123"), "w": Decimal("0.1"), "x": Decimal("1.1")},
+            b'"v":12345678901234567890.123,"w":0.1',
+        ),
     ),
     # --- STATE writing never fails on a value the tap sent -----------------------------------
     Case(
@@ -222,58 +252,43 @@ CASES = [
         users={"1", "2"},
     ),
     # --- 6. paths: one line naming the setting and the path, at start -------------------------
-    Case(
+    unusable(
         "batch_dir under a regular file",
-        [USERS, *GOOD, DONE],
-        settings={"batch_dir": "{tmp}/taken/batches"},
-        setup=a_file("taken"),
-        exit_status=1,
-        error="`batch_dir` is {tmp}/taken/batches, which is under a file, not a folder "
-        "({tmp}/taken is); set it to a usable path",
+        {"batch_dir": "{tmp}/taken/batches"},
+        a_file("taken"),
+        "`batch_dir` is {tmp}/taken/batches, which is under a file, not a folder ({tmp}/taken is)",
     ),
-    Case(
+    unusable(
         "dead_letter_path under a regular file",
-        [USERS, *GOOD, DONE],
-        settings={"dead_letter_path": "{tmp}/taken/dead.ndjson"},
-        setup=a_file("taken"),
-        exit_status=1,
-        error="`dead_letter_path` is {tmp}/taken/dead.ndjson, which is under a file, not a "
-        "folder ({tmp}/taken is); set it to a usable path",
+        {"dead_letter_path": "{tmp}/taken/dead.ndjson"},
+        a_file("taken"),
+        "`dead_letter_path` is {tmp}/taken/dead.ndjson, which is under a file, not a "
+        "folder ({tmp}/taken is)",
     ),
-    Case(
+    unusable(
         "dead_letter_path is a folder",
-        [USERS, *GOOD, DONE],
-        settings={"dead_letter_path": "{tmp}/letters"},
-        setup=a_folder("letters"),
-        exit_status=1,
-        error="`dead_letter_path` is {tmp}/letters, which is a folder, not a file; set it to a "
-        "usable path",
+        {"dead_letter_path": "{tmp}/letters"},
+        a_folder("letters"),
+        "`dead_letter_path` is {tmp}/letters, which is a folder, not a file",
     ),
-    Case(
+    unusable(
         "dry_run_dir under a regular file",
-        [USERS, *GOOD, DONE],
-        settings={"dry_run": True, "dry_run_dir": "{tmp}/taken/out"},
-        setup=a_file("taken"),
-        exit_status=1,
-        error="`dry_run_dir` is {tmp}/taken/out, which is under a file, not a folder "
-        "({tmp}/taken is); set it to a usable path",
+        {"dry_run": True, "dry_run_dir": "{tmp}/taken/out"},
+        a_file("taken"),
+        "`dry_run_dir` is {tmp}/taken/out, which is under a file, not a folder ({tmp}/taken is)",
     ),
-    Case(
+    unusable(
         "fingerprint store path that is a folder",
-        [USERS, *GOOD, DONE],
-        settings={"send_only_changes": True, "fingerprint_store_path": "{tmp}/store"},
-        setup=a_folder("store"),
-        exit_status=1,
-        error="`fingerprint_store_path` is {tmp}/store, which is a folder, not a file; set it "
-        "to a usable path",
+        {"send_only_changes": True, "fingerprint_store_path": "{tmp}/store"},
+        a_folder("store"),
+        "`fingerprint_store_path` is {tmp}/store, which is a folder, not a file",
     ),
-    Case(
+    unusable(
         "fingerprint store path under /proc",
-        [USERS, *GOOD, DONE],
-        settings={"send_only_changes": True, "fingerprint_store_path": "/proc/userpilot/fp.db"},
-        exit_status=1,
-        error="`fingerprint_store_path` is /proc/userpilot/fp.db, which cannot be written in "
-        "/proc (No such file or directory); set it to a usable path",
+        {"send_only_changes": True, "fingerprint_store_path": "/proc/userpilot/fp.db"},
+        None,
+        "`fingerprint_store_path` is /proc/userpilot/fp.db, which cannot be written in "
+        "/proc (No such file or directory)",
     ),
     Case(
         "a full disk under the dead-letter file",
@@ -284,49 +299,41 @@ CASES = [
         "File too large",
     ),
     # --- 8. input the SDK's reader rejects: one ERROR line naming the input line --------------
-    Case(
+    unreadable(
         "malformed JSON",
         [USERS, GOOD[0], '{"type": "RECORD", "stream"', DONE],
-        exit_status=1,
-        error="input line 3 is not valid JSON (Expecting ':' delimiter at character 29)",
+        "input line 3 is not valid JSON (Expecting ':' delimiter at character 29)",
     ),
-    Case(
+    unreadable(
         "a RECORD before its SCHEMA",
         [GOOD[0], USERS, DONE],
-        exit_status=1,
-        error="input line 1 is a RECORD of stream 'users' before any SCHEMA for it",
+        "input line 1 is a RECORD of stream 'users' before any SCHEMA for it",
     ),
-    Case(
+    unreadable(
         "an unknown message type",
         [USERS, GOOD[0], '{"type": "FOO"}', DONE],
-        exit_status=1,
-        error="input line 3 has the unknown message type 'FOO' (Singer's are RECORD, SCHEMA, "
+        "input line 3 has the unknown message type 'FOO' (Singer's are RECORD, SCHEMA, "
         "STATE, ACTIVATE_VERSION, BATCH)",
     ),
-    Case(
+    unreadable(
         "a record that is not an object",
         [USERS, GOOD[0], rec("users", "[1, 2]"), DONE],
-        exit_status=1,
-        error="input line 3 is a RECORD message whose 'record' is not an object",
+        "input line 3 is a RECORD message whose 'record' is not an object",
     ),
-    Case(
+    unreadable(
         "a line that is not an object",
         [USERS, "[1, 2]", DONE],
-        exit_status=1,
-        error="input line 2 is a JSON list, not an object as every Singer message is",
+        "input line 2 is a JSON list, not an object as every Singer message is",
     ),
-    Case(
+    unreadable(
         "nesting 5,000 deep",
         [USERS, GOOD[0], rec("users", '{"id": 3, "v": ' + "[" * 5000 + "]" * 5000 + "}"), DONE],
-        exit_status=1,
-        error="input line 3 is nested too deeply to read (objects or arrays about 1,000 levels "
-        "deep)",
+        "input line 3 is nested too deeply to read (objects or arrays about 1,000 levels deep)",
     ),
-    Case(
+    unreadable(
         "an integer of 4,400 digits",
         [USERS, GOOD[0], rec("users", '{"id": 3, "v": ' + "9" * 4400 + "}"), DONE],
-        exit_status=1,
-        error="input line 3 holds an integer of more than 4,300 digits, which Python does not read",
+        "input line 3 holds an integer of more than 4,300 digits, which Python does not read",
     ),
     Case(
         "a BATCH message whose file is missing",
