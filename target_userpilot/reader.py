@@ -112,7 +112,7 @@ class LineReader(SingerReader):
             )
             raise _LineProblemError(msg) from exc
         if not isinstance(parsed, dict):
-            msg = f"is a JSON {type(parsed).__name__}, not an object as every Singer message is"
+            msg = f"is a JSON {_json_type(parsed)}, not an object as every Singer message is"
             raise _LineProblemError(msg)
         return parsed
 
@@ -171,3 +171,14 @@ def _shape_problem(kind: str, message: dict[str, Any]) -> str | None:
         ):
             return "is a SCHEMA message whose 'key_properties' is not a list of names"
     return None
+
+
+def _json_type(value: object) -> str:
+    """JSON's name for the type of a parsed value that is not an object."""
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"

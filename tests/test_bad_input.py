@@ -323,7 +323,7 @@ CASES = [
     unreadable(
         "a line that is not an object",
         [USERS, "[1, 2]", DONE],
-        "input line 2 is a JSON list, not an object as every Singer message is",
+        "input line 2 is a JSON array, not an object as every Singer message is",
     ),
     unreadable(
         "nesting 5,000 deep",
