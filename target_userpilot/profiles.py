@@ -191,15 +191,20 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _float_or_int(value: Decimal) -> int | float:
+    """A finite Decimal that an int or float carries exactly; else `_NeedsExactError`."""
+    number = _decimal_number(value)
+    if isinstance(number, Decimal):
+        raise _NeedsExactError
+    return number
+
+
 def _fast_default(value: object) -> object:
     if isinstance(value, Decimal):
         if not value.is_finite():
             msg = f"{value} is not allowed in JSON"
             raise ValueError(msg)
-        number = _decimal_number(value)
-        if isinstance(number, Decimal):
-            raise _NeedsExactError
-        return number
+        return _float_or_int(value)
     return _text(value)
 
 
@@ -210,12 +215,7 @@ def _non_finite_float(value: Decimal) -> float:
 def _lossless_default(value: object) -> object:
     """As `_fast_default`, but NaN/Infinity pass and dates keep their own offset."""
     if isinstance(value, Decimal):
-        if not value.is_finite():
-            return _non_finite_float(value)
-        number = _decimal_number(value)
-        if isinstance(number, Decimal):
-            raise _NeedsExactError
-        return number
+        return _float_or_int(value) if value.is_finite() else _non_finite_float(value)
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     return str(value)
