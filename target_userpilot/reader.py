@@ -13,7 +13,7 @@ import json
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
-from singer_sdk.exceptions import RecordsWithoutSchemaException
+from singer_sdk.exceptions import InvalidJSONSchema, RecordsWithoutSchemaException
 from singer_sdk.io_base import SingerMessageType, SingerReader
 from singer_sdk.singerlib.json import deserialize_json
 
@@ -142,6 +142,10 @@ class LineReader(SingerReader):
                 raise _LineProblemError(problem)
             try:
                 callback(message)
+            except InvalidJSONSchema as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                msg = f"is a SCHEMA message whose JSON schema is invalid ({first})"
+                raise _LineProblemError(msg) from exc
             except RecordsWithoutSchemaException as exc:
                 msg = f"is a RECORD of stream {message['stream']!r} before any SCHEMA for it"
                 raise _LineProblemError(msg, RecordBeforeSchemaError) from exc
@@ -165,6 +169,8 @@ def _shape_problem(kind: str, message: dict[str, Any]) -> str | None:
         if key in message and not isinstance(message[key], expected):
             return f"is a {kind} message whose {key!r} is not {_NOUNS[expected]}"
     if kind == "SCHEMA":
+        if "schema" in message and not isinstance(message["schema"].get("properties"), dict):
+            return "is a SCHEMA message whose schema has no 'properties' object"
         keys = message.get("key_properties")
         if keys is not None and not (
             isinstance(keys, list) and all(isinstance(key, str) for key in keys)

@@ -109,7 +109,7 @@ class ProfileSink(BatchSink):
                 self._invalid = f"has a number the stream's JSON schema cannot check ({exc!r})"
         try:
             self._parse_dates(record)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # TypeError: a number where a date belongs
             self._invalid = self._invalid or f"has a date that cannot be parsed: {exc}"
         return record
 

@@ -225,6 +225,18 @@ CASES = [
         ),
     ),
     rejected(
+        "a number where a date-time belongs",
+        (
+            schema(
+                "users",
+                {"id": {"type": "integer"}, "t": {"type": "string", "format": "date-time"}},
+                ["id"],
+            ),
+            '{"id": 3, "t": 5}',
+        ),
+        ("5 is not of type 'string'", {"id": 3, "t": 5}, b'"t":5'),
+    ),
+    rejected(
         "a string id of 1,001 characters",
         (USERS_ANY_ID, '{"id": "' + "u" * 1001 + '"}'),
         ("Userpilot ids are short", {"id": "u" * 1001}, b'"id":"uuu'),
@@ -314,6 +326,22 @@ CASES = [
         [USERS, GOOD[0], '{"type": "FOO"}', DONE],
         "input line 3 has the unknown message type 'FOO' (Singer's are RECORD, SCHEMA, "
         "STATE, ACTIVATE_VERSION, BATCH)",
+    ),
+    unreadable(
+        "a SCHEMA without properties",
+        ['{"type": "SCHEMA", "stream": "users", "schema": {"type": "object"}}', GOOD[0]],
+        "input line 1 is a SCHEMA message whose schema has no 'properties' object",
+    ),
+    unreadable(
+        "a SCHEMA whose properties are a list",
+        ['{"type": "SCHEMA", "stream": "users", "schema": {"properties": []}}', GOOD[0]],
+        "input line 1 is a SCHEMA message whose schema has no 'properties' object",
+    ),
+    unreadable(
+        "a SCHEMA that is not a valid JSON schema",
+        [schema("users", {"id": {"type": "foo"}}, ["id"]), GOOD[0]],
+        "input line 1 is a SCHEMA message whose JSON schema is invalid (Schema Validation Error: "
+        "'foo' is not valid under any of the given schemas)",
     ),
     unreadable(
         "a record that is not an object",

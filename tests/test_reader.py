@@ -52,7 +52,8 @@ def test_a_bom_and_blank_lines_are_skipped_and_floats_are_decimals() -> None:
         ),
         pytest.param(b'"RECORD"', "input line 1 is a JSON string, not an object", id="a-string"),
         pytest.param(
-            b'{"type": "SCHEMA", "stream": "s", "schema": {}, "key_properties": "id"}',
+            b'{"type": "SCHEMA", "stream": "s", "schema": {"properties": {}}, '
+            b'"key_properties": "id"}',
             "input line 1 is a SCHEMA message whose 'key_properties' is not a list of names",
             id="key-properties-a-string",
         ),
