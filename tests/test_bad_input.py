@@ -236,6 +236,24 @@ CASES = [
         ),
         ("5 is not of type 'string'", {"id": 3, "t": 5}, b'"t":5'),
     ),
+    Case(
+        "a number where a date-time belongs, validation off",
+        [
+            schema(
+                "users",
+                {"id": {"type": "integer"}, "t": {"type": "string", "format": "date-time"}},
+                ["id"],
+            ),
+            *GOOD,
+            rec("users", '{"id": 3, "t": 5, "u": "x"}'),
+            DONE,
+        ],
+        settings={"validate_records": False},
+        letter_reason="has a date that cannot be parsed",
+        letter_record={"id": 3, "t": 5, "u": "x"},
+        states=['{"done":true}'],
+        users={"1", "2"},
+    ),
     rejected(
         "a string id of 1,001 characters",
         (USERS_ANY_ID, '{"id": "' + "u" * 1001 + '"}'),
