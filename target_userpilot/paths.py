@@ -37,7 +37,7 @@ def check_paths(settings: Settings) -> None:
         check_folder("dry_run_dir", settings.dry_run_dir)
     if settings.on_invalid_record == "dead_letter":
         check_file("dead_letter_path", settings.dead_letter_path)
-    if settings.send_only_changes:
+    if settings.send_only_changes and not (settings.dry_run and settings.resend_all):
         store = settings.fingerprint_store_path or default_store_path()
         if not _URL_SCHEME.match(store.parts[0] if store.parts else ""):  # a database server
             check_file("fingerprint_store_path", store)
