@@ -8,18 +8,12 @@ not exist yet is judged by the nearest folder that does, and a file by its folde
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from target_userpilot.fingerprints import default_store_path
-
 if TYPE_CHECKING:
     from target_userpilot.settings import Settings
-
-# `postgresql://...` as a Path starts with the part "postgresql:".
-_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:$")
 
 
 class PathSettingError(Exception):
@@ -37,10 +31,11 @@ def check_paths(settings: Settings) -> None:
         check_folder("dry_run_dir", settings.dry_run_dir)
     if settings.on_invalid_record == "dead_letter":
         check_file("dead_letter_path", settings.dead_letter_path)
-    if settings.send_only_changes and not (settings.dry_run and settings.resend_all):
-        store = settings.fingerprint_store_path or default_store_path()
-        if not _URL_SCHEME.match(store.parts[0] if store.parts else ""):  # a database server
-            check_file("fingerprint_store_path", store)
+    store = settings.fingerprint_store_path
+    # Only a store the user named: the default folder is the store's own to create.
+    opened = settings.send_only_changes and not (settings.dry_run and settings.resend_all)
+    if store is not None and opened:
+        check_file("fingerprint_store_path", store)
 
 
 def check_folder(setting: str, path: Path) -> None:
