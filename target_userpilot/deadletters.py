@@ -6,11 +6,12 @@ turn into a profile, or rejected by Userpilot inside a completed job.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import json
 import threading
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+
+from target_userpilot.profiles import encode_exact
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -23,12 +24,8 @@ class InvalidRecordError(ValueError):
     """A record could not be loaded and the policy is `fail`."""
 
 
-def _jsonable(value: object) -> object:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    return str(value)
+class DeadLetterFileError(Exception):
+    """The dead-letter file cannot be written (a full disk, a path that is not a file)."""
 
 
 class DeadLetters:
@@ -39,7 +36,7 @@ class DeadLetters:
         self.path = path
         self.policy = policy
         self._lock = threading.Lock()
-        self._handle: Any = None
+        self._handle: BinaryIO | None = None
         self.written = 0
         self.skipped = 0
 
@@ -80,19 +77,36 @@ class DeadLetters:
                 letter["record"] = record
             if profile is not None:
                 letter["profile"] = profile
+            # Exact whatever the record holds: Decimals as read, numbers no float can hold
+            # as their text, lone surrogates escaped; so a letter can be replayed.
+            self._append(encode_exact(letter) + b"\n")
+            self.written += 1
+
+    def _append(self, line: bytes) -> None:
+        try:
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = self.path.open("a", encoding="utf-8")
-            self._handle.write(
-                json.dumps(letter, ensure_ascii=False, default=_jsonable, allow_nan=True) + "\n"
-            )
+                self._handle = self.path.open("ab")
+            self._handle.write(line)
             self._handle.flush()
-            self.written += 1
+        except OSError as exc:
+            self._drop_handle()  # what is left in its buffer cannot be written either
+            msg = (
+                f"cannot write the dead-letter file {self.path} (setting `dead_letter_path`): "
+                f"{exc.strerror or exc}"
+            )
+            raise DeadLetterFileError(msg) from exc
 
     @property
     def total(self) -> int:
         """Records dead-lettered or skipped."""
         return self.written + self.skipped
+
+    def _drop_handle(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()
 
     def close(self) -> None:
         """Close the file if one was opened."""

@@ -164,7 +164,8 @@ class Pipeline:
         try:
             fits = batch.add(profile, position, stream, line)
         except LineTooLargeError as exc:
-            self.reject(kind, stream, position, str(exc), profile.metadata)
+            # The profile with its id, so the letter can be replayed.
+            self.reject(kind, stream, position, str(exc), profile.fields(kind))
             return
         self._invalid_share.seen(stream, position, invalid=False)
         if not fits:

@@ -14,7 +14,11 @@ Metadata conversion (Userpilot takes flat primitives only):
   NaN and Infinity reject the record.
 - Nested objects are flattened into `parent{separator}child` keys (an empty object adds
   nothing); arrays become compact JSON strings or are dropped; anything else becomes `str()`.
-- `include`/`exclude` act on top-level property names only.
+- `include`/`exclude` act on top-level property names only; `_sdc_*` properties (Singer
+  bookkeeping) never become metadata.
+- A user whose company property is null, absent or empty has no `company_id` in its line.
+- An id (or company id) whose text would pass `MAX_ID_CHARS` rejects the record, judged
+  before the text is built.
 - Key collisions (a top-level `a__b` next to `{"a": {"b": ...}}`): the value that comes later
   in the record wins; the key keeps the position where it first appeared.
 """
@@ -24,6 +28,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -38,11 +44,18 @@ Metadata: TypeAlias = "dict[str, Scalar]"
 # Integral decimals up to this many digits become ints (exact, readable); larger ones are
 # written in exponent form, which also keeps clear of Python's int-to-str digit limit.
 _MAX_INT_DIGITS = 64
+# Userpilot ids are short; a longer one is a mapping mistake (and `1e999999999` as text would
+# be a gigabyte). Checked on the number's size before its text is built.
+MAX_ID_CHARS = 1000
+_MAX_ID_INT = 10**MAX_ID_CHARS
 
 _ID_SETTING: dict[str, str] = {"users": "user_id_property", "companies": "company_id_property"}
 _ID_NOUN: dict[str, str] = {"users": "user id", "companies": "company id"}
 _DEFAULT_ID: dict[str, str] = {"users": "user_id", "companies": "company_id"}
 _UTC = dt.timezone.utc
+# Singer bookkeeping fields (`_sdc_extracted_at`, `_sdc_deleted_at`, ...; the SDK adds seven
+# with `add_record_metadata`): never metadata.
+SDC_PREFIX = "_sdc_"
 _EXCLUDE_HINT = "fix it in the source, or leave the property out with 'exclude_properties'"
 
 
@@ -68,18 +81,34 @@ def resolve_id_property(
 ) -> str:
     """The property holding a profile's id.
 
-    The configured name if given (an empty string counts as not given); else `user_id`
-    (users) / `company_id` (companies) if the schema has it; else the single key property if
-    there is exactly one; else `id`.
+    The configured name if given (an empty string counts as not given); else the stream's
+    single key property, as the tap declared it; else `user_id` (users) / `company_id`
+    (companies) if the schema has it; else `id`.
     """
     if configured:
         return configured
+    if len(key_properties) == 1:
+        return key_properties[0]
     default = _DEFAULT_ID[kind]
     if default in set(schema_properties):
         return default
-    if len(key_properties) == 1:
-        return key_properties[0]
     return "id"
+
+
+def id_choice_note(
+    kind: Kind, configured: str | None, id_property: str, schema_properties: Iterable[str]
+) -> str | None:
+    """What to tell the user when the key won over a `user_id`/`company_id` property.
+
+    None when there was no choice to make (configured, or the stream has only one of them).
+    """
+    default = _DEFAULT_ID[kind]
+    if configured or id_property == default or default not in set(schema_properties):
+        return None
+    return (
+        f"ids come from the key property {id_property!r}, not from the {default!r} property "
+        f"the stream also has; set `{_ID_SETTING[kind]}: {default}` to use that one instead"
+    )
 
 
 @dataclass(frozen=True)
@@ -90,16 +119,19 @@ class Profile:
     company_id: str | None
     metadata: Metadata
 
-    def line(self, kind: Kind) -> bytes:
-        """The profile as one NDJSON line, without the trailing newline."""
+    def fields(self, kind: Kind) -> dict[str, object]:
+        """The profile as Userpilot takes it; a user without a company has no `company_id`."""
         if kind == "users":
             obj: dict[str, object] = {"user_id": self.id}
             if self.company_id is not None:
                 obj["company_id"] = self.company_id
             obj["metadata"] = self.metadata
-        else:
-            obj = {"company_id": self.id, "metadata": self.metadata}
-        return encode_line(obj)
+            return obj
+        return {"company_id": self.id, "metadata": self.metadata}
+
+    def line(self, kind: Kind) -> bytes:
+        """The profile as one NDJSON line, without the trailing newline."""
+        return encode_line(self.fields(kind))
 
 
 @dataclass(frozen=True)
@@ -133,7 +165,11 @@ class _NeedsExactError(Exception):
 
 
 def _decimal_number(value: Decimal) -> int | float | Decimal:
-    """A finite Decimal as int, float or Decimal, whichever carries it exactly and simply."""
+    """A finite Decimal as int, float or Decimal, whichever carries it exactly and simply.
+
+    `int()` only runs below `_MAX_INT_DIGITS` digits: on `1E+999999999` it would run for
+    minutes. `float()` and `str()` of a Decimal are cheap whatever its exponent.
+    """
     if value == value.to_integral_value() and value.adjusted() < _MAX_INT_DIGITS:
         return int(value)
     as_float = float(value)
@@ -155,19 +191,42 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _float_or_int(value: Decimal) -> int | float:
+    """A finite Decimal that an int or float carries exactly; else `_NeedsExactError`."""
+    number = _decimal_number(value)
+    if isinstance(number, Decimal):
+        raise _NeedsExactError
+    return number
+
+
 def _fast_default(value: object) -> object:
     if isinstance(value, Decimal):
         if not value.is_finite():
             msg = f"{value} is not allowed in JSON"
             raise ValueError(msg)
-        number = _decimal_number(value)
-        if isinstance(number, Decimal):
-            raise _NeedsExactError
-        return number
+        return _float_or_int(value)
     return _text(value)
 
 
-def _make_encoder(*, ensure_ascii: bool) -> Callable[[object], str]:
+def _non_finite_float(value: Decimal) -> float:
+    return math.nan if value.is_nan() else float(value)
+
+
+def _lossless_default(value: object) -> object:
+    """As `_fast_default`, but NaN/Infinity pass and dates keep their own offset."""
+    if isinstance(value, Decimal):
+        return _float_or_int(value) if value.is_finite() else _non_finite_float(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    return str(value)
+
+
+_Encode: TypeAlias = "Callable[[object], str]"
+
+
+def _make_encoder(
+    *, ensure_ascii: bool, default: Callable[[object], object], allow_nan: bool
+) -> _Encode:
     """Compact JSON text through the C encoder, built once.
 
     `JSONEncoder.encode` builds a new C encoder on every call; building it once saves about a
@@ -175,7 +234,7 @@ def _make_encoder(*, ensure_ascii: bool) -> Callable[[object], str]:
     only used if it gives the same text as `JSONEncoder` on a probe; otherwise `encode` is.
     """
     encoder = json.JSONEncoder(
-        ensure_ascii=ensure_ascii, separators=(",", ":"), allow_nan=False, default=_fast_default
+        ensure_ascii=ensure_ascii, separators=(",", ":"), allow_nan=allow_nan, default=default
     )
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # pragma: no cover - CPython always has it
@@ -188,7 +247,7 @@ def _make_encoder(*, ensure_ascii: bool) -> Callable[[object], str]:
         "b": {"c": Decimal("0.1")},
     }
     try:
-        c_encode = make(None, _fast_default, escape, None, ":", ",", False, False, False)  # noqa: FBT003
+        c_encode = make(None, default, escape, None, ":", ",", False, False, allow_nan)  # noqa: FBT003
         if "".join(c_encode(probe, 0)) != encoder.encode(probe):  # pragma: no cover
             return encoder.encode
     except Exception:  # noqa: BLE001  # pragma: no cover - a Python whose C encoder differs
@@ -200,35 +259,70 @@ def _make_encoder(*, ensure_ascii: bool) -> Callable[[object], str]:
     return encode
 
 
-_fast_encode = _make_encoder(ensure_ascii=False)
-_fast_encode_ascii = _make_encoder(ensure_ascii=True)
+def _exact_text(
+    obj: object, *, ensure_ascii: bool, default: Callable[[object], object], allow_nan: bool
+) -> str:
+    """Slow path: JSON text with every Decimal that no float holds written as its exact text.
+
+    Such a Decimal is encoded as a quoted placeholder first, then the placeholder is replaced
+    by the Decimal's text (short whatever its exponent: `1E+5000`), so the C encoder still
+    walks the structure: a Python walk would run out of stack on a record nested 500 deep.
+    """
+    token = f"exact-{uuid.uuid4().hex}-"
+    texts: list[str] = []
+
+    def exact_default(value: object) -> object:
+        if isinstance(value, Decimal) and value.is_finite():
+            number = _decimal_number(value)
+            if not isinstance(number, Decimal):
+                return number
+            texts.append(str(number))
+            return f"{token}{len(texts) - 1}"
+        return default(value)
+
+    encoder = json.JSONEncoder(
+        ensure_ascii=ensure_ascii, separators=(",", ":"), allow_nan=allow_nan, default=exact_default
+    )
+    return re.sub(f'"{token}(\\d+)"', lambda match: texts[int(match[1])], encoder.encode(obj))
 
 
-def _exact_key(key: object) -> str:
-    if isinstance(key, str):
-        return key
-    if key is None or isinstance(key, bool):
-        return json.dumps(key)
-    return str(key)
+@dataclass(frozen=True)
+class _Codec:
+    """One JSON dialect: a UTF-8 encoder, its ASCII twin, and whether NaN may pass."""
 
+    utf8: _Encode
+    ascii: _Encode
+    default: Callable[[object], object]
+    allow_nan: bool
 
-def _exact_encode(value: object, encode: Any) -> str:  # noqa: ANN401 - str -> str encoder
-    """Slow path: JSON text with every Decimal written as its exact text."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            msg = f"{value} is not allowed in JSON"
-            raise ValueError(msg)
-        number = _decimal_number(value)
-        return str(number) if isinstance(number, Decimal) else encode(number)
-    if isinstance(value, dict):
-        items = (
-            f"{encode(_exact_key(key))}:{_exact_encode(item, encode)}"
-            for key, item in value.items()
+    @classmethod
+    def build(cls, default: Callable[[object], object], *, allow_nan: bool) -> _Codec:
+        return cls(
+            _make_encoder(ensure_ascii=False, default=default, allow_nan=allow_nan),
+            _make_encoder(ensure_ascii=True, default=default, allow_nan=allow_nan),
+            default,
+            allow_nan,
         )
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_exact_encode(item, encode) for item in value) + "]"
-    return str(encode(value))
+
+    def text(self, obj: object, *, ascii_only: bool = False) -> str:
+        """Fast (the C encoder) unless a Decimal needs more digits than a float carries."""
+        try:
+            return (self.ascii if ascii_only else self.utf8)(obj)
+        except _NeedsExactError:
+            return _exact_text(
+                obj, ensure_ascii=ascii_only, default=self.default, allow_nan=self.allow_nan
+            )
+
+    def line(self, obj: object) -> bytes:
+        r"""UTF-8 bytes; a lone surrogate makes the whole line ASCII escapes (`\ud800`)."""
+        try:
+            return self.text(obj).encode()
+        except UnicodeEncodeError:
+            return self.text(obj, ascii_only=True).encode()
+
+
+_STRICT = _Codec.build(_fast_default, allow_nan=False)
+_LOSSLESS = _Codec.build(_lossless_default, allow_nan=True)
 
 
 def encode_json(obj: object) -> str:
@@ -236,10 +330,7 @@ def encode_json(obj: object) -> str:
 
     Fast (the C encoder) unless a Decimal needs more digits than a float carries.
     """
-    try:
-        return _fast_encode(obj)
-    except _NeedsExactError:
-        return _exact_encode(obj, _fast_encode)
+    return _STRICT.text(obj)
 
 
 def encode_line(obj: object) -> bytes:
@@ -248,14 +339,18 @@ def encode_line(obj: object) -> bytes:
     A string with a lone surrogate (which UTF-8 cannot carry) makes the whole line fall
     back to ASCII escapes (`\ud800`), which is still valid JSON.
     """
-    text = encode_json(obj)
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        try:
-            return _fast_encode_ascii(obj).encode()
-        except _NeedsExactError:
-            return _exact_encode(obj, _fast_encode_ascii).encode()
+    return _STRICT.line(obj)
+
+
+def encode_exact(obj: object) -> bytes:
+    r"""Anything the Singer reader accepted, as one line of UTF-8 JSON, never failing.
+
+    For dead letters and STATE: numbers exactly as read (a Decimal no float can hold, such as
+    `1E+5000`, as its own text), NaN and Infinity as Python's JSON writes them, dates and times
+    as ISO 8601 with their own offset, lone surrogates as `\ud800` escapes, any other object
+    as `str()`.
+    """
+    return _LOSSLESS.line(obj)
 
 
 # --- Record -> profile ---------------------------------------------------------------------
@@ -365,7 +460,26 @@ def _id_problem(value: object) -> str | None:
         isinstance(value, float) and not math.isfinite(value)
     ):
         problem = f"is {_non_finite(value)}; ids must be strings or finite numbers"
+    elif _too_long_for_an_id(value):
+        problem = f"is longer than {MAX_ID_CHARS:,} characters as text; Userpilot ids are short"
     return problem
+
+
+def _too_long_for_an_id(value: object) -> bool:
+    """Whether an id's text would pass MAX_ID_CHARS, judged without building it."""
+    if isinstance(value, str):
+        return len(value) > MAX_ID_CHARS
+    if isinstance(value, int) and not isinstance(value, bool):
+        return bool(abs(value) >= _MAX_ID_INT)
+    if isinstance(value, Decimal):
+        # Plain text of a Decimal has about max(digits, |exponent|) characters.
+        exponent = value.as_tuple().exponent
+        return (
+            abs(value.adjusted()) >= MAX_ID_CHARS
+            or len(value.as_tuple().digits) > MAX_ID_CHARS
+            or (isinstance(exponent, int) and -exponent > MAX_ID_CHARS)
+        )
+    return False
 
 
 def _id_text(value: object) -> str:
@@ -408,7 +522,9 @@ def _ids(record: Mapping[str, Any], settings: MappingSettings) -> tuple[str, str
     if company_property is None:
         return _id_text(raw_id), None
     raw_company = record.get(company_property)
-    if raw_company is None:
+    # No company (null, absent, empty): the line has no `company_id`, and Userpilot keeps
+    # whatever association the user already has.
+    if raw_company is None or (isinstance(raw_company, str) and not raw_company.strip()):
         return _id_text(raw_id), None
     problem = _id_problem(raw_company)
     if problem is not None:
@@ -429,6 +545,8 @@ def _metadata(record: Mapping[str, Any], settings: MappingSettings) -> Metadata:
     skip = (settings.id_property, settings.company_property if settings.kind == "users" else None)
     for key, value in record.items():
         if key in skip or key in exclude or (include is not None and key not in include):
+            continue
+        if key.startswith(SDC_PREFIX):  # the SDK's and taps' bookkeeping, never a trait
             continue
         kind = type(value)
         if kind is str or kind is int or kind is bool:  # the common case, inlined

@@ -66,22 +66,24 @@ CONFIG_SCHEMA = th.PropertiesList(
         "user_id_property",
         th.StringType,
         title="User id property",
-        description="Record property holding the user id. Default: `user_id` if the stream has it, "
-        "else the stream's single key property, else `id`.",
+        description="Record property holding the user id. Default: the stream's single key "
+        "property as the tap declares it, else `user_id` if the stream has it, else `id`.",
     ),
     th.Property(
         "company_id_property",
         th.StringType,
         title="Company id property",
-        description="Record property holding the company id of a company record. Default: "
-        "`company_id` if the stream has it, else the single key property, else `id`.",
+        description="Record property holding the company id of a company record. Default: the "
+        "stream's single key property as the tap declares it, else `company_id` if the stream "
+        "has it, else `id`.",
     ),
     th.Property(
         "user_company_property",
         th.StringType,
         default="company_id",
         title="User's company property",
-        description="Property of a user record naming the user's company.",
+        description="Property of a user record naming the user's company. A user whose value "
+        "is null, missing or empty is sent without a company (Userpilot keeps the one it has).",
     ),
     th.Property(
         "include_properties",

@@ -15,7 +15,13 @@ from singer_sdk.sinks import BatchSink
 from singer_sdk.sinks.core import JSONSchemaValidator
 
 from target_userpilot.fastcheck import FastPathValidator, compile_check
-from target_userpilot.profiles import MappingSettings, Rejection, resolve_id_property, to_profile
+from target_userpilot.profiles import (
+    MappingSettings,
+    Rejection,
+    id_choice_note,
+    resolve_id_property,
+    to_profile,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -43,11 +49,11 @@ class ProfileSink(BatchSink):
         configured = (
             settings.user_id_property if self.kind == "users" else settings.company_id_property
         )
+        properties = schema.get("properties") or {}
+        id_property = resolve_id_property(self.kind, configured, properties, key_properties or [])
         self.mapping = MappingSettings(
             kind=self.kind,
-            id_property=resolve_id_property(
-                self.kind, configured, schema.get("properties", {}), key_properties or []
-            ),
+            id_property=id_property,
             company_property=settings.user_company_property if self.kind == "users" else None,
             include=settings.include_properties,
             exclude=settings.exclude_properties,
@@ -66,8 +72,11 @@ class ProfileSink(BatchSink):
             "Stream '%s' loads as %s, id from property '%s'.",
             stream_name,
             self.kind,
-            self.mapping.id_property,
+            id_property,
         )
+        note = id_choice_note(self.kind, configured, id_property, properties)
+        if note is not None:
+            self.logger.info("Stream '%s': %s.", stream_name, note)
 
     @property
     def is_full(self) -> bool:
@@ -95,9 +104,12 @@ class ProfileSink(BatchSink):
                 if self._fail_fast:
                     raise
                 self._invalid = f"does not match the stream's JSON schema: {exc.error_message}"
+            except ArithmeticError as exc:
+                # `multipleOf` on a number such as 1e999999999: the division is impossible.
+                self._invalid = f"has a number the stream's JSON schema cannot check ({exc!r})"
         try:
             self._parse_dates(record)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # TypeError: a number where a date belongs
             self._invalid = self._invalid or f"has a date that cannot be parsed: {exc}"
         return record
 

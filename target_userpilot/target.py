@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import signal
 import sys
 from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
@@ -14,7 +15,7 @@ from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.target_base import Target
 
 from target_userpilot.batches import BatchFileError
-from target_userpilot.deadletters import InvalidRecordError
+from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError
 from target_userpilot.envconfig import env_config
 from target_userpilot.fingerprints import (
     FingerprintStore,
@@ -25,8 +26,10 @@ from target_userpilot.fingerprints import (
     scope_for,
 )
 from target_userpilot.jobs import JobFailedError
+from target_userpilot.paths import PathSettingError, check_paths
 from target_userpilot.pipeline import Pipeline
-from target_userpilot.profiles import encode_json
+from target_userpilot.profiles import encode_exact
+from target_userpilot.reader import InputError, LineReader
 from target_userpilot.settings import CONFIG_SCHEMA, Settings
 from target_userpilot.signals import RunStopped, StopRequest
 from target_userpilot.sinks import ProfileSink
@@ -39,7 +42,8 @@ if TYPE_CHECKING:
 
     from singer_sdk.sinks import Sink
 
-# Failures a user can act on: logged as one clear line, exit status 1, no traceback.
+# Failures a user can act on: logged as one clear line, exit status 1, no traceback (but
+# with one at LOGLEVEL=DEBUG).
 USER_FACING_ERRORS = (
     UserpilotError,
     JobFailedError,
@@ -47,6 +51,9 @@ USER_FACING_ERRORS = (
     FingerprintStoreBusyError,
     FingerprintStoreError,
     BatchFileError,
+    InputError,
+    PathSettingError,
+    DeadLetterFileError,
 )
 
 # Seconds a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
@@ -62,6 +69,8 @@ class TargetUserpilot(Target):
     name = "target-userpilot"
     config_jsonschema: ClassVar[dict[str, Any]] = CONFIG_SCHEMA
     default_sink_class = ProfileSink
+    # The SDK's reader, naming the input line of any problem in one sentence.
+    message_reader_class = LineReader
     # The SDK drains every sink every 5 minutes by default; against a server that takes 5 to 8
     # minutes per 10,000 rows that would cut tiny batches. Batches are cut by size here, and a
     # batch that holds back STATE is shipped by the checkpoint-lag settings instead.
@@ -79,6 +88,7 @@ class TargetUserpilot(Target):
             api_url = check_api_url(self.settings.api_url)
         except ValueError as exc:
             raise UserpilotError(str(exc)) from None
+        check_paths(self.settings)
         client = None
         if not self.settings.dry_run:
             client = UserpilotClient(
@@ -248,8 +258,9 @@ class TargetUserpilot(Target):
         """The SDK's own STATE writes are replaced by the pipeline's checkpoints."""
 
     def _emit_state(self, state: dict[str, Any]) -> None:
-        # Taps put floats (parsed as Decimal) into bookmarks: write them back exactly.
-        line = encode_json(state)
+        # Whatever the tap put into its STATE is written back exactly: floats (parsed as
+        # Decimal), numbers no float holds, lone surrogates (escaped; ASCII then).
+        line = encode_exact(state).decode()
         self.logger.debug("Emitting STATE %s", line)
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
@@ -270,7 +281,11 @@ class TargetUserpilot(Target):
         try:
             super().invoke(*args, **kwargs)
         except USER_FACING_ERRORS as exc:
-            cls.logger.error("target-userpilot failed: %s", exc)  # noqa: TRY400 - no traceback
+            cls.logger.error(  # noqa: TRY400 - the traceback only when debugging
+                "target-userpilot failed: %s",
+                exc,
+                exc_info=cls.logger.isEnabledFor(logging.DEBUG),
+            )
             sys.exit(1)
 
 

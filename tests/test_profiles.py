@@ -14,8 +14,10 @@ from target_userpilot.profiles import (
     MappingSettings,
     Profile,
     Rejection,
+    encode_exact,
     encode_json,
     encode_line,
+    id_choice_note,
     merge,
     resolve_id_property,
     to_profile,
@@ -208,17 +210,75 @@ CASES: list[Any] = [
     pytest.param(
         {"user_id": "u1", "company_id": ""},
         USERS,
+        b'{"user_id":"u1","metadata":{}}',
+        id="company-association-empty-is-no-association",
+    ),
+    pytest.param(
+        {"user_id": "u1", "company_id": " \t"},
+        USERS,
+        b'{"user_id":"u1","metadata":{}}',
+        id="company-association-blank-is-no-association",
+    ),
+    pytest.param(
+        {"user_id": "u1", "company_id": "c" * 1001},
+        USERS,
         Rejection(
-            "invalid company association: property 'company_id' is an empty string "
-            f"{ASSOCIATION_HINT}"
+            "invalid company association: property 'company_id' is longer than 1,000 "
+            f"characters as text; Userpilot ids are short {ASSOCIATION_HINT}"
         ),
-        id="company-association-empty",
+        id="company-association-too-long",
     ),
     pytest.param(
         {"user_id": "u1", "org": Decimal("9.0"), "company_id": "kept"},
         u(company_property="org"),
         b'{"user_id":"u1","company_id":"9","metadata":{"company_id":"kept"}}',
         id="company-association-custom-property",
+    ),
+    # --- ids too long: judged before their text is built ------------------------------------
+    *(
+        pytest.param(
+            {"user_id": value},
+            USERS,
+            Rejection(
+                "invalid user id: property 'user_id' is longer than 1,000 characters as text; "
+                f"Userpilot ids are short {USER_HINT}"
+            ),
+            id=f"id-too-long-{name}",
+        )
+        for name, value in [
+            ("string", "u" * 1001),
+            ("huge-exponent", Decimal("1e999999999")),
+            ("tiny-exponent", Decimal("1e-999999999")),
+            ("many-digits", Decimal("1." + "1" * 1000)),
+            ("big-int", 10**1000),
+            ("negative-big-int", -(10**1000)),
+        ]
+    ),
+    pytest.param(
+        {"user_id": "u" * 1000},
+        USERS,
+        b'{"user_id":"' + b"u" * 1000 + b'","metadata":{}}',
+        id="id-of-1000-characters-is-fine",
+    ),
+    pytest.param(
+        {"user_id": Decimal("1e999")},
+        USERS,
+        b'{"user_id":"1' + b"0" * 999 + b'","metadata":{}}',
+        id="id-of-1000-digits-is-fine",
+    ),
+    # --- Singer bookkeeping ----------------------------------------------------------------
+    pytest.param(
+        {
+            "user_id": "u1",
+            "_sdc_extracted_at": "2025-01-01T00:00:00Z",
+            "_sdc_deleted_at": None,
+            "_sdc_sequence": 1,
+            "_sdc_custom": "x",
+            "plan": "pro",
+        },
+        u(include=frozenset({"plan", "_sdc_custom"})),
+        b'{"user_id":"u1","metadata":{"plan":"pro"}}',
+        id="sdc-fields-never-metadata-even-when-included",
     ),
     # --- companies -------------------------------------------------------------------------
     pytest.param(
@@ -600,13 +660,28 @@ def test_merge_refuses_different_ids() -> None:
     ("kind", "configured", "schema", "keys", "expected"),
     [
         pytest.param("users", "email", ["user_id", "email"], ["user_id"], "email", id="configured"),
-        pytest.param("users", None, ["id", "user_id"], ["id"], "user_id", id="user-id-in-schema"),
+        pytest.param("users", None, ["id", "user_id"], ["id"], "id", id="declared-key-wins"),
+        pytest.param("users", None, ["id", "user_id"], [], "user_id", id="user-id-without-key"),
+        pytest.param(
+            "users", None, ["a", "b", "user_id"], ["a", "b"], "user_id", id="user-id-composite-key"
+        ),
         pytest.param("users", "", ["user_id"], [], "user_id", id="empty-configured-is-unset"),
         pytest.param("users", None, ["uid", "x"], ["uid"], "uid", id="single-key-property"),
         pytest.param("users", None, ["a", "b"], ["a", "b"], "id", id="composite-key-falls-back"),
         pytest.param("users", None, ["company_id"], [], "id", id="users-ignore-company-id"),
         pytest.param(
-            "companies", None, ["company_id", "id"], ["id"], "company_id", id="company-id-in-schema"
+            "companies", None, ["company_id", "id"], ["id"], "id", id="companies-declared-key-wins"
+        ),
+        pytest.param(
+            "companies", None, ["company_id", "id"], [], "company_id", id="company-id-without-key"
+        ),
+        pytest.param(
+            "companies",
+            "company_id",
+            ["company_id", "id"],
+            ["id"],
+            "company_id",
+            id="companies-configured-over-key",
         ),
         pytest.param("companies", None, ["user_id", "org"], ["org"], "org", id="companies-key"),
         pytest.param("companies", "acct", [], [], "acct", id="companies-configured"),
@@ -623,3 +698,79 @@ def test_resolve_id_property_accepts_schema_properties_dict() -> None:
     # The sink passes the schema's "properties" mapping itself.
     properties = {"user_id": {"type": "string"}}
     assert resolve_id_property("users", None, properties, []) == "user_id"
+
+
+@pytest.mark.parametrize(
+    ("kind", "configured", "id_property", "schema", "expected"),
+    [
+        pytest.param(
+            "companies",
+            None,
+            "id",
+            ["id", "company_id"],
+            "ids come from the key property 'id', not from the 'company_id' property the stream "
+            "also has; set `company_id_property: company_id` to use that one instead",
+            id="key-won-over-company-id",
+        ),
+        pytest.param(
+            "users",
+            None,
+            "uid",
+            ["uid", "user_id"],
+            "ids come from the key property 'uid', not from the 'user_id' property the stream "
+            "also has; set `user_id_property: user_id` to use that one instead",
+            id="key-won-over-user-id",
+        ),
+        pytest.param("users", "uid", "uid", ["uid", "user_id"], None, id="configured-no-note"),
+        pytest.param("users", None, "user_id", ["id", "user_id"], None, id="user-id-used"),
+        pytest.param("users", None, "id", ["id", "company_id"], None, id="no-competitor"),
+    ],
+)
+def test_id_choice_note(
+    kind: Any, configured: str | None, id_property: str, schema: list[str], expected: str | None
+) -> None:
+    assert id_choice_note(kind, configured, id_property, schema) == expected
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        pytest.param({"s": "k\ud800"}, b'{"s":"k\\ud800"}', id="lone-surrogate-escaped"),
+        pytest.param({"n": Decimal("1e5000")}, b'{"n":1E+5000}', id="beyond-float-as-its-text"),
+        pytest.param(
+            {"n": Decimal("1e999999999")}, b'{"n":1E+999999999}', id="huge-exponent-at-once"
+        ),
+        pytest.param({"n": Decimal("-1e-999999999")}, b'{"n":-1E-999999999}', id="tiny"),
+        pytest.param(
+            {"n": Decimal("12345678901234567890.123"), "f": Decimal("0.1")},
+            b'{"n":12345678901234567890.123,"f":0.1}',
+            id="decimals-exact",
+        ),
+        pytest.param(
+            {"nan": float("nan"), "inf": Decimal("-Infinity"), "dnan": Decimal("NaN")},
+            b'{"nan":NaN,"inf":-Infinity,"dnan":NaN}',
+            id="non-finite-as-read",
+        ),
+        pytest.param(
+            {"at": dt.datetime(2025, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1)))},
+            b'{"at":"2025-01-01T01:00:00+01:00"}',
+            id="datetime-keeps-its-offset",
+        ),
+        pytest.param({"é": ["ü", None]}, '{"é":["ü",null]}'.encode(), id="utf8-kept"),
+    ],
+)
+def test_encode_exact(obj: object, expected: bytes) -> None:
+    line = encode_exact(obj)
+    assert line == expected
+    # Read back the way the Singer reader reads: the same values.
+    assert json.loads(line, parse_float=Decimal) == json.loads(expected, parse_float=Decimal)
+
+
+def test_profile_fields_leave_out_a_missing_company() -> None:
+    assert Profile("u1", None, {"a": 1}).fields("users") == {"user_id": "u1", "metadata": {"a": 1}}
+    assert Profile("u1", "c1", {}).fields("users") == {
+        "user_id": "u1",
+        "company_id": "c1",
+        "metadata": {},
+    }
+    assert Profile("c1", None, {}).fields("companies") == {"company_id": "c1", "metadata": {}}

@@ -123,7 +123,11 @@ CASES = [
     Case("Infinity in metadata", '{"id": 64, "meta": {"x": Infinity}}', reason="Infinity"),
     Case("fails the tap's schema", '{"id": 65, "amount": "lots"}', reason="JSON schema"),
     Case("unparseable date-time", '{"id": 66, "ts": "not-a-date"}', reason="date"),
-    Case("empty company id", '{"id": 67, "company_id": ""}', reason="user_company_property"),
+    Case(
+        "empty company id: no association sent",
+        '{"id": 67, "company_id": ""}',
+        '{"user_id":"67","metadata":{}}',
+    ),
 ]
 # Duplicates: within one batch they merge key by key (later wins); across batches the later
 # line follows in a later job.
@@ -292,6 +296,8 @@ def test_stream_maps_rename_compute_ids_and_drop_properties(
             "contacts": {
                 "__alias__": "users",
                 "user_id": "tenant + '-' + str(id)",
+                # The tap's key (`id`) would win over the computed `user_id` otherwise.
+                "__key_properties__": ["user_id"],
                 "internal_note": None,
             },
         },
