@@ -1,0 +1,148 @@
+"""The fast per-record path gives exactly what the SDK's full path gives, and steps aside for
+stream maps, flattening and record metadata.
+
+Each run is the real target in-process over Singer lines, in a dry run: the profile lines it
+would send and the dead letters it writes are what a user sees.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from singer_sdk.exceptions import InvalidInputLine
+
+from target_userpilot.fastpath import FastSingerReader, RecordFastPath
+from target_userpilot.target import TargetUserpilot
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "email": {"type": ["string", "null"]},
+        "seen_at": {"type": ["string", "null"], "format": "date-time"},
+        "score": {"type": ["number", "null"]},
+        "address": {
+            "type": ["object", "null"],
+            "properties": {"city": {"type": "string"}, "geo": {"type": "object"}},
+        },
+    },
+}
+RECORDS = [
+    '{"id": 1, "email": "a@example.com", "seen_at": "2025-02-01T10:20:30Z", "score": 1.10}',
+    '{"id": 2, "seen_at": "2025-02-01T10:20:30+02:00", "score": 0.1000000000000000055511151231}',
+    '{"id": 3, "address": {"city": "Lyon", "geo": {"lat": 45.76}}}',
+    '{"id": 4, "_sdc_extracted_at": "2025-01-01T00:00:00Z", "_sdc_sequence": 7}',
+    '{"id": 5, "extra": "not in the schema"}',
+    '{"id": "six"}',
+    '{"id": 7, "seen_at": "not a date"}',
+    '{"email": "no-id@example.com"}',
+    '{"id": 9, "score": NaN}',
+    '{"id": 1, "email": "a-later@example.com"}',
+]
+
+
+def singer_lines(stream: str = "users") -> str:
+    lines = [
+        json.dumps({"type": "SCHEMA", "stream": stream, "schema": SCHEMA, "key_properties": ["id"]})
+    ]
+    lines += [f'{{"type": "RECORD", "stream": "{stream}", "record": {raw}}}' for raw in RECORDS]
+    lines.append(json.dumps({"type": "STATE", "value": {"done": True}}))
+    return "\n".join(lines) + "\n"
+
+
+def dry_run(tmp_path: Path, name: str, text: str, **settings: Any) -> tuple[list[str], list[Any]]:
+    """The profile lines a dry run writes, and its dead letters without their timestamps."""
+    out = tmp_path / name
+    config = {
+        "api_key": "k",
+        "dry_run": True,
+        "dry_run_dir": str(out / "dry"),
+        "batch_dir": str(out / "batches"),
+        "dead_letter_path": str(out / "dead.ndjson"),
+        **settings,
+    }
+    TargetUserpilot(config=config).listen(io.StringIO(text))
+    lines = [
+        line for path in sorted((out / "dry").iterdir()) for line in path.read_text().splitlines()
+    ]
+    dead_path = out / "dead.ndjson"
+    letters = []
+    if dead_path.exists():
+        letters = [json.loads(line) for line in dead_path.read_text().splitlines()]
+    for letter in letters:
+        del letter["at"]
+    return lines, letters
+
+
+def without_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RecordFastPath, "handle", lambda _self, _message: False)
+
+
+def test_plain_streams_load_exactly_as_through_the_sdk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = dry_run(tmp_path, "fast", singer_lines())
+    without_fast_path(monkeypatch)
+    full = dry_run(tmp_path, "full", singer_lines())
+
+    assert fast == full
+    lines, letters = fast
+    by_id = {json.loads(line)["user_id"]: line for line in lines}
+    assert by_id["1"] == (
+        '{"user_id":"1","metadata":{"email":"a-later@example.com",'
+        '"seen_at":"2025-02-01T10:20:30Z","score":1.1}}'
+    )
+    assert '"score":0.1000000000000000055511151231}' in by_id["2"]
+    assert '"address__geo__lat":45.76' in by_id["3"]
+    assert by_id["4"] == '{"user_id":"4","metadata":{}}', "the SDK's `_sdc_` keys are stripped"
+    assert '"extra":"not in the schema"' in by_id["5"]
+    assert [letter["position"] for letter in letters] == [6, 7, 8, 9]
+
+
+@pytest.mark.parametrize(
+    ("settings", "sign"),
+    [
+        ({"add_record_metadata": True}, '"_sdc_received_at":'),
+        ({"flattening_enabled": True, "flattening_max_depth": 1}, '"address__geo":"{'),
+        ({"stream_maps": {"users": {"source": "'tap'"}}}, '"source":"tap"'),
+    ],
+    ids=["record metadata", "flattening", "a stream map"],
+)
+def test_maps_flattening_and_metadata_take_the_sdk_path(
+    tmp_path: Path, settings: dict[str, Any], sign: str
+) -> None:
+    lines, _ = dry_run(tmp_path, "run", singer_lines(), default_kind="users", **settings)
+
+    assert any(sign in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"type": "RECORD", "stream": "s", "record": {"a": 1.50, "b": [1e400, -0.0], "c": null}}\n',
+        '{"type":"STATE","value":{"x":"\\u00e9\\ud83d\\ude00"}}',
+        '  {"type": "STATE", "value": {}}\n',
+        '{"type": "STATE", "value": {}}\r\n',
+        "[1, 2]\n",
+    ],
+    ids=["decimals", "escapes, no newline", "leading blanks", "crlf", "not an object"],
+)
+def test_the_reader_parses_as_the_sdk_does(line: str) -> None:
+    expected = json.loads(line, parse_float=Decimal)
+    parsed = FastSingerReader().deserialize_json(line)
+
+    assert parsed == expected
+    assert repr(parsed) == repr(expected)  # Decimal stays Decimal, exactly
+
+
+@pytest.mark.parametrize("line", ['{"type": "STATE"} trailing\n', '{"type": \n', "\n"])
+def test_the_reader_rejects_what_the_sdk_rejects(line: str) -> None:
+    with pytest.raises(InvalidInputLine, match="Unable to parse line as JSON"):
+        FastSingerReader().deserialize_json(line)
