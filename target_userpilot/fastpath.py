@@ -15,18 +15,20 @@ declines every other record so that it takes the SDK's full path:
 - a target that chooses its sink per record (`get_sink` overridden) or drains by record age;
 - a message without `stream` or a `record` object, or a stream not seen in a SCHEMA yet.
 
-`FastSingerReader` parses each line with one JSON decoder built once (numbers with a fraction
-as `Decimal`, as the SDK does) instead of building a decoder per line.
+`FastSingerReader` parses each line with msgspec (numbers with a fraction as `Decimal`, as the
+SDK does), about twice as fast as the SDK's `json.loads`; a line msgspec refuses (NaN,
+Infinity, a lone surrogate escape, malformed JSON) is left to the SDK's own method, which
+accepts or rejects it as before.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.encoding.simple import SimpleSingerReader
 from singer_sdk.sinks.core import Sink
@@ -35,8 +37,6 @@ from singer_sdk.target_base import Target
 from target_userpilot.sinks import ProfileSink
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from singer_sdk.mapper import StreamMap
 
 # Keys the SDK strips from every record when `add_record_metadata` is off.
@@ -52,30 +52,22 @@ SDC_KEYS = frozenset(
     }
 )
 
-_DECODER = json.JSONDecoder(parse_float=Decimal)
-# The decoder's scanner: one JSON value at an index, no whitespace or trailing-text checks.
-_SCAN: Callable[[str, int], tuple[object, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_DECODER = msgspec.json.Decoder(float_hook=Decimal)
 
 
 class FastSingerReader(SimpleSingerReader):
-    """The SDK's reader, parsing with a decoder built once instead of one per line."""
+    """The SDK's reader, parsing with msgspec first."""
 
     def deserialize_json(self, line: str) -> dict[str, Any]:
-        """The object on a line, exactly as `json.loads(line, parse_float=Decimal)` gives it.
+        """The value on a line, exactly as `json.loads(line, parse_float=Decimal)` gives it.
 
-        Lines that are one JSON value followed by at most a newline are scanned directly;
-        anything else (leading whitespace, trailing text, a parse error) takes the SDK's
-        method, so its error message and log line stay the SDK's.
+        Whatever msgspec refuses takes the SDK's method, so what the SDK accepts is still
+        accepted and its error message and log line for a bad line stay the SDK's.
         """
-        if type(line) is str:
-            try:
-                obj, end = _SCAN(line, 0)
-            except (StopIteration, ValueError):
-                pass
-            else:
-                if (end == len(line) or line[end:] == "\n") and type(obj) is dict:
-                    return obj
-        return super().deserialize_json(line)
+        try:
+            return _DECODER.decode(line)  # type: ignore[no-any-return]
+        except (msgspec.DecodeError, RecursionError):
+            return super().deserialize_json(line)
 
 
 class RecordFastPath:

@@ -127,12 +127,22 @@ def test_maps_flattening_and_metadata_take_the_sdk_path(
     "line",
     [
         '{"type": "RECORD", "stream": "s", "record": {"a": 1.50, "b": [1e400, -0.0], "c": null}}\n',
-        '{"type":"STATE","value":{"x":"\\u00e9\\ud83d\\ude00"}}',
-        '  {"type": "STATE", "value": {}}\n',
-        '{"type": "STATE", "value": {}}\r\n',
+        '{"type": "RECORD", "stream": "s", "record": {"big": 123456789012345678901234567890}}',
+        '{"type":"STATE","value":{"x":"\\u00e9\\ud83d\\ude00", "y": "\u00e9"}}',
+        '{"type": "RECORD", "stream": "s", "record": {"a": NaN, "b": -Infinity}}\n',
+        '{"type": "RECORD", "stream": "s", "record": {"lone": "\\ud800"}}\n',
+        '  {"type": "STATE", "value": {"a": 1, "a": 2}}\r\n',
         "[1, 2]\n",
     ],
-    ids=["decimals", "escapes, no newline", "leading blanks", "crlf", "not an object"],
+    ids=[
+        "decimals",
+        "a big integer",
+        "escapes",
+        "NaN and Infinity",
+        "a lone surrogate",
+        "blanks, a repeated key",
+        "not an object",
+    ],
 )
 def test_the_reader_parses_as_the_sdk_does(line: str) -> None:
     expected = json.loads(line, parse_float=Decimal)
@@ -142,7 +152,9 @@ def test_the_reader_parses_as_the_sdk_does(line: str) -> None:
     assert repr(parsed) == repr(expected)  # Decimal stays Decimal, exactly
 
 
-@pytest.mark.parametrize("line", ['{"type": "STATE"} trailing\n', '{"type": \n', "\n"])
+@pytest.mark.parametrize(
+    "line", ['{"type": "STATE"} trailing\n', '{"type": \n', "\n", '{"a": "tab\there"}']
+)
 def test_the_reader_rejects_what_the_sdk_rejects(line: str) -> None:
     with pytest.raises(InvalidInputLine, match="Unable to parse line as JSON"):
         FastSingerReader().deserialize_json(line)
