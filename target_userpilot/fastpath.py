@@ -1,12 +1,13 @@
 """The per-record path without the SDK's generic work that is a no-op for a plain stream.
 
 For every RECORD the SDK copies the record, runs it through the stream's maps, looks its sink
-up, builds a batch context, strips or adds `_sdc_` metadata, checks whether the sink is full
-and whether records are too old, and logs at debug level. With no stream map, no flattening and
-no record metadata configured for a stream, all of that leaves the record as it was. For such a
-stream `RecordFastPath` calls the sink's own steps directly, in the SDK's order (validate and
-parse dates, key check, `process_record`, the read tally and the `record_count` metric), and
-declines every other record so that it takes the SDK's full path:
+up, tries to pop seven `_sdc_` keys, checks whether records are too old, and logs at debug
+level. With no stream map, no flattening and no record metadata configured for a stream, all
+of that leaves the record as it was (but for `_sdc_` keys, which are stripped here too when a
+record has any). For such a stream `RecordFastPath` calls the sink's own steps directly, in the
+SDK's order (batch context, validate and parse dates, key check, `process_record`, the read
+tally and the `record_count` metric, a drain when the sink is full), and declines every other
+record so that it takes the SDK's full path:
 
 - a stream whose maps are not the SDK's identity map (`stream_maps`, `__else__: null`, an alias),
   or whose map flattens (`flattening_enabled`);
@@ -100,6 +101,8 @@ class RecordFastPath:
         sink.tally_record_read()
         sink.process_record(record, context)
         sink.record_counter_metric.increment()
+        if sink.is_full:  # as the SDK does after each record (today's sink is never full)
+            self._target.drain_one(sink)
         return True
 
     def _sink(self, stream: str) -> ProfileSink | None:
