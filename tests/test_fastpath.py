@@ -16,6 +16,7 @@ import pytest
 from singer_sdk.exceptions import InvalidInputLine
 
 from target_userpilot.fastpath import FastSingerReader, RecordFastPath
+from target_userpilot.sinks import ProfileSink
 from target_userpilot.target import TargetUserpilot
 
 if TYPE_CHECKING:
@@ -158,3 +159,18 @@ def test_the_reader_parses_as_the_sdk_does(line: str) -> None:
 def test_the_reader_rejects_what_the_sdk_rejects(line: str) -> None:
     with pytest.raises(InvalidInputLine, match="Unable to parse line as JSON"):
         FastSingerReader().deserialize_json(line)
+
+
+def test_a_full_sink_is_drained_after_the_record_as_the_sdk_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sink that says it is full after every record: each record is its own drain, so a dry
+    # run writes one file per profile, on either path.
+    monkeypatch.setattr(ProfileSink, "is_full", property(lambda sink: sink.current_size >= 1))
+    fast_lines, _ = dry_run(tmp_path, "fast", singer_lines())
+    files = len(list((tmp_path / "fast" / "dry").iterdir()))
+    without_fast_path(monkeypatch)
+    full_lines, _ = dry_run(tmp_path, "full", singer_lines())
+
+    assert files == len(list((tmp_path / "full" / "dry").iterdir())) == 6
+    assert sorted(fast_lines) == sorted(full_lines)
