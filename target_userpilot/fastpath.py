@@ -5,9 +5,9 @@ up, tries to pop seven `_sdc_` keys, checks whether records are too old, and log
 level. With no stream map, no flattening and no record metadata configured for a stream, all
 of that leaves the record as it was (but for `_sdc_` keys, which are stripped here too when a
 record has any). For such a stream `RecordFastPath` calls the sink's own steps directly, in the
-SDK's order (batch context, validate and parse dates, key check, `process_record`, the read
-tally and the `record_count` metric, a drain when the sink is full), and declines every other
-record so that it takes the SDK's full path:
+SDK's order (batch context, validate and parse dates, `preprocess_record`, key check,
+`process_record`, the read tally and the `record_count` metric, a drain when the sink is
+full), and declines every other record so that it takes the SDK's full path:
 
 - a stream whose maps are not the SDK's identity map (`stream_maps`, `__else__: null`, an alias),
   or whose map flattens (`flattening_enabled`);
@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.encoding.simple import SimpleSingerReader
-from singer_sdk.sinks.core import Sink
 from singer_sdk.target_base import Target
 
 from target_userpilot.sinks import ProfileSink
 
 if TYPE_CHECKING:
     from singer_sdk.mapper import StreamMap
+    from singer_sdk.sinks.core import Sink
 
 # Keys the SDK strips from every record when `add_record_metadata` is off.
 SDC_KEYS = frozenset(
@@ -97,6 +97,7 @@ class RecordFastPath:
             sink._remove_sdc_metadata_from_record(record)  # noqa: SLF001
         context = sink._get_context(record)  # noqa: SLF001
         sink._validate_and_parse(record)  # noqa: SLF001
+        record = sink.preprocess_record(record, context)
         sink._singer_validate_message(record)  # noqa: SLF001
         sink.tally_record_read()
         sink.process_record(record, context)
@@ -126,7 +127,5 @@ class RecordFastPath:
         if stream_map.flattening_enabled or stream_map.stream_alias != sink.stream_name:
             return None
         if sink.include_sdc_metadata_properties or sink.logger.isEnabledFor(logging.DEBUG):
-            return None
-        if type(sink).preprocess_record is not Sink.preprocess_record:
             return None
         return sink

@@ -110,18 +110,51 @@ def test_plain_streams_load_exactly_as_through_the_sdk(
 @pytest.mark.parametrize(
     ("settings", "sign"),
     [
-        ({"add_record_metadata": True}, '"_sdc_received_at":'),
         ({"flattening_enabled": True, "flattening_max_depth": 1}, '"address__geo":"{'),
         ({"stream_maps": {"users": {"source": "'tap'"}}}, '"source":"tap"'),
     ],
-    ids=["record metadata", "flattening", "a stream map"],
+    ids=["flattening", "a stream map"],
 )
-def test_maps_flattening_and_metadata_take_the_sdk_path(
+def test_maps_and_flattening_take_the_sdk_path(
     tmp_path: Path, settings: dict[str, Any], sign: str
 ) -> None:
     lines, _ = dry_run(tmp_path, "run", singer_lines(), default_kind="users", **settings)
 
     assert any(sign in line for line in lines)
+
+
+def test_record_metadata_takes_the_sdk_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With `add_record_metadata` the SDK adds `_sdc_` properties to each record (what becomes of
+    # them is the sink's business): every record goes the SDK's way for that.
+    taken: list[bool] = []
+    handle = RecordFastPath.handle
+
+    def spy(path: RecordFastPath, message: dict[str, Any]) -> bool:
+        taken.append(handle(path, message))
+        return taken[-1]
+
+    monkeypatch.setattr(RecordFastPath, "handle", spy)
+    dry_run(tmp_path, "plain", singer_lines())
+    assert taken == [True] * len(RECORDS)
+    taken.clear()
+    dry_run(tmp_path, "metadata", singer_lines(), add_record_metadata=True)
+    assert taken == [False] * len(RECORDS)
+
+
+def test_a_sink_hook_on_each_record_runs_on_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK's `preprocess_record` hook, if the sink defines one, sees every record.
+    def tag(_sink: ProfileSink, record: dict[str, Any], _context: dict[str, Any]) -> dict[str, Any]:
+        return {**record, "seen": True}
+
+    monkeypatch.setattr(ProfileSink, "preprocess_record", tag)
+    lines, _ = dry_run(tmp_path, "fast", singer_lines())
+
+    assert lines
+    assert all('"seen":true' in line for line in lines)
 
 
 @pytest.mark.parametrize(
