@@ -1097,7 +1097,8 @@ def run(names: list[str], sizes: Sizes, out_dir: Path) -> dict[str, Any]:
 
 Measurement = Callable[[Sizes, Path, Path, Table], dict[str, Any]]
 # Name -> measurement, in the order a full run takes them; each gets (sizes, scratch dir,
-# output dir, table rows to append to) and returns its figures for results.json.
+# output dir, table rows to append to) and returns its figures for results.json. A new
+# measurement (e.g. the fingerprint store on PostgreSQL) is one function and one entry here.
 MEASUREMENTS: dict[str, Measurement] = {
     "throughput": measure_throughput,
     "stages": measure_stages,
