@@ -10,18 +10,26 @@ process until it exits, which includes waiting for the last Userpilot job.
 
 Measurements (`--only` takes one of these names):
 
-- throughput: records/s on users of nine fields, emulator unlimited, with default settings
-  and with `validate_records: false`, beside the same input through `target-csv`.
+- throughput: records/s on users of nine fields, flat (one date-time) and nested (an address
+  object), emulator unlimited, with default settings and with `validate_records: false`,
+  beside the same inputs through `target-csv`.
+- stages: where a record's time goes, in this process: each stage of the per-record path
+  timed alone (CPU time) over the same records, beside the whole run; flat, nested, and an
+  unchanged rerun with `send_only_changes`.
 - slots: the emulator at 2,000 rows/s; how busy the one job slot stays (from the emulator's
-  job records), the gaps between a job's end and the next submission, polls per job; draws
-  `slot-timeline.png`.
+  job records), counting the first jobs; the target's own idle time per gap (a job's end to
+  the next upload starting to arrive); polls per job; draws `slot-timeline.png`.
 - memory: peak RSS of the target process at 1,000,000 records (emulator unlimited).
 - duplicates: rows sent / records received on an input where 20% of the records are later
   updates of an id seen shortly before.
 - changes: `send_only_changes` over three runs: everything, the same input, 1% changed.
-- stores: `send_only_changes`, an unchanged rerun of 1,000,000 users on each fingerprint store:
-  the SQLite file and PostgreSQL (`TARGET_USERPILOT_TEST_PG_URL`, else a local server that
-  `.ci/postgres` starts; without one only SQLite is measured).
+- rerun: `send_only_changes` on 1,000,000 users sent before: records/s and peak RSS of the
+  run that finds every profile unchanged.
+- stores: `rerun` with the fingerprints in PostgreSQL (`TARGET_USERPILOT_TEST_PG_URL`, else a
+  local server that `.ci/postgres` starts; skipped without one).
+
+Each figure the project set a goal for is also listed under `goals` in `results.json`, with
+whether it was met.
 
 Results go to `<out>/results.json` (figures, machine, git commit) and the table to stdout.
 """
@@ -29,11 +37,14 @@ Results go to `<out>/results.json` (figures, machine, git commit) and the table 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime as dt
 import gc
+import io
 import itertools
 import json
+import logging
 import os
 import platform
 import random
@@ -44,22 +55,27 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from target_userpilot.emulator import EmulatorConfig, JobRecord, RequestRecord, serve
+from target_userpilot.profiles import Profile, to_profile
+from target_userpilot.sinks import ProfileSink
+from target_userpilot.target import TargetUserpilot
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from target_userpilot.emulator import Emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"  # noqa: S105 - the emulator's key, not a secret
 UNLIMITED = float("inf")
-NAMES = ("throughput", "slots", "memory", "duplicates", "changes", "stores")
 PG_URL_ENV = "TARGET_USERPILOT_TEST_PG_URL"
+# Lines per chunk when timing the stages one by one.
+_STAGE_CHUNK = 100
 
 USER_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -82,6 +98,15 @@ USER_SCHEMA: dict[str, Any] = {
     },
     "required": ["user_id"],
 }
+# The same nine fields with the address's city as a plain top-level string.
+FLAT_USER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **{k: v for k, v in USER_SCHEMA["properties"].items() if k != "address"},
+        "city": {"type": ["string", "null"]},
+    },
+    "required": ["user_id"],
+}
 PLANS = ("free", "starter", "pro", "enterprise")
 CITIES = (("Berlin", "DE"), ("Lyon", "FR"), ("Austin", "US"), ("Osaka", "JP"), ("Porto", "PT"))
 
@@ -91,32 +116,38 @@ class Sizes:
     """How many records each measurement uses."""
 
     throughput: int
+    stages: int
     slots: int
     slot_rows_per_minute: float
     memory: int
     duplicates: int
     changes: int
+    rerun: int
     repeats: int
     stores: int
 
 
 FULL = Sizes(
     throughput=200_000,
+    stages=50_000,
     slots=200_000,
     slot_rows_per_minute=120_000,
     memory=1_000_000,
     duplicates=200_000,
     changes=100_000,
+    rerun=1_000_000,
     repeats=2,
     stores=1_000_000,
 )
 QUICK = Sizes(
     throughput=5_000,
+    stages=2_000,
     slots=30_000,
     slot_rows_per_minute=1_200_000,
     memory=20_000,
     duplicates=10_000,
     changes=3_000,
+    rerun=5_000,
     repeats=1,
     stores=3_000,
 )
@@ -141,14 +172,33 @@ def user(i: int, version: int = 0) -> dict[str, Any]:
     }
 
 
-def write_input(path: Path, records: Iterator[dict[str, Any]], state_every: int = 10_000) -> int:
+def flat_user(i: int, version: int = 0) -> dict[str, Any]:
+    """`user(i, version)` with the address's city as a top-level field (FLAT_USER_SCHEMA)."""
+    record = user(i, version)
+    record["city"] = record.pop("address")["city"]
+    return record
+
+
+# Input shape -> (schema, record maker).
+SHAPES: dict[str, tuple[dict[str, Any], Callable[[int], dict[str, Any]]]] = {
+    "flat": (FLAT_USER_SCHEMA, flat_user),
+    "nested": (USER_SCHEMA, user),
+}
+
+
+def write_input(
+    path: Path,
+    records: Iterable[dict[str, Any]],
+    state_every: int = 10_000,
+    schema: dict[str, Any] = USER_SCHEMA,
+) -> int:
     """SCHEMA, the RECORDs with a STATE every `state_every`, a final STATE; returns the count."""
     count = 0
     with path.open("w") as out:
         header = {
             "type": "SCHEMA",
             "stream": "users",
-            "schema": USER_SCHEMA,
+            "schema": schema,
             "key_properties": ["user_id"],
         }
         out.write(json.dumps(header) + "\n")
@@ -161,9 +211,15 @@ def write_input(path: Path, records: Iterator[dict[str, Any]], state_every: int 
     return count
 
 
-def plain_users(n: int) -> Iterator[dict[str, Any]]:
+def plain_users(n: int, make: Callable[[int], dict[str, Any]] = user) -> Iterator[dict[str, Any]]:
     """Users 0..n-1, once each."""
-    return (user(i) for i in range(n))
+    return (make(i) for i in range(n))
+
+
+def write_shape(path: Path, shape: str, n: int) -> int:
+    """`n` users of an input shape (`flat` or `nested`)."""
+    schema, make = SHAPES[shape]
+    return write_input(path, plain_users(n, make), schema=schema)
 
 
 def changed_users(n: int, share: float, seed: int = 1) -> Iterator[dict[str, Any]]:
@@ -218,6 +274,7 @@ class RunResult:
     peak_rss_mb: float
     stderr: str
     stdout_lines: int
+    cpu_seconds: float = 0.0
     jobs: list[JobRecord] = field(default_factory=list)
 
     @property
@@ -280,7 +337,7 @@ def run_process(
         reader = threading.Thread(target=drain, args=(proc.stdout,), daemon=True)
         feeder.start()
         reader.start()
-        status, peak_kib = _wait(proc, timeout)
+        status, peak_kib, cpu = _wait(proc, timeout)
         seconds = time.perf_counter() - started
         feeder.join(5)
         reader.join(5)
@@ -290,6 +347,7 @@ def run_process(
         seconds=seconds,
         returncode=status,
         peak_rss_mb=peak_kib / 1024,
+        cpu_seconds=cpu,
         stderr=stderr_path.read_text(errors="replace"),
         stdout_lines=lines,
     )
@@ -300,8 +358,11 @@ def run_process(
 _ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int]:
-    """Wait for the process (killed past `timeout`); its exit code and peak RSS in KiB.
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int, float]:
+    """Wait for the process (killed past `timeout`); exit code, peak RSS in KiB, CPU seconds.
+
+    The CPU seconds (user and system, all threads) are from wait4's rusage: on a busy
+    machine they say more about the target's own cost than wall time does.
 
     The peak is the kernel's high-water mark of the process's own memory (`VmHWM`), read
     every few milliseconds until it exits. Not `ru_maxrss` from wait4/getrusage: on Linux a
@@ -311,7 +372,11 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int]:
     status_file = Path(f"/proc/{proc.pid}/status")
     deadline = time.monotonic() + timeout
     peak = 0
-    while proc.poll() is None:
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            break
         try:
             match = re.search(r"VmHWM:\s+(\d+) kB", status_file.read_text())
         except OSError:
@@ -322,7 +387,7 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int]:
             proc.kill()
             deadline = float("inf")
         time.sleep(0.01)
-    return int(proc.returncode or 0), peak
+    return proc.returncode, peak, usage.ru_utime + usage.ru_stime
 
 
 def userpilot_command(config: dict[str, Any], workdir: Path) -> list[str]:
@@ -385,38 +450,50 @@ def fastest(runs: list[RunResult]) -> RunResult:
 Table = list[tuple[str, str]]
 
 
-def measure_throughput(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]:
-    """Records/s of target-userpilot and target-csv, with and without validation."""
+def measure_throughput(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
+    """Records/s of target-userpilot and target-csv, flat and nested input, with and without
+    validation."""
     n = sizes.throughput
-    path = scratch / "throughput.singer"
-    write_input(path, plain_users(n))
     out: dict[str, Any] = {"records": n, "repeats": sizes.repeats}
+    for shape in SHAPES:
+        path = scratch / f"throughput-{shape}.singer"
+        write_shape(path, shape, n)
+        out[shape] = _throughput_of(path, n, sizes.repeats, scratch)
+        path.unlink()
+        for who in ("userpilot", "csv"):
+            for label in ("default", "no_validation"):
+                fig = out[shape][f"{who}_{label}"]
+                table.append(
+                    (
+                        f"throughput {shape} {who} {label.replace('_', ' ')}",
+                        (
+                            f"{fig['records_per_second']:,.0f} rec/s ({fig['seconds']:.2f} s, "
+                            f"peak RSS {fig['peak_rss_mb']:.0f} MB)"
+                        ),
+                    )
+                )
+        for label in ("default", "no_validation"):
+            ratio = out[shape][f"ratio_{label}"]
+            table.append(
+                (f"ratio {shape} userpilot/csv, {label.replace('_', ' ')}", f"{ratio:.2f}x")
+            )
+    return out
+
+
+def _throughput_of(path: Path, n: int, repeats: int, scratch: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
         for label, validate in (("default", True), ("no_validation", False)):
             extra = {} if validate else {"validate_records": False}
-            runs = [run_userpilot(emu, path, n, scratch, **extra) for _ in range(sizes.repeats)]
+            runs = [run_userpilot(emu, path, n, scratch, **extra) for _ in range(repeats)]
             out[f"userpilot_{label}"] = _run_figures(fastest(runs))
     for label, validate in (("default", True), ("no_validation", False)):
-        runs = [run_csv(path, n, scratch, validate=validate) for _ in range(sizes.repeats)]
+        runs = [run_csv(path, n, scratch, validate=validate) for _ in range(repeats)]
         out[f"csv_{label}"] = _run_figures(fastest(runs))
     for label in ("default", "no_validation"):
         ours = out[f"userpilot_{label}"]["records_per_second"]
         theirs = out[f"csv_{label}"]["records_per_second"]
         out[f"ratio_{label}"] = ours / theirs
-    for who in ("userpilot", "csv"):
-        for label in ("default", "no_validation"):
-            fig = out[f"{who}_{label}"]
-            table.append(
-                (
-                    f"throughput {who} {label.replace('_', ' ')}",
-                    (
-                        f"{fig['records_per_second']:,.0f} rec/s ({fig['seconds']:.2f} s, "
-                        f"peak RSS {fig['peak_rss_mb']:.0f} MB)"
-                    ),
-                )
-            )
-    table.append(("ratio userpilot/csv, default", f"{out['ratio_default']:.2f}x"))
-    table.append(("ratio userpilot/csv, no validation", f"{out['ratio_no_validation']:.2f}x"))
     return out
 
 
@@ -425,9 +502,165 @@ def _run_figures(result: RunResult) -> dict[str, Any]:
         "seconds": round(result.seconds, 3),
         "records_per_second": round(result.records_per_second, 1),
         "peak_rss_mb": round(result.peak_rss_mb, 1),
+        # CPU time of the process (all threads): steadier than wall time on a busy machine.
+        "cpu_seconds": round(result.cpu_seconds, 3),
         "rows_sent": result.rows_sent,
         "jobs": len(result.jobs),
     }
+
+
+def measure_stages(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
+    """Where a record's time goes: each stage alone over the same records, beside the whole run.
+
+    In this process and in CPU time of this thread, so the rest of the machine's load counts
+    less than in wall time; shares, not absolute figures, are the point.
+    """
+    n = sizes.stages
+    out: dict[str, Any] = {"records": n}
+    for label, shape, rerun in (
+        ("flat", "flat", False),
+        ("nested", "nested", False),
+        ("unchanged_rerun", "flat", True),
+    ):
+        figures = _stage_times(shape, n, scratch, rerun=rerun)
+        out[label] = figures
+        parts = ", ".join(
+            f"{stage} {share:.0%}" for stage, share in figures["shares"].items() if share >= 0.01
+        )
+        table.append(
+            (
+                f"stages {label.replace('_', ' ')}",
+                f"{figures['records_per_cpu_second']:,.0f} rec/CPU-s: {parts}",
+            )
+        )
+    return out
+
+
+def _stage_times(shape: str, n: int, scratch: Path, *, rerun: bool) -> dict[str, Any]:
+    """CPU seconds per stage over `n` users of `shape`, beside the whole record path (dry runs).
+
+    Two targets of the same settings take the same records chunk by chunk, taking turns so
+    that both meet the same load on the machine: one through its whole message path, the
+    other one stage at a time. A chunk is small so that, as in a real run, a record is still
+    in the CPU's caches from one stage to the next.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="stages-", dir=scratch))
+    path = workdir / "input.singer"
+    write_shape(path, shape, n)
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    with _quiet():
+        whole, probe = _stage_targets(workdir, text, rerun=rerun)
+        whole.process_lines(io.StringIO(lines[0]))
+        reader = probe.message_reader
+        probe._process_schema_message(reader.deserialize_json(lines[0]))  # noqa: SLF001
+        sink = probe.get_sink("users")
+        assert isinstance(sink, ProfileSink)  # noqa: S101 - the target's only sink class
+        context = sink._get_context({})  # noqa: SLF001
+        laps = _Laps()
+        for start in range(1, len(lines), _STAGE_CHUNK):
+            chunk = lines[start : start + _STAGE_CHUNK]
+            whole_input = io.StringIO("".join(chunk))
+            laps.lap("bench")
+            whole.process_lines(whole_input)
+            laps.lap("whole")
+            messages = [reader.deserialize_json(line) for line in chunk]
+            laps.lap("read JSON")
+            records = [m["record"] for m in messages if m["type"] == "RECORD"]
+            laps.lap("bench")
+            for record in records:
+                sink._validate_and_parse(record)  # noqa: SLF001
+            laps.lap("validate, parse dates")
+            for record in records:
+                sink._singer_validate_message(record)  # noqa: SLF001
+            laps.lap("key check")
+            profiles = [to_profile(record, sink.mapping) for record in records]
+            laps.lap("record to profile")
+            for profile in profiles:
+                if isinstance(profile, Profile):
+                    profile.line(sink.kind)
+            laps.lap("profile to line")
+            for record in records:
+                probe.pipeline.next_position()
+                sink.process_record(record, context)
+            laps.lap("handled")
+        whole.process_endofpipe()
+        probe.process_endofpipe()
+    spent = laps.spent
+    total = spent.pop("whole")
+    spent.pop("bench")
+    # `process_record` maps and encodes again: what it spends beyond that is the pipeline's.
+    after = spent.pop("handled") - spent["record to profile"] - spent["profile to line"]
+    spent["change lookup" if rerun else "batch files"] = after
+    spent["message loop and glue"] = total - sum(spent.values())
+    return {
+        "records": n,
+        "cpu_seconds": round(total, 3),
+        "records_per_cpu_second": round(n / total, 1),
+        "us_per_record": {k: round(v / n * 1e6, 2) for k, v in spent.items()},
+        "shares": {k: round(v / total, 3) for k, v in spent.items()},
+    }
+
+
+def _stage_targets(
+    workdir: Path, text: str, *, rerun: bool
+) -> tuple[TargetUserpilot, TargetUserpilot]:
+    """Two targets of the same settings for `_stage_times`, each with its own batch dirs.
+
+    For a rerun, a fingerprint store is filled the way a first run does (through confirmed
+    jobs) and each target gets its own copy: a store is open in one run at a time.
+    """
+    api_url = "http://127.0.0.1:9"
+    store = workdir / "fingerprints.sqlite"
+    if rerun:
+        with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
+            api_url = emu.url
+            config = userpilot_config(
+                emu, workdir, send_only_changes=True, fingerprint_store_path=str(store)
+            )
+            TargetUserpilot(config=config).listen(io.StringIO(text))
+
+    def target(name: str) -> TargetUserpilot:
+        (workdir / name).mkdir()
+        config = {
+            "api_key": TOKEN,
+            "api_url": api_url,
+            "batch_dir": str(workdir / name / "batches"),
+            "dry_run": True,
+            "dry_run_dir": str(workdir / name / "dry-run"),
+        }
+        if rerun:
+            copy = workdir / name / store.name
+            shutil.copyfile(store, copy)
+            config |= {"send_only_changes": True, "fingerprint_store_path": str(copy)}
+        return TargetUserpilot(config=config)
+
+    return target("whole"), target("probe")
+
+
+class _Laps:
+    """CPU seconds of this thread, added up per stage between one `lap` and the next."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = collections.defaultdict(float)
+        self._at = time.thread_time()
+
+    def lap(self, stage: str) -> None:
+        """The time since the previous lap was spent on `stage`."""
+        now = time.thread_time()
+        self.spent[stage] += now - self._at
+        self._at = now
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No INFO lines nor STATE from targets run in this process (they would bury the table)."""
+    logging.disable(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 _POLLS = re.compile(r"Job \S+ completed: .*?, ([\d,]+) rows, .*?(\d+) polls")
@@ -456,6 +689,7 @@ def measure_slots(sizes: Sizes, scratch: Path, out_dir: Path, table: Table) -> d
     gaps = [nxt - end for end, nxt in zip(ends[:-1], starts[1:], strict=True)]
     polls = [int(m.group(2)) for m in _POLLS.finditer(result.stderr)]
     parts = _gap_parts(jobs, requests)
+    idle = _target_idle(jobs, requests)
     figures: dict[str, Any] = {
         "records": n,
         "rows_per_minute": rpm,
@@ -467,6 +701,14 @@ def measure_slots(sizes: Sizes, scratch: Path, out_dir: Path, table: Table) -> d
         "max_gap_seconds": max(gaps, default=0.0),
         "mean_gap_seconds": sum(gaps) / len(gaps) if gaps else 0.0,
         "gaps_seconds": [round(g, 4) for g in gaps],
+        "slot_idle_share": 1 - busy / span if span else 0.0,
+        # The target's own part of each gap: from a job's end on the server to the moment the
+        # next upload starts arriving (sending it and the server parsing it are not idle time
+        # of the target's).
+        "target_idle_seconds": [round(i, 4) for i in idle],
+        "target_idle_max_seconds": max(idle, default=0.0),
+        "target_idle_mean_seconds": sum(idle) / len(idle) if idle else 0.0,
+        "target_idle_share": sum(idle) / span if span else 0.0,
         "polls_per_job": polls,
         # Each gap in four: job end -> first poll after it; that poll -> next upload starts
         # arriving; the body on the wire; the emulator parsing it until the job exists.
@@ -485,6 +727,16 @@ def measure_slots(sizes: Sizes, scratch: Path, out_dir: Path, table: Table) -> d
             (
                 f"{figures['utilization']:.2%} over {len(jobs)} jobs "
                 f"(busy {busy:.1f} s of {span:.1f} s)"
+            ),
+        )
+    )
+    table.append(
+        (
+            "target idle",
+            (
+                f"{figures['target_idle_share']:.2%} of the span; per gap max "
+                f"{figures['target_idle_max_seconds']:.3f} s, mean "
+                f"{figures['target_idle_mean_seconds']:.3f} s"
             ),
         )
     )
@@ -549,6 +801,18 @@ def _utilization_at(rows_per_minute: float, jobs: list[JobRecord], gaps: list[fl
     return busy / (busy + sum(gaps)) if busy else 0.0
 
 
+def _target_idle(jobs: list[JobRecord], requests: list[RequestRecord]) -> list[float]:
+    """Per gap: a job's end on the server to the next job's upload starting to arrive."""
+    idle = []
+    for job, nxt in itertools.pairwise(jobs):
+        posts = [r.at for r in requests if r.method == "POST" and r.job_id == nxt.job_id]
+        if posts:
+            # An upload that began arriving before the end (the server waits for the body)
+            # left the slot no idle time of the target's.
+            idle.append(max(0.0, min(posts) - float(job.finished_at or job.submitted_at)))
+    return idle
+
+
 def _gap_parts(jobs: list[JobRecord], requests: list[RequestRecord]) -> list[dict[str, float]]:
     """Split each gap between jobs using the emulator's request log."""
     parts = []
@@ -603,7 +867,7 @@ def draw_timeline(jobs: list[JobRecord], png: Path, rpm: float) -> None:
     plt.close(fig)
 
 
-def measure_memory(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]:
+def measure_memory(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
     """Peak RSS of the target process at `sizes.memory` records."""
     n = sizes.memory
     path = scratch / "memory.singer"
@@ -621,7 +885,7 @@ def measure_memory(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]:
     return figures
 
 
-def measure_duplicates(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]:
+def measure_duplicates(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
     """Rows sent per record received when 20% of records update an id seen shortly before."""
     n = sizes.duplicates
     path = scratch / "duplicates.singer"
@@ -649,7 +913,7 @@ def measure_duplicates(sizes: Sizes, scratch: Path, table: Table) -> dict[str, A
     return figures
 
 
-def measure_changes(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]:
+def measure_changes(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
     """`send_only_changes`: a first run, the same input again, then 1% changed."""
     n = sizes.changes
     same = scratch / "changes-same.singer"
@@ -713,37 +977,104 @@ def postgres_url() -> Iterator[str | None]:
             subprocess.run(["bash", script, "stop", str(started)], capture_output=True, check=False)
 
 
-def measure_stores(sizes: Sizes, scratch: Path, table: Table) -> dict[str, Any]:
-    """An unchanged rerun of `sizes.stores` users on each fingerprint store (after a first run)."""
+def measure_stores(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
+    """`rerun` with the fingerprints in PostgreSQL (`fingerprint_store_url`) instead of SQLite."""
     n = sizes.stores
     path = scratch / "stores.singer"
-    write_input(path, plain_users(n))
+    write_shape(path, "flat", n)
     figures: dict[str, Any] = {"records": n}
     with postgres_url() as pg_url:
-        stores: dict[str, dict[str, str]] = {
-            "sqlite": {"fingerprint_store_path": str(scratch / "stores-fingerprints.sqlite")}
-        }
-        if pg_url:
-            stores["postgresql"] = {"fingerprint_store_url": pg_url}
-        else:
-            figures["postgresql"] = {"skipped": f"no PostgreSQL: set {PG_URL_ENV}"}
-        for name, store in stores.items():
-            settings: dict[str, Any] = {"send_only_changes": True, **store}
-            with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
-                first = run_userpilot(emu, path, n, scratch, **settings)
-                again = run_userpilot(emu, path, n, scratch, **settings)
-            figures[name] = {"first": _run_figures(first), "unchanged": _run_figures(again)}
-            table.append(
-                (
-                    f"unchanged rerun, {n:,} users, {name}",
-                    (
-                        f"{again.rows_sent:,} rows sent, {again.seconds:.1f} s "
-                        f"(first run {first.seconds:.1f} s)"
-                    ),
-                )
-            )
+        if not pg_url:
+            figures["skipped"] = f"no PostgreSQL: set {PG_URL_ENV} or install it"
+            return figures
+        settings: dict[str, Any] = {"send_only_changes": True, "fingerprint_store_url": pg_url}
+        with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
+            figures["first"] = _run_figures(run_userpilot(emu, path, n, scratch, **settings))
+            unchanged = run_userpilot(emu, path, n, scratch, **settings)
     path.unlink()
+    figures["unchanged"] = _run_figures(unchanged)
+    table.append(
+        (
+            f"unchanged rerun, {n:,} users, PostgreSQL store",
+            (
+                f"{unchanged.records_per_second:,.0f} rec/s ({unchanged.seconds:.2f} s, "
+                f"{unchanged.rows_sent:,} rows sent, peak RSS {unchanged.peak_rss_mb:.0f} MB)"
+            ),
+        )
+    )
     return figures
+
+
+def measure_rerun(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
+    """`send_only_changes` on users all sent before: the speed and memory of finding nothing."""
+    n = sizes.rerun
+    path = scratch / "rerun.singer"
+    write_shape(path, "flat", n)
+    store = Path(tempfile.mkdtemp(prefix="fingerprints-", dir=scratch)) / "fp.sqlite"
+    settings: dict[str, Any] = {"send_only_changes": True, "fingerprint_store_path": str(store)}
+    figures: dict[str, Any] = {"records": n}
+    with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
+        figures["first"] = _run_figures(run_userpilot(emu, path, n, scratch, **settings))
+        unchanged = run_userpilot(emu, path, n, scratch, **settings)
+    path.unlink()
+    figures["unchanged"] = _run_figures(unchanged)
+    table.append(
+        (
+            f"unchanged rerun, {n:,} users",
+            (
+                f"{unchanged.records_per_second:,.0f} rec/s ({unchanged.seconds:.2f} s, "
+                f"{unchanged.rows_sent:,} rows sent, peak RSS {unchanged.peak_rss_mb:.0f} MB)"
+            ),
+        )
+    )
+    return figures
+
+
+# --- goals ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A figure the project set a bound for: where it is in the results, and the bound."""
+
+    name: str
+    path: tuple[str, ...]
+    op: Literal[">=", "<="]
+    bound: float
+    fmt: str  # how the figure and the bound are written in the table
+
+
+GOALS = (
+    Goal("flat: x target-csv", ("throughput", "flat", "ratio_default"), ">=", 2.0, ".2f"),
+    Goal("nested: x target-csv", ("throughput", "nested", "ratio_default"), ">=", 2.0, ".2f"),
+    Goal("unchanged rerun: rec/s", ("rerun", "unchanged", "records_per_second"), ">=", 5e4, ",.0f"),
+    Goal("unchanged rerun: peak RSS MB", ("rerun", "unchanged", "peak_rss_mb"), "<=", 150, ".0f"),
+    Goal("target idle share of the span", ("slots", "target_idle_share"), "<=", 0.01, ".2%"),
+    Goal("target's longest idle gap, s", ("slots", "target_idle_max_seconds"), "<=", 0.5, ".3f"),
+    Goal("memory run: peak RSS MB", ("memory", "peak_rss_mb"), "<=", 150, ".0f"),
+)
+
+
+def check_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every goal whose figure was measured in this run: its value and whether it was met."""
+    checked = []
+    for goal in GOALS:
+        value: Any = results
+        for key in goal.path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        met = value >= goal.bound if goal.op == ">=" else value <= goal.bound
+        checked.append(
+            {
+                "goal": goal.name,
+                "value": value,
+                "figure": f"{value:{goal.fmt}}",
+                "bound": f"{goal.op} {goal.bound:{goal.fmt}}",
+                "met": met,
+            }
+        )
+    return checked
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -815,20 +1146,17 @@ def run(names: list[str], sizes: Sizes, out_dir: Path) -> dict[str, Any]:
             # emulators' stores) must not be collected in the middle of this one.
             gc.collect()
             began = time.perf_counter()
-            if name == "throughput":
-                results[name] = measure_throughput(sizes, scratch, table)
-            elif name == "slots":
-                results[name] = measure_slots(sizes, scratch, out_dir, table)
-            elif name == "memory":
-                results[name] = measure_memory(sizes, scratch, table)
-            elif name == "duplicates":
-                results[name] = measure_duplicates(sizes, scratch, table)
-            elif name == "changes":
-                results[name] = measure_changes(sizes, scratch, table)
-            elif name == "stores":
-                results[name] = measure_stores(sizes, scratch, table)
+            results[name] = MEASUREMENTS[name](sizes, scratch, out_dir, table)
             results[name]["bench_seconds"] = round(time.perf_counter() - began, 1)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
+    results["goals"] = check_goals(results)
+    for goal in results["goals"]:
+        table.append(
+            (
+                f"goal: {goal['goal']}",
+                f"{goal['figure']} ({goal['bound']}): {'met' if goal['met'] else 'MISSED'}",
+            )
+        )
     results["table"] = [{"measure": k, "value": v} for k, v in table]
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     width = max((len(k) for k, _ in table), default=0)
@@ -840,6 +1168,23 @@ def run(names: list[str], sizes: Sizes, out_dir: Path) -> dict[str, Any]:
         print(f"  {key:<{width}}  {value}")
     print(f"  {'benchmark time':<{width}}  {results['bench_seconds']:.0f} s; results in {out_dir}")
     return results
+
+
+Measurement = Callable[[Sizes, Path, Path, Table], dict[str, Any]]
+# Name -> measurement, in the order a full run takes them; each gets (sizes, scratch dir,
+# output dir, table rows to append to) and returns its figures for results.json. A new
+# measurement (e.g. the fingerprint store on PostgreSQL) is one function and one entry here.
+MEASUREMENTS: dict[str, Measurement] = {
+    "throughput": measure_throughput,
+    "stages": measure_stages,
+    "slots": measure_slots,
+    "memory": measure_memory,
+    "duplicates": measure_duplicates,
+    "changes": measure_changes,
+    "rerun": measure_rerun,
+    "stores": measure_stores,
+}
+NAMES = tuple(MEASUREMENTS)
 
 
 def main(argv: list[str] | None = None) -> int:

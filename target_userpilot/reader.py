@@ -5,14 +5,20 @@ and turns what the SDK raises about a line (bad JSON, a RECORD before its SCHEMA
 message type, a message of the wrong shape, an unreadable BATCH file) into an `InputError`.
 A UTF-8 byte order mark at the start of the input and blank lines are skipped: both are
 common in files written by other tools and carry no message.
+
+Lines are parsed with msgspec first (numbers with a fraction as `Decimal`, as the SDK does),
+about twice as fast as `json.loads`; a line msgspec refuses (NaN, Infinity, a lone surrogate
+escape, malformed JSON) takes the SDK's own parse, which accepts it or names the problem.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any
 
+import msgspec
 from singer_sdk.exceptions import InvalidJSONSchema, RecordsWithoutSchemaException
 from singer_sdk.io_base import SingerMessageType, SingerReader
 from singer_sdk.singerlib.json import deserialize_json
@@ -30,6 +36,7 @@ _SHAPES: dict[str, dict[str, type]] = {
     "BATCH": {"stream": str, "encoding": dict, "manifest": list},
 }
 _NOUNS: dict[type, str] = {str: "a string", dict: "an object", list: "a list"}
+_FAST = msgspec.json.Decoder(float_hook=Decimal)
 
 
 class InputError(Exception):
@@ -97,6 +104,13 @@ class LineReader(SingerReader):
 
     def deserialize_json(self, line: str) -> dict[str, Any]:
         """One JSON object, floats as Decimal (the SDK's parse, without its traceback)."""
+        try:
+            fast = _FAST.decode(line)
+        except (msgspec.DecodeError, RecursionError):
+            pass
+        else:
+            if isinstance(fast, dict):
+                return fast
         try:
             parsed = deserialize_json(line)
         except json.JSONDecodeError as exc:

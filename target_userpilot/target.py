@@ -17,6 +17,7 @@ from singer_sdk.target_base import Target
 from target_userpilot.batches import BatchFileError
 from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError
 from target_userpilot.envconfig import env_config
+from target_userpilot.fastpath import RecordFastPath
 from target_userpilot.fingerprints import (
     FingerprintStore,
     FingerprintStoreBusyError,
@@ -115,6 +116,7 @@ class TargetUserpilot(Target):
             fingerprints=self._open_fingerprints(api_url),
             stop=self._stop_request,
         )
+        self.fast_records = RecordFastPath(self)
         for name in self.UNSUPPORTED_BUILTIN_SETTINGS:
             if self.config.get(name) is not None:
                 self.logger.warning("Setting `%s` does nothing in target-userpilot.", name)
@@ -220,7 +222,8 @@ class TargetUserpilot(Target):
 
     def _process_record_message(self, message_dict: dict[str, Any]) -> None:
         self.pipeline.next_position()
-        super()._process_record_message(message_dict)
+        if not self.fast_records.handle(message_dict):
+            super()._process_record_message(message_dict)
 
     def _process_state_message(self, message_dict: dict[str, Any]) -> None:
         self._assert_line_requires(message_dict, requires={"value"})

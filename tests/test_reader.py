@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -82,3 +83,30 @@ def test_an_error_inside_a_handler_is_not_taken_for_an_input_problem() -> None:
     reader = LineReader()
     with pytest.raises(OSError, match="SCHEMA"):
         reader.process_lines(io.StringIO(SCHEMA), {"SCHEMA": fails})
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"type": "RECORD", "stream": "s", "record": {"a": 1.50, "b": [1e400, -0.0], "c": null}}\n',
+        '{"type": "RECORD", "stream": "s", "record": {"big": 123456789012345678901234567890}}',
+        '{"type":"STATE","value":{"x":"\\u00e9\\ud83d\\ude00", "y": "\u00e9"}}',
+        '{"type": "RECORD", "stream": "s", "record": {"a": NaN, "b": -Infinity}}\n',
+        '{"type": "RECORD", "stream": "s", "record": {"lone": "\\ud800"}}\n',
+        '  {"type": "STATE", "value": {"a": 1, "a": 2}}\r\n',
+    ],
+    ids=[
+        "decimals",
+        "a big integer",
+        "escapes",
+        "NaN and Infinity",
+        "a lone surrogate",
+        "blanks, a repeated key",
+    ],
+)
+def test_lines_parse_exactly_as_the_sdk_parses_them(line: str) -> None:
+    expected = json.loads(line, parse_float=Decimal)
+    parsed = LineReader().deserialize_json(line)
+
+    assert parsed == expected
+    assert repr(parsed) == repr(expected)  # Decimal stays Decimal, exactly
