@@ -179,3 +179,31 @@ def test_max_batch_bytes_default_stays_under_50_000_000_with_the_envelope() -> N
     assert MAX_API_BYTES == 50_000_000
     assert setting["default"] <= 50_000_000 - 64 * 1024
     assert setting["maximum"] <= 50_000_000
+
+
+def test_three_lines_a_stricter_server_refuses_among_25_000_become_dead_letters(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    emu = make_emulator(token=TOKEN, rows_per_minute=float("inf"), reject_keys={"poison"})
+    poisoned = {1_234, 12_345, 24_999}
+    messages: list[dict[str, Any]] = [schema("users", USER_SCHEMA)]
+    for i in range(1, 25_001):
+        row = user(i)
+        if i in poisoned:
+            row["poison"] = "a key this server refuses"
+        messages.append(record("users", row))
+        if i % 5_000 == 0:
+            messages.append(state({"bookmark": i}))
+    run = run_target(config_for(emu.url, tmp_path), messages, tmp_path, emulator=emu)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(emu.users) == 24_997
+    assert not {str(i) for i in poisoned} & set(emu.users)
+    letters = [
+        json.loads(line) for line in (tmp_path / "dead-letters.ndjson").read_text().splitlines()
+    ]
+    assert sorted(letter["position"] for letter in letters) == sorted(poisoned)
+    assert all("poison" in letter["reason"] for letter in letters), letters[0]["reason"]
+    assert [s.value for s in run.states][-1] == {"bookmark": 25_000}
+    # Isolating each bad line costs about 2*log2(rows) extra uploads (14 halvings of 10,000).
+    refused = [r for r in emu.requests if r.method == "POST" and r.status == 400]
+    assert len(refused) <= 3 * 2 * 14
