@@ -1,0 +1,71 @@
+"""Failures the fuzzer found, each as its shrunk example, checked against the same invariant.
+
+A test marked `xfail(strict=True)` fails on today's code for a known bug another change is
+fixing; when that fix lands it passes, strict xfail turns that into a failure, and the lead
+removes the mark (and turns the matching switch in `fuzz.strategies.KNOWN_BUGS_OFF` back on).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from fuzz.oracle import check
+from fuzz.runner import InProcessRunner
+from fuzz.strategies import Case
+
+if TYPE_CHECKING:
+    from target_userpilot.emulator import Emulator
+
+USERS = (
+    '{"type":"SCHEMA","stream":"users","schema":{"type":"object","properties":'
+    '{"id":{"type":"integer"},"email":{"type":["string","null"]},'
+    '"plan":{"type":["number","null"]}}},"key_properties":["id"]}'
+)
+
+
+def _record(body: str) -> str:
+    return '{"type":"RECORD","stream":"users","record":' + body + "}"
+
+
+def _problems(emulator: Emulator, tmp_path: Path, lines: list[str], **settings: Any) -> list[str]:
+    case = Case(lines=lines, settings=settings)
+    return check(case, InProcessRunner(emulator).run(case, tmp_path))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a lone surrogate in an invalid record crashes the dead-letter writer "
+    "(UnicodeEncodeError, a traceback, exit 1)",
+)
+def test_a_lone_surrogate_in_an_invalid_record_is_dead_lettered(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # Shrunk: the email property is declared integer, so the record is invalid and is
+    # dead-lettered with its string value "\ud800".
+    lines = [USERS.replace('"email":{"type":["string","null"]}', '"email":{"type":"integer"}')]
+    lines.append(_record('{"id":0,"email":"\\ud800"}'))
+    assert _problems(emulator, tmp_path, lines) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="1e5000 (a number beyond float range) crashes the dead-letter writer "
+    "(int too large to write, a traceback, exit 1)",
+)
+def test_a_number_beyond_float_range_is_accounted_for(emulator: Emulator, tmp_path: Path) -> None:
+    lines = [USERS, _record('{"id":0,"plan":1E+5000}')]
+    assert _problems(emulator, tmp_path, lines) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="with on_invalid_record: fail, a record lacking a key property raises the SDK's "
+    "MissingKeyPropertiesError: a traceback and no ERROR line naming the setting",
+)
+def test_a_record_lacking_its_key_property_stops_a_fail_run_with_one_error_line(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    lines = [USERS, _record('{"email":null}')]
+    assert _problems(emulator, tmp_path, lines, on_invalid_record="fail") == []
