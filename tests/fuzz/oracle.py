@@ -11,16 +11,17 @@ pinned.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 
 if TYPE_CHECKING:
-    from fuzz.runner import Outcome
+    from fuzz.runner import Outcome, StateSeen
     from fuzz.strategies import Case
 
 Status = Literal["valid", "invalid", "uncertain"]
@@ -107,6 +108,8 @@ def as_id(value: Any) -> str:
         raise Invalid  # NaN, Infinity
     if isinstance(value, str):
         _require_encodable(value)
+        if not value.strip():
+            raise Uncertain  # whitespace only: README names only the empty id
         return value
     raise Uncertain
 
@@ -128,7 +131,10 @@ def _number(value: Decimal | float) -> Any:
 
 
 def _datetime(text: str) -> str:
-    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise Uncertain from None  # README's table covers valid date-times only
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -196,12 +202,9 @@ def profile_of(
     settings: dict[str, Any],
 ) -> tuple[str, dict[str, Any]]:
     """(id, `{"company_id"?, "metadata"}`) by README's rules; raises Invalid or Uncertain."""
-    if settings.get("validate_records", True):
-        if not jsonschema.Draft7Validator(schema).is_valid(record):
-            raise Invalid
-        declared_ok = True
-    else:
-        declared_ok = jsonschema.Draft7Validator(schema).is_valid(record)
+    declared_ok = _validator(json.dumps(schema, default=str)).is_valid(record)
+    if settings.get("validate_records", True) and not declared_ok:
+        raise Invalid
     if any(k not in record for k in keys):
         raise Invalid
     id_key = id_property(kind, schema, keys)
@@ -224,7 +227,20 @@ def profile_of(
         flatten(key, value, settings, profile["metadata"], date_time=is_dt)
     if not declared_ok:
         raise Uncertain  # a wrong type with validation off: README does not say
+    line = {"id": pid, **profile}
+    if len(json.dumps(line, default=str, ensure_ascii=False).encode()) > _line_limit(settings):
+        raise Uncertain  # a profile near or over `max_batch_bytes`: README does not say
     return pid, profile
+
+
+def _line_limit(settings: dict[str, Any]) -> float:
+    """Profile lines above this size are not pinned (the target's own framing may differ)."""
+    return 0.8 * float(settings.get("max_batch_bytes", 52_363_264))
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_text: str) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(json.loads(schema_text, parse_float=Decimal))
 
 
 # --- the expectation -------------------------------------------------------------------------
@@ -330,39 +346,51 @@ def _same_json(expected: Any, sent: Any) -> bool:
     return same_value(expected, sent)
 
 
-def check(case: Case, outcome: Outcome) -> list[str]:  # noqa: C901, PLR0912
+def check(case: Case, outcome: Outcome) -> list[str]:
     """Every way `outcome` breaks the invariant for `case`, as sentences (empty: it holds)."""
     exp = expect(case)
-    problems: list[str] = []
-    problems += _check_process(case, exp, outcome)
-    succeeded = outcome.exit_code == 0
     policy = case.settings.get("on_invalid_record", "dead_letter")
+    succeeded = outcome.exit_code == 0
     dry = bool(case.settings.get("dry_run"))
-    store = {"users": outcome.users, "companies": outcome.companies}
-    if dry:
-        if outcome.states:
-            problems.append("a dry run emitted STATE")
-        if outcome.uploads:
-            problems.append(f"a dry run uploaded {outcome.uploads} times")
+    return [
+        *_check_hygiene(outcome),
+        *_check_exit(exp, outcome, policy),
+        *_check_store(exp, outcome, dry=dry, succeeded=succeeded),
+        *_check_dead_letters(case, exp, outcome, policy),
+        *(_check_accounted(exp, outcome) if succeeded and policy == "dead_letter" else []),
+        *_check_states(exp, outcome, policy, complete=succeeded and not dry),
+    ]
+
+
+def _check_store(exp: Expected, outcome: Outcome, *, dry: bool, succeeded: bool) -> list[str]:
+    """Userpilot (or a dry run's files) holds README's profiles: nothing invented or lost."""
+    problems = []
+    if dry and outcome.states:
+        problems.append("a dry run emitted STATE")
+    if dry and outcome.uploads:
+        problems.append(f"a dry run uploaded {outcome.uploads} times")
     for kind in KINDS:
-        invented = set(store[kind]) - set(exp.profiles[kind]) - exp.unpinned[kind]
+        store = outcome.users if kind == "users" else outcome.companies
+        invented = set(store) - set(exp.profiles[kind]) - exp.unpinned[kind]
         if invented:
             problems.append(f"{kind} not in the input arrived: {sorted(invented)[:5]}")
-    if succeeded and not dry:
-        for kind in KINDS:
-            for pid, want in exp.profiles[kind].items():
-                got = store[kind].get(pid)
-                if got is None:
-                    problems.append(f"{kind} {pid!r} is missing from Userpilot")
-                elif pid not in exp.unpinned[kind]:
-                    problems += _compare(kind, pid, want, got)
-    if succeeded and dry:
-        for kind in KINDS:
+        if succeeded and dry:
             missing = set(exp.profiles[kind]) - outcome.dry_run_ids[kind]
             if missing:
                 problems.append(f"dry run would not send {kind} {sorted(missing)[:5]}")
-    problems += _check_dead_letters(case, exp, outcome, policy, succeeded)
-    problems += _check_states(exp, outcome, policy, succeeded and not dry)
+        elif succeeded:
+            problems += _check_profiles(kind, exp, store)
+    return problems
+
+
+def _check_profiles(kind: str, exp: Expected, store: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    for pid, want in exp.profiles[kind].items():
+        got = store.get(pid)
+        if got is None:
+            problems.append(f"{kind} {pid!r} is missing from Userpilot")
+        elif pid not in exp.unpinned[kind]:
+            problems += _compare(kind, pid, want, got)
     return problems
 
 
@@ -383,44 +411,40 @@ def _compare(kind: str, pid: str, want: dict[str, Any], got: dict[str, Any]) -> 
     return problems
 
 
-def _check_process(case: Case, exp: Expected, outcome: Outcome) -> list[str]:
-    problems = []
-    if outcome.crash:
-        problems.append(f"an exception escaped the target: {outcome.crash}")
-    if "Traceback" in outcome.log:
-        problems.append("a traceback at the default log level")
-    if outcome.seconds > WALL_BOUND_SECONDS:
-        problems.append(f"took {outcome.seconds:.1f} s (a hang?)")
-    if outcome.leftover:
-        problems.append(f"batch files left behind: {outcome.leftover}")
-    if outcome.key_seen_in:
-        problems.append(f"the API key appears in {outcome.key_seen_in}")
-    if outcome.peak_rss_kb > MEMORY_BOUND_KB:
-        problems.append(f"peak RSS {outcome.peak_rss_kb} kB")
+def _check_hygiene(outcome: Outcome) -> list[str]:
+    """No traceback, no hang, no batch file left, no API key shown, memory bounded."""
+    found = {
+        f"an exception escaped the target: {outcome.crash}": bool(outcome.crash),
+        "a traceback at the default log level": "Traceback" in outcome.log,
+        f"took {outcome.seconds:.1f} s (a hang?)": outcome.seconds > WALL_BOUND_SECONDS,
+        f"batch files left behind: {outcome.leftover}": bool(outcome.leftover),
+        f"the API key appears in {outcome.key_seen_in}": bool(outcome.key_seen_in),
+        f"peak RSS {outcome.peak_rss_kb} kB": outcome.peak_rss_kb > MEMORY_BOUND_KB,
+    }
+    return [problem for problem, happened in found.items() if happened]
+
+
+def _check_exit(exp: Expected, outcome: Outcome, policy: str) -> list[str]:
+    """Exit 0 only when nothing forbids it; otherwise non-zero with one ERROR line."""
     if outcome.exit_code == 0:
         if exp.fatal:
-            problems.append(f"exit 0 although {exp.fatal}")
-        if exp.may_fail and any("fail" in r and "invalid" in r for r in exp.may_fail):
-            certain = [p for p in exp.placed if p.status == "invalid"]
-            if certain:
-                problems.append(f"exit 0 with on_invalid_record: fail and {len(certain)} invalid")
-    else:
-        if not exp.fatal and not exp.may_fail:
-            problems.append(
-                f"exit {outcome.exit_code} on an input README accepts: {outcome.errors}"
-            )
-        if len(outcome.errors) != 1:
-            problems.append(f"{len(outcome.errors)} ERROR lines, not one: {outcome.errors}")
-    del case
+            return [f"exit 0 although {exp.fatal}"]
+        invalid = sum(p.status == "invalid" for p in exp.placed)
+        if policy == "fail" and invalid:
+            return [f"exit 0 with on_invalid_record: fail and {invalid} invalid records"]
+        return []
+    problems = []
+    if not exp.fatal and not exp.may_fail:
+        problems.append(f"exit {outcome.exit_code} on an input README accepts: {outcome.errors}")
+    if len(outcome.errors) != 1:
+        problems.append(f"{len(outcome.errors)} ERROR lines, not one: {outcome.errors}")
     return problems
 
 
-def _check_dead_letters(
-    case: Case, exp: Expected, outcome: Outcome, policy: str, succeeded: bool
-) -> list[str]:
+def _check_dead_letters(case: Case, exp: Expected, outcome: Outcome, policy: str) -> list[str]:
+    """Each dead letter is an invalid (or rejected) record, once, with a reason."""
     problems = []
-    positions = [d.get("position") for d in outcome.dead_letters]
-    counted = [p for p in positions if p is not None]
+    counted = [d["position"] for d in outcome.dead_letters if d.get("position") is not None]
     if len(counted) != len(set(counted)):
         problems.append(f"a record dead-lettered twice: {sorted(counted)}")
     if policy != "dead_letter":
@@ -435,25 +459,30 @@ def _check_dead_letters(
         placed = by_position.get(letter.get("position", -1))
         if placed is None or (placed.status == "valid" and placed.pid not in rejected):
             problems.append(f"a valid record dead-lettered: {letter}")
-    if succeeded:
-        lettered = set(counted)
-        for placed in exp.placed:
-            if placed.status == "invalid" and placed.position not in lettered:
-                problems.append(f"invalid record {placed.position} not dead-lettered")
-            if placed.status == "uncertain" and placed.position not in lettered:
-                arrived = placed.pid is not None and (
-                    placed.pid in (outcome.users if placed.kind == "users" else outcome.companies)
-                    or placed.pid in outcome.dry_run_ids[placed.kind]
-                )
-                if not arrived:
-                    problems.append(f"record {placed.position} neither arrived nor dead-lettered")
     return problems
 
 
-def _check_states(exp: Expected, outcome: Outcome, policy: str, complete: bool) -> list[str]:
+def _check_accounted(exp: Expected, outcome: Outcome) -> list[str]:
+    """After a successful run every invalid record is a dead letter; an unpinned one arrived
+    or is a dead letter."""
+    problems = []
+    lettered = {d.get("position") for d in outcome.dead_letters}
+    for placed in exp.placed:
+        if placed.position in lettered or placed.status == "valid":
+            continue
+        if placed.status == "invalid":
+            problems.append(f"invalid record {placed.position} not dead-lettered")
+            continue
+        held = outcome.users if placed.kind == "users" else outcome.companies
+        if placed.pid not in held and placed.pid not in outcome.dry_run_ids[placed.kind]:
+            problems.append(f"record {placed.position} neither arrived nor dead-lettered")
+    return problems
+
+
+def _check_states(exp: Expected, outcome: Outcome, policy: str, *, complete: bool) -> list[str]:
+    """Each STATE is one the tap sent, in order, non-empty, and gated; the last is the last."""
     problems = []
     cursor = 0
-    rejected_or_letters = policy != "dead_letter"
     for seen in outcome.states:
         value = parse(seen.line)
         if value in ({}, None):
@@ -464,26 +493,33 @@ def _check_states(exp: Expected, outcome: Outcome, policy: str, complete: bool) 
             problems.append(f"STATE {seen.line[:80]} is invented or out of order")
             continue
         cursor = match
-        before = exp.states[match][0]
-        for placed in exp.placed[:before]:
-            if placed.status == "valid" and placed.pid is not None:
-                held = seen.users if placed.kind == "users" else seen.companies
-                if placed.pid not in held and placed.pid in exp.profiles[placed.kind]:
-                    problems.append(
-                        f"STATE {seen.line[:60]} came out before record {placed.position} "
-                        f"({placed.kind} {placed.pid!r}) was in Userpilot"
-                    )
-            if placed.status == "invalid" and not rejected_or_letters:
-                if placed.position not in seen.dead_letter_positions:
-                    problems.append(
-                        f"STATE {seen.line[:60]} came out before invalid record "
-                        f"{placed.position} was dead-lettered"
-                    )
+        problems += _gating(exp, seen, exp.states[match][0], letters=policy == "dead_letter")
     if complete:
         non_empty = [v for _, v in exp.states if v not in ({}, None)]
-        if non_empty and (not outcome.states or parse(outcome.states[-1].line) != non_empty[-1]):
+        last = outcome.states[-1].line if outcome.states else None
+        if non_empty and (last is None or parse(last) != non_empty[-1]):
+            problems.append(f"the last STATE emitted is not the input's last: {last}")
+    return problems
+
+
+def _gating(exp: Expected, seen: StateSeen, before: int, *, letters: bool) -> list[str]:
+    """Every record before this STATE was in Userpilot (or dead-lettered) when it came out."""
+    problems = []
+    for placed in exp.placed[:before]:
+        held = seen.users if placed.kind == "users" else seen.companies
+        if placed.status == "valid" and placed.pid in exp.profiles[placed.kind]:
+            if placed.pid not in held:
+                problems.append(
+                    f"STATE {seen.line[:60]} came out before record {placed.position} "
+                    f"({placed.kind} {placed.pid!r}) was in Userpilot"
+                )
+        elif (
+            placed.status == "invalid"
+            and letters
+            and placed.position not in seen.dead_letter_positions
+        ):
             problems.append(
-                "the last STATE emitted is not the input's last: "
-                f"{outcome.states[-1].line[:80] if outcome.states else None}"
+                f"STATE {seen.line[:60]} came out before invalid record "
+                f"{placed.position} was dead-lettered"
             )
     return problems

@@ -92,13 +92,18 @@ def _read_dead_letters(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Parsed dead letters, and sentences for lines that are not JSON."""
     if not path.exists():
         return [], []
-    letters, problems = [], []
+    letters: list[dict[str, Any]] = []
+    problems: list[str] = []
     for raw in path.read_bytes().splitlines():
-        try:
-            letters.append(json.loads(raw))
-        except ValueError as exc:
-            problems.append(f"an unreadable dead letter ({exc}): {raw[:80]!r}")
+        _parse_letter(raw, letters, problems)
     return letters, problems
+
+
+def _parse_letter(raw: bytes, letters: list[dict[str, Any]], problems: list[str]) -> None:
+    try:
+        letters.append(json.loads(raw))
+    except ValueError as exc:
+        problems.append(f"an unreadable dead letter ({exc}): {raw[:80]!r}")
 
 
 def _dry_run_ids(folder: Path) -> dict[str, set[str]]:
@@ -233,10 +238,20 @@ class InProcessRunner:
         finally:
             root.handlers = others
         seconds = time.monotonic() - started
-        return self._outcome(case, work, key, code, tap, capture, crash, seconds)
+        return self._outcome(
+            case=case,
+            work=work,
+            key=key,
+            code=code,
+            tap=tap,
+            capture=capture,
+            crash=crash,
+            seconds=seconds,
+        )
 
     def _outcome(
         self,
+        *,
         case: Case,
         work: Path,
         key: str,
