@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import resource
+import signal
 import threading
 import time
 import traceback
@@ -222,6 +223,8 @@ class InProcessRunner:
         others, root.handlers = root.handlers, [capture]
         tap = _StateTap(self.emu, work / DEAD_LETTERS)
         crash = None
+        # The target installs SIGTERM/SIGINT handlers; they must not outlive its run here.
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         started = time.monotonic()
         try:
             with redirect_stdout(tap):
@@ -237,6 +240,8 @@ class InProcessRunner:
             code = 1
         finally:
             root.handlers = others
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
         seconds = time.monotonic() - started
         return self._outcome(
             case=case,

@@ -38,6 +38,8 @@ class Switches:
     """A non-string value (a number, an object) in a `date` or `date-time` property."""
     sdk_invalid: bool = True
     """Records lacking a key property or failing the schema (derived per case)."""
+    failed_jobs_past_retries: bool = True
+    """More failed jobs than `job_retries` (the run stops; its other batches must go too)."""
     faults: bool = True
     """Emulator faults: 5xx, 429, dropped connections, failed jobs, lost responses, rejects."""
 
@@ -49,6 +51,7 @@ KNOWN_BUGS_OFF: frozenset[str] = frozenset(
         "oversized_profiles",
         "sdk_invalid_under_fail",
         "non_string_dates",
+        "failed_jobs_past_retries",
     }
 )
 """Switches turned off by default until their fix lands (the lead empties this after merging)."""
@@ -507,7 +510,7 @@ _QUARTERS = st.integers(0, 3)
 
 
 @st.composite
-def faults(draw: st.DrawFn, ids: list[str]) -> dict[str, Any]:
+def faults(draw: st.DrawFn, ids: list[str], max_failed_jobs: int = 3) -> dict[str, Any]:
     """Emulator response shapes and, for one case in four, one or two classes of fault."""
     drawn: dict[str, Any] = draw(_SHAPES)
     # Faults cost retries with backoff (a lost response about half a second), so they come in
@@ -516,8 +519,8 @@ def faults(draw: st.DrawFn, ids: list[str]) -> dict[str, Any]:
     if "requests" in classes:
         drawn["fail_rate"] = draw(_FAIL_RATES)
         drawn["fault_kinds"] = tuple(draw(_FAULT_KINDS))
-    if "failed jobs" in classes:
-        drawn["fail_jobs"] = draw(_FAILED_JOBS)
+    if "failed jobs" in classes and max_failed_jobs > 0:
+        drawn["fail_jobs"] = min(draw(_FAILED_JOBS), max_failed_jobs)
     if "lost responses" in classes:
         drawn["drop_submit_responses"] = draw(_LOST)
     if "rejects" in classes and ids:
@@ -549,5 +552,7 @@ def cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
     if chosen.get("on_invalid_record") == "fail" and not sw.sdk_invalid_under_fail:
         sw = replace(sw, sdk_invalid=False)
     lines = draw(streams(sw))
-    drawn = draw(faults(_ids_in(lines))) if sw.faults else {}
+    retries = chosen.get("job_retries", 2)
+    most = 3 if sw.failed_jobs_past_retries else retries
+    drawn = draw(faults(_ids_in(lines), most)) if sw.faults else {}
     return Case(lines=lines, settings=chosen, faults=drawn)
