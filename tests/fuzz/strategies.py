@@ -29,7 +29,7 @@ class Switches:
     huge_numbers: bool = True
     """Numbers outside float range, e.g. `1e5000`, `-1e5000`, `1e-5000`."""
     oversized_profiles: bool = True
-    """A long string value, so a single profile line can exceed `max_batch_bytes`."""
+    """A profile line longer than `max_batch_bytes` (off: that setting is at least 64 KiB)."""
     all_invalid: bool = True
     """Streams whose every record is invalid."""
     sdk_invalid_under_fail: bool = True
@@ -107,7 +107,7 @@ _OFFSETS = ("Z", "+02:00", "-05:30", "+00:00", "")
 
 @functools.cache
 def texts(sw: Switches) -> st.SearchStrategy[str]:
-    """Short unicode text, NUL included; lone surrogates when switched on."""
+    """Short unicode text, NUL and line separators included; lone surrogates when on."""
     parts = [
         st.text(max_size=12),
         st.sampled_from(["", "\x00", "ü", "🙂", "\u2028", '"\\', "null", "Berlin"]),
@@ -115,9 +115,13 @@ def texts(sw: Switches) -> st.SearchStrategy[str]:
     if sw.lone_surrogates:
         surrogate = st.integers(0xD800, 0xDFFF).map(chr)
         parts.append(st.tuples(st.text(max_size=3), surrogate).map("".join))
-    if sw.oversized_profiles:
-        parts.append(st.integers(1000, 6000).map(lambda n: "x" * n))
     return st.one_of(*parts)
+
+
+@functools.cache
+def long_texts(sw: Switches) -> st.SearchStrategy[str]:
+    """Text, sometimes thousands of characters long (top-level string properties only)."""
+    return st.one_of(texts(sw), st.integers(1000, 6000).map(lambda n: "x" * n))
 
 
 @functools.cache
@@ -161,7 +165,7 @@ def _dt(year: int) -> Any:
 def nested(sw: Switches, depth: int) -> st.SearchStrategy[Json]:
     """Objects nested up to `depth` levels, empty ones and arrays inside included."""
     leaf = st.one_of(st.none(), st.booleans(), numbers(sw), texts(sw))
-    keys = st.one_of(st.sampled_from(_PLAIN_KEYS), texts(sw).filter(lambda s: len(s) < 20))
+    keys = st.one_of(st.sampled_from(_PLAIN_KEYS), texts(sw))
     return st.recursive(
         leaf,
         lambda inner: st.one_of(
@@ -184,7 +188,7 @@ def field_kinds(sw: Switches) -> dict[str, tuple[dict[str, Any], st.SearchStrate
     """Property kinds a schema can hold, each with values that conform to it."""
     nan = st.sampled_from([Special("NaN"), Special("Infinity"), Special("-Infinity")])
     return {
-        "string": (_nullable("string"), st.one_of(st.none(), texts(sw))),
+        "string": (_nullable("string"), st.one_of(st.none(), long_texts(sw))),
         "integer": (_nullable("integer"), st.one_of(st.none(), st.integers(-(10**20), 10**20))),
         "number": (_nullable("number"), st.one_of(st.none(), numbers(sw), nan)),
         "boolean": (_nullable("boolean"), st.one_of(st.none(), st.booleans())),
@@ -247,7 +251,7 @@ def id_values(sw: Switches) -> st.SearchStrategy[Json]:
     """Ids that collide often, in every spelling README names, valid and invalid."""
     strings = st.one_of(
         st.sampled_from(["1", "2", "a", "ü", " ", "0", "x" * 300]),
-        texts(sw).filter(lambda s: len(s) < 50),
+        texts(sw),
     )
     return st.one_of(
         st.integers(0, 6),
@@ -552,6 +556,9 @@ def cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
     if chosen.get("on_invalid_record") == "fail" and not sw.sdk_invalid_under_fail:
         sw = replace(sw, sdk_invalid=False)
     lines = draw(streams(sw))
+    if not sw.oversized_profiles and "max_batch_bytes" in chosen:
+        # Five long strings stay well under this, so no profile line exceeds the limit.
+        chosen["max_batch_bytes"] = max(chosen["max_batch_bytes"], 65_536)
     retries = chosen.get("job_retries", 2)
     most = 3 if sw.failed_jobs_past_retries else retries
     drawn = draw(faults(_ids_in(lines), most)) if sw.faults else {}
