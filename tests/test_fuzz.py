@@ -64,11 +64,19 @@ class Figures:
         self.exits: Counter[int] = Counter()
 
     def add(self, case: Case, outcome: Outcome) -> None:
-        """Count one run."""
+        """Count one run; every 500 runs the figures so far go to `FUZZ_STATS`."""
         self.streams += 1
         self.longest = max(self.longest, (outcome.seconds, len(case.lines)))
         self.faults.update(outcome.faults_drawn)
         self.exits[outcome.exit_code] += 1
+        if self.streams % 500 == 0:
+            self.write()
+
+    def write(self) -> None:
+        """The figures so far, to the file `FUZZ_STATS` names (if set)."""
+        path = os.environ.get("FUZZ_STATS")
+        if path:
+            Path(path).write_text(json.dumps(self.report(), indent=2) + "\n")
 
     def report(self) -> dict[str, Any]:
         """The figures, as a JSON-able dict."""
@@ -94,11 +102,8 @@ def shared_emulator() -> Iterator[Emulator]:
 def figures() -> Iterator[Figures]:
     counted = Figures()
     yield counted
-    report = counted.report()
-    print(f"\nfuzz figures: {json.dumps(report)}")  # noqa: T201 - shown with -s / in CI logs
-    path = os.environ.get("FUZZ_STATS")
-    if path:
-        Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nfuzz figures: {json.dumps(counted.report())}")  # noqa: T201 - in CI logs
+    counted.write()
 
 
 def _verdict(case: Case, outcome: Outcome, figures: Figures) -> None:

@@ -227,10 +227,14 @@ def profile_of(
         flatten(key, value, settings, profile["metadata"], date_time=is_dt)
     if not declared_ok:
         raise Uncertain  # a wrong type with validation off: README does not say
-    line = {"id": pid, **profile}
-    if len(json.dumps(line, default=str, ensure_ascii=False).encode()) > _line_limit(settings):
+    if _line_size(pid, profile) > _line_limit(settings):
         raise Uncertain  # a profile near or over `max_batch_bytes`: README does not say
     return pid, profile
+
+
+def _line_size(pid: str, profile: dict[str, Any]) -> int:
+    """About the bytes of the profile's NDJSON line."""
+    return len(json.dumps({"id": pid, **profile}, default=str, ensure_ascii=False).encode())
 
 
 def _line_limit(settings: dict[str, Any]) -> float:
@@ -280,6 +284,10 @@ def expect(case: Case) -> Expected:  # noqa: C901, PLR0912 - one walk over the i
             else:
                 exp.placed.append(Placed(position, stream, kind, "valid", pid))
                 _merge(exp.profiles[kind], pid, profile)
+    for kind, profiles in exp.profiles.items():
+        for pid, profile in profiles.items():
+            if _line_size(pid, profile) > _line_limit(settings):
+                exp.unpinned[kind].add(pid)  # merged past `max_batch_bytes`: README is silent
     rejected = {str(i) for i in case.faults.get("reject_ids", ())}
     for placed in exp.placed:
         if placed.pid in rejected:
