@@ -304,10 +304,15 @@ def expect(case: Case) -> Expected:  # noqa: C901, PLR0912 - one walk over the i
     return exp
 
 
-def _loose_id(kind: str, record: dict[str, Any], schema: dict[str, Any], keys: list[str]) -> Any:
-    """The id an uncertain record would have, if it has a plain one."""
+def _loose_id(
+    kind: str, record: dict[str, Any], schema: dict[str, Any], keys: list[str]
+) -> str | None:
+    """The id an uncertain record may arrive under (a string one as it is), if any."""
+    value = record.get(id_property(kind, schema, keys))
+    if isinstance(value, str) and value:
+        return value
     try:
-        return as_id(record.get(id_property(kind, schema, keys)))
+        return as_id(value)
     except (Invalid, Uncertain):
         return None
 
