@@ -277,10 +277,10 @@ def expect(case: Case) -> Expected:  # noqa: C901, PLR0912 - one walk over the i
             except Invalid:
                 exp.placed.append(Placed(position, stream, kind, "invalid"))
             except Uncertain:
-                pid = _loose_id(kind, message["record"], schema, keys)
-                exp.placed.append(Placed(position, stream, kind, "uncertain", pid))
-                if pid is not None:
-                    exp.unpinned[kind].add(pid)
+                loose = _loose_id(kind, message["record"], schema, keys)
+                exp.placed.append(Placed(position, stream, kind, "uncertain", loose))
+                if loose is not None:
+                    exp.unpinned[kind].add(loose)
             else:
                 exp.placed.append(Placed(position, stream, kind, "valid", pid))
                 _merge(exp.profiles[kind], pid, profile)
