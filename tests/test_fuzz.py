@@ -130,9 +130,17 @@ def test_every_record_is_accounted_for(
     shared_emulator: Emulator, figures: Figures, case: Case
 ) -> None:
     runner = _runner(shared_emulator)
-    with tempfile.TemporaryDirectory(prefix="fuzz-") as work:
+    with (
+        tempfile.TemporaryDirectory(prefix="fuzz-") as work,
+        tempfile.TemporaryDirectory(prefix="fuzz-again-") as again,
+    ):
         outcome = runner.run(case, Path(work))
         _verdict(case, outcome, figures)
+        if case.settings.get("send_only_changes") and not case.settings.get("dry_run"):
+            # The same input again on the same account: unchanged profiles are skipped, and
+            # every record is still accounted for exactly once.
+            event("send_only_changes: second run")
+            _verdict(case, runner.run(case, Path(again), again_after=Path(work)), figures)
 
 
 @TIMEOUT

@@ -14,7 +14,6 @@ import json
 import logging
 import resource
 import signal
-import threading
 import time
 import traceback
 import uuid
@@ -38,6 +37,7 @@ EMULATOR_LOGGER = "target_userpilot.emulator"
 DRY_RUN_DIR = "dry-run"
 BATCH_DIR = "batches"
 DEAD_LETTERS = "dead-letters.ndjson"
+FINGERPRINTS = "fingerprints.sqlite"
 
 
 @dataclass
@@ -76,8 +76,10 @@ def emulator_config(key: str, faults: dict[str, Any]) -> EmulatorConfig:
     return EmulatorConfig(token=key, rows_per_minute=float("inf"), retry_after_seconds=0, **faults)
 
 
-def target_config(case: Case, key: str, url: str, work: Path) -> dict[str, Any]:
-    """The drawn settings, with every path inside `work`."""
+def target_config(
+    case: Case, key: str, url: str, work: Path, fingerprints: Path | None = None
+) -> dict[str, Any]:
+    """The drawn settings, with every path inside `work` (the fingerprints' may be elsewhere)."""
     return {
         **case.settings,
         "api_key": key,
@@ -85,7 +87,7 @@ def target_config(case: Case, key: str, url: str, work: Path) -> dict[str, Any]:
         "batch_dir": str(work / BATCH_DIR),
         "dead_letter_path": str(work / DEAD_LETTERS),
         "dry_run_dir": str(work / DRY_RUN_DIR),
-        "fingerprint_store_path": str(work / "fingerprints.sqlite"),
+        "fingerprint_store_path": str(fingerprints or work / FINGERPRINTS),
     }
 
 
@@ -201,19 +203,27 @@ class InProcessRunner:
         for handler in root.handlers:
             if handler not in before:
                 root.removeHandler(handler)  # the capture below stands in for the console
-        self.threads_at_start = {t.ident for t in threading.enumerate()}
+        self._key = ""
 
     def _reset(self, key: str, faults: dict[str, Any]) -> None:
         # A fresh account per case: a new store (profiles, jobs, requests, fault plan seeded
         # from the case) behind the same server, so no server restart per example.
         self.emu._store.__init__(emulator_config(key, faults))  # type: ignore[misc]
 
-    def run(self, case: Case, work: Path) -> Outcome:
-        """Run `case` with every file under `work` (a fresh directory)."""
-        key = f"fz-{uuid.uuid4().hex}"
-        self._reset(key, case.faults)
+    def run(self, case: Case, work: Path, *, again_after: Path | None = None) -> Outcome:
+        """Run `case` with every file under `work` (a fresh directory).
+
+        With `again_after` (the previous run's directory) it is the same account's second run:
+        Userpilot keeps what the first confirmed, and the fingerprints are the first run's.
+        """
+        if again_after is None:
+            self._key = f"fz-{uuid.uuid4().hex}"
+            self._reset(self._key, case.faults)
+        key = self._key
+        fingerprints = again_after / FINGERPRINTS if again_after else None
+        config = target_config(case, key, self.emu.url, work, fingerprints)
         config_path = work / "config.json"
-        config_path.write_text(json.dumps(target_config(case, key, self.emu.url, work)))
+        config_path.write_text(json.dumps(config))
         input_path = work / "input.jsonl"
         input_path.write_text("\n".join(case.lines) + "\n", encoding="utf-8", errors="strict")
         capture = _Capture()
