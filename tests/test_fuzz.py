@@ -59,13 +59,15 @@ class Figures:
         """Nothing counted yet."""
         self.started = time.monotonic()
         self.streams = 0
+        self.second_runs = 0
         self.longest = (0.0, 0)
         self.faults: Counter[str] = Counter()
         self.exits: Counter[int] = Counter()
 
-    def add(self, case: Case, outcome: Outcome) -> None:
+    def add(self, case: Case, outcome: Outcome, *, second: bool) -> None:
         """Count one run; every 500 runs the figures so far go to `FUZZ_STATS`."""
         self.streams += 1
+        self.second_runs += second
         self.longest = max(self.longest, (outcome.seconds, len(case.lines)))
         self.faults.update(outcome.faults_drawn)
         self.exits[outcome.exit_code] += 1
@@ -84,6 +86,7 @@ class Figures:
         return {
             "profile": PROFILE,
             "streams": self.streams,
+            "of_which_second_runs": self.second_runs,
             "streams_per_minute": round(self.streams / minutes) if minutes else None,
             "longest_example_seconds": round(self.longest[0], 3),
             "longest_example_lines": self.longest[1],
@@ -106,8 +109,8 @@ def figures() -> Iterator[Figures]:
     counted.write()
 
 
-def _verdict(case: Case, outcome: Outcome, figures: Figures) -> None:
-    figures.add(case, outcome)
+def _verdict(case: Case, outcome: Outcome, figures: Figures, *, second: bool = False) -> None:
+    figures.add(case, outcome, second=second)
     for fault in outcome.faults_drawn:
         event(f"fault: {fault}")
     event(f"exit {outcome.exit_code}")
@@ -140,7 +143,8 @@ def test_every_record_is_accounted_for(
             # The same input again on the same account: unchanged profiles are skipped, and
             # every record is still accounted for exactly once.
             event("send_only_changes: second run")
-            _verdict(case, runner.run(case, Path(again), again_after=Path(work)), figures)
+            outcome = runner.run(case, Path(again), again_after=Path(work))
+            _verdict(case, outcome, figures, second=True)
 
 
 @TIMEOUT
