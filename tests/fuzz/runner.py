@@ -9,6 +9,7 @@ child process, for the process-level parts (exit status, stderr, memory).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -71,9 +72,17 @@ class Outcome:
     faults_drawn: list[str] = field(default_factory=list)
 
 
+# Job phases beyond queued/processing, where the emulator has them: instant here, as the rate.
+_INSTANT = {"validating_seconds": 0.0, "pending_refresh_seconds": 0.0}
+
+
 def emulator_config(key: str, faults: dict[str, Any]) -> EmulatorConfig:
     """The emulator for one case: unlimited rate, no Retry-After wait, the drawn faults."""
-    return EmulatorConfig(token=key, rows_per_minute=float("inf"), retry_after_seconds=0, **faults)
+    known = {f.name for f in dataclasses.fields(EmulatorConfig)}
+    instant = {name: value for name, value in _INSTANT.items() if name in known}
+    return EmulatorConfig(
+        token=key, rows_per_minute=float("inf"), retry_after_seconds=0, **instant, **faults
+    )
 
 
 def target_config(
