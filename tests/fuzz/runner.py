@@ -73,7 +73,7 @@ class Outcome:
 
 
 # Job phases beyond queued/processing, where the emulator has them: instant here, as the rate.
-_INSTANT = {"validating_seconds": 0.0, "pending_refresh_seconds": 0.0}
+_INSTANT: dict[str, Any] = {"validating_seconds": 0.0, "pending_refresh_seconds": 0.0}
 
 
 def emulator_config(key: str, faults: dict[str, Any]) -> EmulatorConfig:
