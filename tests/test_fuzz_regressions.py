@@ -124,6 +124,19 @@ SHRUNK: list[Any] = [
         ),
         id="failed-job-leaves-a-batch-file",
     ),
+    pytest.param(
+        # Shrunk from a nightly find: one-row batches; Userpilot rejects user "1" in the first
+        # completed job, which stops the run under `fail`.
+        [USERS, _record('{"id":1}'), _record('{"id":2}'), _record('{"id":3}')],
+        {"on_invalid_record": "fail", "max_batch_rows": 1},
+        {"reject_ids": frozenset({"1"})},
+        marks=_known(
+            "rejects_under_fail",
+            "a row Userpilot rejects stops an on_invalid_record: fail run but leaves the next "
+            "batch's file in batch_dir",
+        ),
+        id="rejected-row-under-fail-leaves-a-batch-file",
+    ),
 ]
 
 

@@ -40,6 +40,8 @@ class Switches:
     """Records lacking a key property or failing the schema (derived per case)."""
     failed_jobs_past_retries: bool = True
     """More failed jobs than `job_retries` (the run stops; its other batches must go too)."""
+    rejects_under_fail: bool = True
+    """Rows Userpilot rejects while `on_invalid_record` is `fail` (the run stops on them)."""
     faults: bool = True
     """Emulator faults: 5xx, 429, dropped connections, failed jobs, lost responses, rejects."""
 
@@ -52,6 +54,7 @@ KNOWN_BUGS_OFF: frozenset[str] = frozenset(
         "sdk_invalid_under_fail",
         "non_string_dates",
         "failed_jobs_past_retries",
+        "rejects_under_fail",
     }
 )
 """Switches turned off by default until their fix lands (the lead empties this after merging)."""
@@ -514,7 +517,9 @@ _QUARTERS = st.integers(0, 3)
 
 
 @st.composite
-def faults(draw: st.DrawFn, ids: list[str], max_failed_jobs: int = 3) -> dict[str, Any]:
+def faults(
+    draw: st.DrawFn, ids: list[str], max_failed_jobs: int = 3, *, rejects: bool = True
+) -> dict[str, Any]:
     """Emulator response shapes and, for one case in four, one or two classes of fault."""
     drawn: dict[str, Any] = draw(_SHAPES)
     # Faults cost retries with backoff (a lost response about half a second), so they come in
@@ -527,7 +532,7 @@ def faults(draw: st.DrawFn, ids: list[str], max_failed_jobs: int = 3) -> dict[st
         drawn["fail_jobs"] = min(draw(_FAILED_JOBS), max_failed_jobs)
     if "lost responses" in classes:
         drawn["drop_submit_responses"] = draw(_LOST)
-    if "rejects" in classes and ids:
+    if "rejects" in classes and ids and rejects:
         drawn["reject_ids"] = frozenset(draw(st.lists(st.sampled_from(ids), max_size=2)))
     return drawn
 
@@ -561,5 +566,6 @@ def cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
         chosen["max_batch_bytes"] = max(chosen["max_batch_bytes"], 65_536)
     retries = chosen.get("job_retries", 2)
     most = 3 if sw.failed_jobs_past_retries else retries
-    drawn = draw(faults(_ids_in(lines), most)) if sw.faults else {}
+    rejects = sw.rejects_under_fail or chosen.get("on_invalid_record") != "fail"
+    drawn = draw(faults(_ids_in(lines), most, rejects=rejects)) if sw.faults else {}
     return Case(lines=lines, settings=chosen, faults=drawn)
