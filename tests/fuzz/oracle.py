@@ -1,0 +1,548 @@
+"""What README promises for a given input and settings, and the check of a run against it.
+
+Built from README's rules alone ("Streams and fields", "Invalid records, dead letters, dry
+runs", "How STATE works here", "Send only what changed"), with `jsonschema` deciding "fails the
+tap's own JSON schema". Where README is silent (a lone surrogate, a number beyond float range,
+two keys that flatten to one name, a wrong type with validation off), a record is `uncertain`:
+it must still be accounted for exactly once (arrived or dead-lettered), but its values are not
+pinned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+import jsonschema  # type: ignore[import-untyped]
+
+if TYPE_CHECKING:
+    from fuzz.runner import Outcome, StateSeen
+    from fuzz.strategies import Case
+
+Status = Literal["valid", "invalid", "uncertain"]
+KINDS = ("users", "companies")
+WALL_BOUND_SECONDS = 60.0
+"""No example may take longer than this (a hang)."""
+MEMORY_BOUND_KB = 1_500_000
+"""Peak RSS of the process running the target."""
+
+
+class Uncertain(Exception):  # noqa: N818 - a signal inside the oracle, not an error
+    """README does not pin what this record becomes."""
+
+
+class Invalid(Exception):  # noqa: N818 - a signal inside the oracle, not an error
+    """README makes this record invalid."""
+
+
+def parse(line: str) -> Any:
+    """A line as the SDK's reader parses it (floats as Decimal)."""
+    return json.loads(line, parse_float=Decimal)
+
+
+@dataclass
+class Placed:
+    """One RECORD, by position: its kind, what README makes of it, and its id if it has one."""
+
+    position: int
+    stream: str
+    kind: str
+    status: Status
+    pid: str | None = None
+
+
+@dataclass
+class Expected:
+    """README's answer for one case."""
+
+    placed: list[Placed] = field(default_factory=list)
+    profiles: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: {k: {} for k in KINDS}
+    )
+    unpinned: dict[str, set[str]] = field(default_factory=lambda: {k: set() for k in KINDS})
+    states: list[tuple[int, Any]] = field(default_factory=list)
+    """(records before it, value) per input STATE, in order."""
+    fatal: str | None = None
+    """Why the run must stop (an unmapped stream), if it must."""
+    may_fail: list[str] = field(default_factory=list)
+    """Reasons a non-zero exit is allowed."""
+
+
+# --- mapping ---------------------------------------------------------------------------------
+
+
+def kind_of(stream: str, settings: dict[str, Any]) -> str | None:
+    """README "Which stream is which"."""
+    if stream in KINDS:
+        return stream
+    mapped = settings.get("stream_kinds", {}).get(stream)
+    return mapped or settings.get("default_kind")
+
+
+def id_property(kind: str, schema: dict[str, Any], keys: list[str]) -> str:
+    """README "Ids": `user_id`/`company_id` if the stream has it, else the single key, else id."""
+    own = "user_id" if kind == "users" else "company_id"
+    if own in schema.get("properties", {}):
+        return own
+    if len(keys) == 1:
+        return keys[0]
+    return "id"
+
+
+def as_id(value: Any) -> str:
+    """README "Ids become strings"; raises Invalid for the ids README calls invalid."""
+    if value is None or isinstance(value, (bool, dict)) or value == "":
+        raise Invalid
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        if value.is_finite() and value == value.to_integral_value():
+            return str(int(value))
+        raise Uncertain
+    if isinstance(value, float):
+        raise Invalid  # NaN, Infinity
+    if isinstance(value, str):
+        _require_encodable(value)
+        if not value.strip():
+            raise Uncertain  # whitespace only: README names only the empty id
+        return value
+    raise Uncertain
+
+
+def _require_encodable(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Uncertain from None
+
+
+def _number(value: Decimal | float) -> Any:
+    if isinstance(value, float) or not value.is_finite():
+        raise Invalid  # NaN, Infinity
+    as_float = float(value)
+    if math.isinf(as_float) or (as_float == 0 and value != 0):
+        raise Uncertain  # beyond float range: README does not say
+    return value
+
+
+def _datetime(text: str) -> str:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise Uncertain from None  # README's table covers valid date-times only
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def flatten(
+    key: str,
+    value: Any,
+    settings: dict[str, Any],
+    out: dict[str, Any],
+    *,
+    date_time: bool = False,
+) -> None:
+    """README's metadata table for one property, into `out`."""
+    _require_encodable(key)
+    if isinstance(value, dict):
+        for inner, item in value.items():
+            name = f"{key}{settings.get('metadata_separator', '__')}{inner}"
+            flatten(name, item, settings, out)
+        return
+    if isinstance(value, list):
+        _check_numbers(value)
+        if settings.get("arrays", "json") == "json":
+            _put(out, key, ("json", value))
+        return
+    if value is None:
+        if settings.get("nulls", "send") == "send":
+            _put(out, key, None)
+        return
+    if isinstance(value, bool):
+        _put(out, key, value)
+    elif isinstance(value, (int, Decimal, float)):
+        _put(out, key, _number(value) if not isinstance(value, int) else value)
+    elif isinstance(value, str):
+        _require_encodable(value)
+        _put(out, key, _datetime(value) if date_time else value)
+    else:
+        raise Uncertain
+
+
+def _check_numbers(value: Any) -> None:
+    if isinstance(value, (Decimal, float)):
+        _number(value)
+    elif isinstance(value, list):
+        for item in value:
+            _check_numbers(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_numbers(item)
+    elif isinstance(value, str):
+        _require_encodable(value)
+
+
+def _put(out: dict[str, Any], key: str, value: Any) -> None:
+    if key in out:
+        raise Uncertain  # two properties flatten to one name
+    out[key] = value
+
+
+def profile_of(
+    kind: str,
+    record: dict[str, Any],
+    schema: dict[str, Any],
+    keys: list[str],
+    settings: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """(id, `{"company_id"?, "metadata"}`) by README's rules; raises Invalid or Uncertain."""
+    declared_ok = _validator(json.dumps(schema, default=str)).is_valid(record)
+    if settings.get("validate_records", True) and not declared_ok:
+        raise Invalid
+    if any(k not in record for k in keys):
+        raise Invalid
+    id_key = id_property(kind, schema, keys)
+    pid = as_id(record.get(id_key))
+    profile: dict[str, Any] = {"metadata": {}}
+    company_key = settings.get("user_company_property", "company_id")
+    skip = {id_key}
+    if kind == "users":
+        skip.add(company_key)
+        company = record.get(company_key)
+        if company is not None:
+            profile["company_id"] = as_id(company)
+    include = settings.get("include_properties")
+    exclude = set(settings.get("exclude_properties", []))
+    props = schema.get("properties", {})
+    for key, value in record.items():
+        if key in skip or key in exclude or (include is not None and key not in include):
+            continue
+        is_dt = props.get(key, {}).get("format") == "date-time" and isinstance(value, str)
+        flatten(key, value, settings, profile["metadata"], date_time=is_dt)
+    if not declared_ok:
+        raise Uncertain  # a wrong type with validation off: README does not say
+    if _line_size(pid, profile) > _line_limit(settings):
+        raise Uncertain  # a profile near or over `max_batch_bytes`: README does not say
+    return pid, profile
+
+
+def _line_size(pid: str, profile: dict[str, Any]) -> int:
+    """About the bytes of the profile's NDJSON line."""
+    return len(json.dumps({"id": pid, **profile}, default=str, ensure_ascii=False).encode())
+
+
+def _line_limit(settings: dict[str, Any]) -> float:
+    """Profile lines above this size are not pinned (the target's own framing may differ)."""
+    return 0.8 * float(settings.get("max_batch_bytes", 52_363_264))
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_text: str) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(json.loads(schema_text, parse_float=Decimal))
+
+
+# --- the expectation -------------------------------------------------------------------------
+
+
+def expect(case: Case) -> Expected:  # noqa: C901, PLR0912 - one walk over the input
+    """README's answer for `case`."""
+    settings = case.settings
+    exp = Expected()
+    schemas: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    position = 0
+    for line in case.lines:
+        message = parse(line)
+        kind_msg = message["type"]
+        if kind_msg == "SCHEMA":
+            if kind_of(message["stream"], settings) is None:
+                exp.fatal = f"stream {message['stream']!r} is unmapped"
+                break
+            schemas[message["stream"]] = (message["schema"], message["key_properties"])
+        elif kind_msg == "STATE":
+            exp.states.append((position, message["value"]))
+        elif kind_msg == "RECORD":
+            position += 1
+            stream = message["stream"]
+            kind = kind_of(stream, settings)
+            assert kind is not None
+            schema, keys = schemas[stream]
+            try:
+                pid, profile = profile_of(kind, message["record"], schema, keys, settings)
+            except Invalid:
+                exp.placed.append(Placed(position, stream, kind, "invalid"))
+            except Uncertain:
+                loose = _loose_id(kind, message["record"], schema, keys)
+                exp.placed.append(Placed(position, stream, kind, "uncertain", loose))
+                if loose is not None:
+                    exp.unpinned[kind].add(loose)
+            else:
+                exp.placed.append(Placed(position, stream, kind, "valid", pid))
+                _merge(exp.profiles[kind], pid, profile)
+    for kind, profiles in exp.profiles.items():
+        for pid, profile in profiles.items():
+            if _line_size(pid, profile) > _line_limit(settings):
+                exp.unpinned[kind].add(pid)  # merged past `max_batch_bytes`: README is silent
+    rejected = {str(i) for i in case.faults.get("reject_ids", ())}
+    for placed in exp.placed:
+        if placed.pid in rejected:
+            exp.profiles[placed.kind].pop(placed.pid, None)
+            exp.unpinned[placed.kind].discard(placed.pid)
+    policy = settings.get("on_invalid_record", "dead_letter")
+    if policy == "fail":
+        if any(p.status != "valid" for p in exp.placed):
+            exp.may_fail.append("an invalid record with on_invalid_record: fail")
+        if any(p.pid in rejected for p in exp.placed):
+            exp.may_fail.append("a rejected row with on_invalid_record: fail")
+    streams = {p.stream for p in exp.placed}
+    if settings.get("max_invalid_percent", 50) < 100:  # README: 100 turns the check off
+        # README (once `max_invalid_percent` lands): a stream whose every record is invalid
+        # stops the run at the end of input.
+        for stream in sorted(streams - {p.stream for p in exp.placed if p.status == "valid"}):
+            exp.may_fail.append(f"every record of stream {stream!r} may be invalid")
+    if case.faults.get("fail_jobs", 0) > settings.get("job_retries", 2):
+        exp.may_fail.append("more failed jobs than job_retries")
+    return exp
+
+
+def _loose_id(
+    kind: str, record: dict[str, Any], schema: dict[str, Any], keys: list[str]
+) -> str | None:
+    """The id an uncertain record may arrive under (a string one as it is), if any."""
+    value = record.get(id_property(kind, schema, keys))
+    if isinstance(value, str) and value:
+        return value
+    try:
+        return as_id(value)
+    except (Invalid, Uncertain):
+        return None
+
+
+def _merge(profiles: dict[str, dict[str, Any]], pid: str, profile: dict[str, Any]) -> None:
+    """README "Duplicates" and the upsert: later values win key by key."""
+    held = profiles.setdefault(pid, {"metadata": {}})
+    held["metadata"].update(profile["metadata"])
+    if "company_id" in profile:
+        held["company_id"] = profile["company_id"]
+
+
+# --- the check -------------------------------------------------------------------------------
+
+
+def same_value(expected: Any, sent: Any) -> bool:
+    """Whether `sent` (as the emulator stored it) is README's rendering of `expected`."""
+    if isinstance(expected, tuple):  # an array, sent as a JSON string
+        return isinstance(sent, str) and _same_json(expected[1], json.loads(sent))
+    if isinstance(expected, bool) or expected is None:
+        return sent is expected
+    if isinstance(expected, (int, Decimal)):
+        if isinstance(sent, bool) or not isinstance(sent, (int, float)):
+            return False
+        if isinstance(sent, int):
+            return Decimal(sent) == expected
+        return sent == float(expected)
+    return bool(expected == sent)
+
+
+def _same_json(expected: Any, sent: Any) -> bool:
+    if isinstance(expected, list):
+        return (
+            isinstance(sent, list)
+            and len(sent) == len(expected)
+            and all(_same_json(a, b) for a, b in zip(expected, sent, strict=True))
+        )
+    if isinstance(expected, dict):
+        return (
+            isinstance(sent, dict)
+            and sent.keys() == expected.keys()
+            and all(_same_json(expected[k], sent[k]) for k in expected)
+        )
+    return same_value(expected, sent)
+
+
+def check(case: Case, outcome: Outcome) -> list[str]:
+    """Every way `outcome` breaks the invariant for `case`, as sentences (empty: it holds)."""
+    exp = expect(case)
+    policy = case.settings.get("on_invalid_record", "dead_letter")
+    succeeded = outcome.exit_code == 0
+    dry = bool(case.settings.get("dry_run"))
+    return [
+        *_check_hygiene(outcome),
+        *_check_exit(exp, outcome, policy),
+        *_check_store(exp, outcome, dry=dry, succeeded=succeeded),
+        *_check_dead_letters(case, exp, outcome, policy),
+        *(_check_accounted(exp, outcome) if succeeded and policy == "dead_letter" else []),
+        *_check_states(exp, outcome, policy, complete=succeeded and not dry),
+    ]
+
+
+def _check_store(exp: Expected, outcome: Outcome, *, dry: bool, succeeded: bool) -> list[str]:
+    """Userpilot (or a dry run's files) holds README's profiles: nothing invented or lost."""
+    problems = []
+    if dry and outcome.states:
+        problems.append("a dry run emitted STATE")
+    if dry and outcome.uploads:
+        problems.append(f"a dry run uploaded {outcome.uploads} times")
+    for kind in KINDS:
+        store = outcome.users if kind == "users" else outcome.companies
+        invented = set(store) - set(exp.profiles[kind]) - exp.unpinned[kind]
+        if invented:
+            problems.append(f"{kind} not in the input arrived: {sorted(invented)[:5]}")
+        if succeeded and dry:
+            missing = set(exp.profiles[kind]) - outcome.dry_run_ids[kind]
+            if missing:
+                problems.append(f"dry run would not send {kind} {sorted(missing)[:5]}")
+        elif succeeded:
+            problems += _check_profiles(kind, exp, store)
+    return problems
+
+
+def _check_profiles(kind: str, exp: Expected, store: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    for pid, want in exp.profiles[kind].items():
+        got = store.get(pid)
+        if got is None:
+            problems.append(f"{kind} {pid!r} is missing from Userpilot")
+        elif pid not in exp.unpinned[kind]:
+            problems += _compare(kind, pid, want, got)
+    return problems
+
+
+def _compare(kind: str, pid: str, want: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    problems = []
+    if kind == "users" and want.get("company_id") != got.get("company_id"):
+        problems.append(
+            f"user {pid!r} company {got.get('company_id')!r}, README: {want.get('company_id')!r}"
+        )
+    sent = got.get("metadata", {})
+    if set(sent) != set(want["metadata"]):
+        problems.append(
+            f"{kind} {pid!r} metadata keys {sorted(sent)!r}, README: {sorted(want['metadata'])!r}"
+        )
+    for key, value in want["metadata"].items():
+        if key in sent and not same_value(value, sent[key]):
+            problems.append(f"{kind} {pid!r} {key!r} = {sent[key]!r}, README: {value!r}")
+    return problems
+
+
+def _check_hygiene(outcome: Outcome) -> list[str]:
+    """No traceback, no hang, no batch file left, no API key shown, memory bounded."""
+    found = {
+        f"an exception escaped the target: {outcome.crash}": bool(outcome.crash),
+        "a traceback at the default log level": "Traceback" in outcome.log,
+        f"took {outcome.seconds:.1f} s (a hang?)": outcome.seconds > WALL_BOUND_SECONDS,
+        f"batch files left behind: {outcome.leftover}": bool(outcome.leftover),
+        f"the API key appears in {outcome.key_seen_in}": bool(outcome.key_seen_in),
+        f"peak RSS {outcome.peak_rss_kb} kB": outcome.peak_rss_kb > MEMORY_BOUND_KB,
+    }
+    return [problem for problem, happened in found.items() if happened]
+
+
+def _check_exit(exp: Expected, outcome: Outcome, policy: str) -> list[str]:
+    """Exit 0 only when nothing forbids it; otherwise non-zero with one ERROR line."""
+    if outcome.exit_code == 0:
+        if exp.fatal:
+            return [f"exit 0 although {exp.fatal}"]
+        invalid = sum(p.status == "invalid" for p in exp.placed)
+        if policy == "fail" and invalid:
+            return [f"exit 0 with on_invalid_record: fail and {invalid} invalid records"]
+        return []
+    problems = []
+    if not exp.fatal and not exp.may_fail:
+        problems.append(f"exit {outcome.exit_code} on an input README accepts: {outcome.errors}")
+    if len(outcome.errors) != 1:
+        problems.append(f"{len(outcome.errors)} ERROR lines, not one: {outcome.errors}")
+    return problems
+
+
+def _check_dead_letters(case: Case, exp: Expected, outcome: Outcome, policy: str) -> list[str]:
+    """Each dead letter is an invalid (or rejected) record, once, with a reason."""
+    problems = []
+    counted = [d["position"] for d in outcome.dead_letters if d.get("position") is not None]
+    if len(counted) != len(set(counted)):
+        problems.append(f"a record dead-lettered twice: {sorted(counted)}")
+    if policy != "dead_letter":
+        if outcome.dead_letters:
+            problems.append(f"dead letters written with on_invalid_record: {policy}")
+        return problems
+    rejected = {str(i) for i in case.faults.get("reject_ids", ())}
+    by_position = {p.position: p for p in exp.placed}
+    for letter in outcome.dead_letters:
+        if not letter.get("reason"):
+            problems.append(f"a dead letter without a reason: {letter}")
+        if rejected and letter.get("job_id"):
+            # Userpilot rejected rows in this job; a job that does not say which (Userpilot's
+            # reference shapes) lets the target name only the job.
+            continue
+        placed = by_position.get(letter.get("position", -1))
+        if placed is None or (placed.status == "valid" and placed.pid not in rejected):
+            problems.append(f"a valid record dead-lettered: {letter}")
+    return problems
+
+
+def _check_accounted(exp: Expected, outcome: Outcome) -> list[str]:
+    """After a successful run every invalid record is a dead letter; an unpinned one arrived
+    or is a dead letter."""
+    problems = []
+    lettered = {d.get("position") for d in outcome.dead_letters}
+    for placed in exp.placed:
+        if placed.position in lettered or placed.status == "valid":
+            continue
+        if placed.status == "invalid":
+            problems.append(f"invalid record {placed.position} not dead-lettered")
+            continue
+        held = outcome.users if placed.kind == "users" else outcome.companies
+        if placed.pid not in held and placed.pid not in outcome.dry_run_ids[placed.kind]:
+            problems.append(f"record {placed.position} neither arrived nor dead-lettered")
+    return problems
+
+
+def _check_states(exp: Expected, outcome: Outcome, policy: str, *, complete: bool) -> list[str]:
+    """Each STATE is one the tap sent, in order, non-empty, and gated; the last is the last."""
+    problems = []
+    cursor = 0
+    for seen in outcome.states:
+        value = parse(seen.line)
+        if value in ({}, None):
+            problems.append(f"an empty STATE was emitted: {seen.line}")
+            continue
+        match = next((i for i in range(cursor, len(exp.states)) if exp.states[i][1] == value), None)
+        if match is None:
+            problems.append(f"STATE {seen.line[:80]} is invented or out of order")
+            continue
+        cursor = match
+        problems += _gating(exp, seen, exp.states[match][0], letters=policy == "dead_letter")
+    if complete:
+        non_empty = [v for _, v in exp.states if v not in ({}, None)]
+        last = outcome.states[-1].line if outcome.states else None
+        if non_empty and (last is None or parse(last) != non_empty[-1]):
+            problems.append(f"the last STATE emitted is not the input's last: {last}")
+    return problems
+
+
+def _gating(exp: Expected, seen: StateSeen, before: int, *, letters: bool) -> list[str]:
+    """Every record before this STATE was in Userpilot (or dead-lettered) when it came out."""
+    problems = []
+    for placed in exp.placed[:before]:
+        held = seen.users if placed.kind == "users" else seen.companies
+        if placed.status == "valid" and placed.pid in exp.profiles[placed.kind]:
+            if placed.pid not in held:
+                problems.append(
+                    f"STATE {seen.line[:60]} came out before record {placed.position} "
+                    f"({placed.kind} {placed.pid!r}) was in Userpilot"
+                )
+        elif (
+            placed.status == "invalid"
+            and letters
+            and placed.position not in seen.dead_letter_positions
+        ):
+            problems.append(
+                f"STATE {seen.line[:60]} came out before invalid record "
+                f"{placed.position} was dead-lettered"
+            )
+    return problems

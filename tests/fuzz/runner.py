@@ -1,0 +1,348 @@
+"""Run one generated case through the real target and gather what a user would see.
+
+`InProcessRunner` runs `TargetUserpilot.cli` inside the test process (click, `standalone_mode=
+False`, `--input` file), capturing stdout (snapshotting the emulator at each STATE line) and the
+log records, against one shared emulator that is reset per case: about 15 ms of overhead where
+a CLI subprocess costs a second. `run_subprocess` runs the same case through the real CLI in a
+child process, for the process-level parts (exit status, stderr, memory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import resource
+import signal
+import time
+import traceback
+import uuid
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from singer_io import run_target
+
+from target_userpilot.emulator import EmulatorConfig
+from target_userpilot.target import TargetUserpilot
+
+if TYPE_CHECKING:
+    import click
+
+    from fuzz.strategies import Case
+    from target_userpilot.emulator import Emulator
+
+EMULATOR_LOGGER = "target_userpilot.emulator"
+DRY_RUN_DIR = "dry-run"
+BATCH_DIR = "batches"
+DEAD_LETTERS = "dead-letters.ndjson"
+FINGERPRINTS = "fingerprints.sqlite"
+
+
+@dataclass
+class StateSeen:
+    """A STATE line as emitted, with what Userpilot and the dead-letter file held right then."""
+
+    line: str
+    users: set[str]
+    companies: set[str]
+    dead_letter_positions: set[int]
+
+
+@dataclass
+class Outcome:
+    """What one run left behind."""
+
+    exit_code: int
+    states: list[StateSeen]
+    log: str
+    errors: list[str]
+    crash: str | None
+    dead_letters: list[dict[str, Any]]
+    leftover: list[str]
+    key_seen_in: list[str]
+    users: dict[str, dict[str, Any]]
+    companies: dict[str, dict[str, Any]]
+    uploads: int
+    dry_run_ids: dict[str, set[str]]
+    seconds: float
+    peak_rss_kb: int
+    faults_drawn: list[str] = field(default_factory=list)
+
+
+# Job phases beyond queued/processing, where the emulator has them: instant here, as the rate.
+_INSTANT: dict[str, Any] = {"validating_seconds": 0.0, "pending_refresh_seconds": 0.0}
+
+
+def emulator_config(key: str, faults: dict[str, Any]) -> EmulatorConfig:
+    """The emulator for one case: unlimited rate, no Retry-After wait, the drawn faults."""
+    known = {f.name for f in dataclasses.fields(EmulatorConfig)}
+    instant = {name: value for name, value in _INSTANT.items() if name in known}
+    return EmulatorConfig(
+        token=key, rows_per_minute=float("inf"), retry_after_seconds=0, **instant, **faults
+    )
+
+
+def target_config(
+    case: Case, key: str, url: str, work: Path, fingerprints: Path | None = None
+) -> dict[str, Any]:
+    """The drawn settings, with every path inside `work` (the fingerprints' may be elsewhere)."""
+    return {
+        **case.settings,
+        "api_key": key,
+        "api_url": url,
+        "batch_dir": str(work / BATCH_DIR),
+        "dead_letter_path": str(work / DEAD_LETTERS),
+        "dry_run_dir": str(work / DRY_RUN_DIR),
+        "fingerprint_store_path": str(fingerprints or work / FINGERPRINTS),
+    }
+
+
+def _read_dead_letters(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Parsed dead letters, and sentences for lines that are not JSON."""
+    if not path.exists():
+        return [], []
+    letters: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for raw in path.read_bytes().splitlines():
+        _parse_letter(raw, letters, problems)
+    return letters, problems
+
+
+def _parse_letter(raw: bytes, letters: list[dict[str, Any]], problems: list[str]) -> None:
+    try:
+        letters.append(json.loads(raw))
+    except ValueError as exc:
+        problems.append(f"an unreadable dead letter ({exc}): {raw[:80]!r}")
+
+
+def _dry_run_ids(folder: Path) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {"users": set(), "companies": set()}
+    if folder.exists():
+        for path in folder.iterdir():
+            for raw in path.read_bytes().splitlines():
+                line = json.loads(raw)
+                if "user_id" in line:
+                    found["users"].add(line["user_id"])
+                else:
+                    found["companies"].add(line["company_id"])
+    return found
+
+
+def _texts_holding(key: str, texts: dict[str, str | bytes]) -> list[str]:
+    return [
+        name
+        for name, text in texts.items()
+        if (key.encode() if isinstance(text, bytes) else key) in text  # type: ignore[operator]
+    ]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    if not folder.exists():
+        return {}
+    return {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def describe_faults(faults: dict[str, Any]) -> list[str]:
+    """The faults a case draws, for the closing figures."""
+    named = []
+    if faults.get("fail_rate"):
+        named += [f"request {k}" for k in faults["fault_kinds"]]
+    named += ["failed job"] * bool(faults.get("fail_jobs"))
+    named += ["lost submit response"] * bool(faults.get("drop_submit_responses"))
+    named += ["rejected row"] * bool(faults.get("reject_ids"))
+    return named
+
+
+class _Capture(logging.Handler):
+    """Collects the target's log records (the emulator's own are not the target's output)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("{levelname} {name}: {message}", style="{"))
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(EMULATOR_LOGGER):
+            return
+        text = self.format(record)
+        self.lines.append(text)
+        if record.levelno >= logging.ERROR:
+            self.errors.append(text)
+
+
+class _StateTap(io.StringIO):
+    """The target's stdout: at each complete line, snapshot the emulator and the dead letters."""
+
+    def __init__(self, emu: Emulator, dead_letters: Path) -> None:
+        super().__init__()
+        self._emu = emu
+        self._dead_letters = dead_letters
+        self._pending = ""
+        self.seen: list[StateSeen] = []
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        while "\n" in self._pending:
+            line, self._pending = self._pending.split("\n", 1)
+            letters, _ = _read_dead_letters(self._dead_letters)
+            self.seen.append(
+                StateSeen(
+                    line,
+                    set(self._emu.users),
+                    set(self._emu.companies),
+                    {d["position"] for d in letters if isinstance(d.get("position"), int)},
+                )
+            )
+        return super().write(text)
+
+
+class InProcessRunner:
+    """Runs cases through `TargetUserpilot.cli` in this process, against one reused emulator."""
+
+    def __init__(self, emu: Emulator) -> None:
+        """Build the click command once (each build adds a console handler to the root logger)."""
+        self.emu = emu
+        root = logging.getLogger()
+        before = list(root.handlers)
+        self.cli: click.Command = TargetUserpilot.cli
+        for handler in root.handlers:
+            if handler not in before:
+                root.removeHandler(handler)  # the capture below stands in for the console
+        self._key = ""
+
+    def _reset(self, key: str, faults: dict[str, Any]) -> None:
+        # A fresh account per case: a new store (profiles, jobs, requests, fault plan seeded
+        # from the case) behind the same server, so no server restart per example.
+        self.emu._store.__init__(emulator_config(key, faults))  # type: ignore[misc]
+
+    def run(self, case: Case, work: Path, *, again_after: Path | None = None) -> Outcome:
+        """Run `case` with every file under `work` (a fresh directory).
+
+        With `again_after` (the previous run's directory) it is the same account's second run:
+        Userpilot keeps what the first confirmed, and the fingerprints are the first run's.
+        """
+        if again_after is None:
+            self._key = f"fz-{uuid.uuid4().hex}"
+            self._reset(self._key, case.faults)
+        key = self._key
+        fingerprints = again_after / FINGERPRINTS if again_after else None
+        config = target_config(case, key, self.emu.url, work, fingerprints)
+        config_path = work / "config.json"
+        config_path.write_text(json.dumps(config))
+        input_path = work / "input.jsonl"
+        input_path.write_text("\n".join(case.lines) + "\n", encoding="utf-8", errors="strict")
+        capture = _Capture()
+        root = logging.getLogger()
+        # Only the capture listens while the target runs (pytest's log capture would keep
+        # every line of thousands of runs).
+        others, root.handlers = root.handlers, [capture]
+        tap = _StateTap(self.emu, work / DEAD_LETTERS)
+        crash = None
+        # The target installs SIGTERM/SIGINT handlers; they must not outlive its run here.
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        started = time.monotonic()
+        try:
+            with redirect_stdout(tap):
+                returned = self.cli.main(
+                    ["--config", str(config_path), "--input", str(input_path)],
+                    standalone_mode=False,
+                )
+            code = returned if isinstance(returned, int) else 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception:  # noqa: BLE001 - an escaping exception is what the check reports
+            crash = traceback.format_exc(limit=-8)
+            code = 1
+        finally:
+            root.handlers = others
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        seconds = time.monotonic() - started
+        return self._outcome(
+            case=case,
+            work=work,
+            key=key,
+            code=code,
+            tap=tap,
+            capture=capture,
+            crash=crash,
+            seconds=seconds,
+        )
+
+    def _outcome(
+        self,
+        *,
+        case: Case,
+        work: Path,
+        key: str,
+        code: int,
+        tap: _StateTap,
+        capture: _Capture,
+        crash: str | None,
+        seconds: float,
+    ) -> Outcome:
+        letters, unreadable = _read_dead_letters(work / DEAD_LETTERS)
+        log = "\n".join(capture.lines)
+        texts: dict[str, str | bytes] = {"stdout": tap.getvalue(), "log": log}
+        texts.update(_files(work / DRY_RUN_DIR))
+        dead = work / DEAD_LETTERS
+        if dead.exists():
+            texts["dead letters"] = dead.read_bytes()
+        return Outcome(
+            exit_code=code,
+            states=tap.seen,
+            log=log,
+            errors=capture.errors,
+            crash="; ".join(filter(None, [crash, *unreadable])) or None,
+            dead_letters=letters,
+            leftover=sorted(_files(work / BATCH_DIR)),
+            key_seen_in=_texts_holding(key, texts),
+            users=self.emu.users,
+            companies=self.emu.companies,
+            uploads=sum(1 for r in self.emu.requests if "bulk_identify" in r.path),
+            dry_run_ids=_dry_run_ids(work / DRY_RUN_DIR),
+            seconds=seconds,
+            peak_rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            faults_drawn=describe_faults(case.faults),
+        )
+
+
+def run_subprocess(emu: Emulator, case: Case, work: Path) -> Outcome:
+    """Run `case` through the real CLI in a child process (stdin pipe, real exit status)."""
+    key = f"fz-{uuid.uuid4().hex}"
+    emu._store.__init__(emulator_config(key, case.faults))  # type: ignore[misc]
+    started = time.monotonic()
+    run = run_target(
+        target_config(case, key, emu.url, work), case.lines, work, emulator=emu, timeout=60
+    )
+    seconds = time.monotonic() - started
+    letters, unreadable = _read_dead_letters(work / DEAD_LETTERS)
+    positions = {d["position"] for d in letters if isinstance(d.get("position"), int)}
+    texts: dict[str, str | bytes] = {"stdout": "\n".join(run.stdout_lines), "stderr": run.stderr}
+    texts.update(_files(work / DRY_RUN_DIR))
+    if (work / DEAD_LETTERS).exists():
+        texts["dead letters"] = (work / DEAD_LETTERS).read_bytes()
+    return Outcome(
+        exit_code=run.returncode,
+        states=[
+            StateSeen(line, seen.users, seen.companies, positions)
+            for line, seen in zip(run.stdout_lines, run.states, strict=True)
+        ],
+        log=run.stderr,
+        errors=[line for line in run.stderr.splitlines() if " ERROR " in f" {line} "],
+        crash="; ".join(unreadable) or None,
+        dead_letters=letters,
+        leftover=sorted(_files(work / BATCH_DIR)),
+        key_seen_in=_texts_holding(key, texts),
+        users=emu.users,
+        companies=emu.companies,
+        uploads=sum(1 for r in emu.requests if "bulk_identify" in r.path),
+        dry_run_ids=_dry_run_ids(work / DRY_RUN_DIR),
+        seconds=seconds,
+        peak_rss_kb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        faults_drawn=describe_faults(case.faults),
+    )

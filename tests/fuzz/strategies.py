@@ -1,0 +1,571 @@
+"""Hypothesis strategies for realistic and hostile Singer streams, settings and emulator faults.
+
+A drawn `Case` is the input lines (JSON text, so numbers keep their exact spelling and strings
+may carry lone surrogates), the target's settings, and the emulator's fault configuration.
+Known-bug input classes can be left out with `Switches` (see `SWITCHES`), so CI stays green while
+a fix is in flight; the lead turns a switch back on once the fix has landed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import strategies as st
+
+Json = Any
+
+
+@dataclass(frozen=True)
+class Switches:
+    """Which input classes the strategies draw; each is on unless a known bug is being fixed."""
+
+    lone_surrogates: bool = True
+    """Strings (values, keys, ids, STATE) with lone UTF-16 surrogates."""
+    huge_numbers: bool = True
+    """Numbers outside float range, e.g. `1e5000`, `-1e5000`, `1e-5000`."""
+    oversized_profiles: bool = True
+    """A profile line longer than `max_batch_bytes` (off: that setting is at least 64 KiB)."""
+    all_invalid: bool = True
+    """Streams whose every record is invalid."""
+    sdk_invalid_under_fail: bool = True
+    """Records the SDK rejects (a key property missing, the schema failed) under `fail`."""
+    non_string_dates: bool = True
+    """A non-string value (a number, an object) in a `date` or `date-time` property."""
+    sdk_invalid: bool = True
+    """Records lacking a key property or failing the schema (derived per case)."""
+    failed_jobs_past_retries: bool = True
+    """More failed jobs than `job_retries` (the run stops; its other batches must go too)."""
+    rejects_under_fail: bool = True
+    """Rows Userpilot rejects while `on_invalid_record` is `fail` (the run stops on them)."""
+    faults: bool = True
+    """Emulator faults: 5xx, 429, dropped connections, failed jobs, lost responses, rejects."""
+
+
+KNOWN_BUGS_OFF: frozenset[str] = frozenset(
+    {
+        "lone_surrogates",
+        "huge_numbers",
+        "oversized_profiles",
+        "sdk_invalid_under_fail",
+        "non_string_dates",
+        "failed_jobs_past_retries",
+        "rejects_under_fail",
+    }
+)
+"""Switches turned off by default until their fix lands (the lead empties this after merging)."""
+
+
+def active_switches() -> Switches:
+    """The default switches; `FUZZ_ALL=1` turns every class on, known bugs included."""
+    if os.environ.get("FUZZ_ALL") == "1":
+        return Switches()
+    return replace(Switches(), **dict.fromkeys(KNOWN_BUGS_OFF, False))
+
+
+class Special:
+    """A JSON number token the stdlib cannot write from a Python value (`NaN`, `1e5000`)."""
+
+    def __init__(self, token: str) -> None:
+        """Keep the token's exact spelling."""
+        self.token = token
+
+    def __repr__(self) -> str:
+        """Shown in shrunk examples as the token itself."""
+        return f"Special({self.token!r})"
+
+
+def encode(value: Json) -> str:
+    """JSON text for a drawn value: Decimals and `Special` tokens as written, no whitespace."""
+    if isinstance(value, dict):
+        items = ",".join(f"{json.dumps(k)}:{encode(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(encode(v) for v in value) + "]"
+    if isinstance(value, Special):
+        return value.token
+    if isinstance(value, Decimal):
+        return str(value)
+    return json.dumps(value)
+
+
+@dataclass
+class Case:
+    """One generated run: the input lines, the target's settings, the emulator's faults."""
+
+    lines: list[str]
+    settings: dict[str, Any]
+    faults: dict[str, Any] = field(default_factory=dict)
+
+
+# --- values -------------------------------------------------------------------------------
+
+_PLAIN_KEYS = ("email", "plan", "note", "ünïcødé 🔑", "a.b c", "", "tenant", "name")
+_OFFSETS = ("Z", "+02:00", "-05:30", "+00:00", "")
+
+
+@functools.cache
+def texts(sw: Switches) -> st.SearchStrategy[str]:
+    """Short unicode text, NUL and line separators included; lone surrogates when on."""
+    parts = [
+        st.text(max_size=12),
+        st.sampled_from(["", "\x00", "ü", "🙂", "\u2028", '"\\', "null", "Berlin"]),
+    ]
+    if sw.lone_surrogates:
+        surrogate = st.integers(0xD800, 0xDFFF).map(chr)
+        parts.append(st.tuples(st.text(max_size=3), surrogate).map("".join))
+    return st.one_of(*parts)
+
+
+@functools.cache
+def long_texts(sw: Switches) -> st.SearchStrategy[str]:
+    """Text, sometimes thousands of characters long (top-level string properties only)."""
+    return st.one_of(texts(sw), st.integers(1000, 6000).map(lambda n: "x" * n))
+
+
+@functools.cache
+def numbers(sw: Switches) -> st.SearchStrategy[Json]:
+    """Integers (huge ones too) and exact decimals, tiny and large."""
+    spelled = [
+        "0.1",
+        "12345678901234567890.123",
+        "5.0",
+        "-0.0",
+        "1E-7",
+        "1e308",
+        "2.5e-308",
+        "0.30000000000000004",
+    ]
+    if sw.huge_numbers:
+        spelled += ["1e5000", "-1e5000", "1e-5000"]
+    return st.one_of(
+        st.integers(-(10**25), 10**25),
+        st.integers(-5, 5),
+        st.decimals(min_value=-(10**9), max_value=10**9, places=3, allow_nan=False),
+        st.sampled_from(spelled).map(Decimal),
+    )
+
+
+def datetimes() -> st.SearchStrategy[str]:
+    """RFC 3339 date-times with and without a zone."""
+    moments = st.datetimes(min_value=_dt(1970), max_value=_dt(2100))
+    return st.tuples(moments, st.sampled_from(_OFFSETS)).map(
+        lambda p: p[0].isoformat(timespec="seconds") + p[1]
+    )
+
+
+def _dt(year: int) -> Any:
+    import datetime as dt  # noqa: PLC0415
+
+    return dt.datetime(year, 1, 1)  # noqa: DTZ001 - naive, the zone is drawn separately
+
+
+@functools.cache
+def nested(sw: Switches, depth: int) -> st.SearchStrategy[Json]:
+    """Objects nested up to `depth` levels, empty ones and arrays inside included."""
+    leaf = st.one_of(st.none(), st.booleans(), numbers(sw), texts(sw))
+    keys = st.one_of(st.sampled_from(_PLAIN_KEYS), texts(sw))
+    return st.recursive(
+        leaf,
+        lambda inner: st.one_of(
+            st.dictionaries(keys, inner, max_size=3), st.lists(inner, max_size=3)
+        ),
+        max_leaves=depth * 3,
+    ).filter(lambda v: isinstance(v, dict))
+
+
+# --- fields: (schema, value strategy) -------------------------------------------------------
+
+
+def _nullable(kind: str | list[str]) -> dict[str, Any]:
+    kinds = [kind] if isinstance(kind, str) else kind
+    return {"type": [*kinds, "null"]}
+
+
+@functools.cache
+def field_kinds(sw: Switches) -> dict[str, tuple[dict[str, Any], st.SearchStrategy[Json]]]:
+    """Property kinds a schema can hold, each with values that conform to it."""
+    nan = st.sampled_from([Special("NaN"), Special("Infinity"), Special("-Infinity")])
+    return {
+        "string": (_nullable("string"), st.one_of(st.none(), long_texts(sw))),
+        "integer": (_nullable("integer"), st.one_of(st.none(), st.integers(-(10**20), 10**20))),
+        "number": (_nullable("number"), st.one_of(st.none(), numbers(sw), nan)),
+        "boolean": (_nullable("boolean"), st.one_of(st.none(), st.booleans())),
+        "date-time": (
+            {**_nullable("string"), "format": "date-time"},
+            st.one_of(st.none(), datetimes()),
+        ),
+        "date": (
+            {**_nullable("string"), "format": "date"},
+            st.one_of(st.none(), st.dates().map(lambda d: d.isoformat())),
+        ),
+        "object": (
+            {
+                **_nullable("object"),
+                "properties": {
+                    "city": _nullable("string"),
+                    "geo": {"type": "object", "properties": {"lat": {"type": "number"}}},
+                },
+            },
+            st.one_of(
+                st.none(),
+                st.just({}),
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "city": st.one_of(st.none(), texts(sw)),
+                        "geo": st.fixed_dictionaries({}, optional={"lat": numbers(sw)}),
+                    },
+                ),
+            ),
+        ),
+        "deep": ({"type": ["object", "null"]}, st.one_of(st.none(), nested(sw, 6))),
+        "array": (
+            {**_nullable("array"), "items": {"type": ["string", "integer", "null"]}},
+            st.one_of(
+                st.none(),
+                st.lists(st.one_of(st.none(), texts(sw), st.integers(-99, 99)), max_size=4),
+            ),
+        ),
+        "anyOf": (
+            {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]},
+            st.one_of(st.none(), texts(sw), st.integers(-(10**6), 10**6)),
+        ),
+    }
+
+
+# Values that break a property's declared type: invalid when `validate_records` is on.
+WRONG_TYPE: st.SearchStrategy[Json] = st.sampled_from([{"not": "scalar"}, ["x"], "text", 7, True])
+
+ID_SCHEMAS: tuple[dict[str, Any], ...] = (
+    {"type": "integer"},
+    {"type": ["string", "null"]},
+    {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+    {"type": ["integer", "number", "string", "boolean", "object", "null"]},
+)
+
+
+@functools.cache
+def id_values(sw: Switches) -> st.SearchStrategy[Json]:
+    """Ids that collide often, in every spelling README names, valid and invalid."""
+    strings = st.one_of(
+        st.sampled_from(["1", "2", "a", "ü", " ", "0", "x" * 300]),
+        texts(sw),
+    )
+    return st.one_of(
+        st.integers(0, 6),
+        st.integers(0, 6).map(lambda i: Decimal(f"{i}.0")),
+        st.integers(-(10**30), 10**30),
+        strings,
+        st.sampled_from([None, "", True, False, {}, {"a": 1}]),
+    )
+
+
+# --- streams --------------------------------------------------------------------------------
+
+STREAMS = ("users", "companies", "contacts", "accounts")
+MISSING = object()
+
+
+@dataclass
+class StreamPlan:
+    """A stream's current schema: the property kinds it has and its key properties."""
+
+    name: str
+    kinds: dict[str, str]
+    key_properties: list[str]
+    id_schema: dict[str, Any]
+    has_user_id: bool
+
+
+def carries_company(plan: StreamPlan) -> bool:
+    """Whether the stream declares (and its records carry) `company_id`."""
+    return plan.has_user_id or plan.name in {"users", "contacts"}
+
+
+def _schema_message(plan: StreamPlan, sw: Switches) -> dict[str, Any]:
+    kinds = field_kinds(sw)
+    props: dict[str, Any] = {"id": plan.id_schema}
+    if plan.has_user_id:
+        props["user_id"] = plan.id_schema
+    if carries_company(plan):
+        props["company_id"] = {"type": ["integer", "string", "null"]}
+    for name, kind in plan.kinds.items():
+        props[name] = kinds[kind][0]
+    return {
+        "type": "SCHEMA",
+        "stream": plan.name,
+        "schema": {"type": "object", "properties": props},
+        "key_properties": plan.key_properties,
+    }
+
+
+_PROPERTY_NAMES = st.sampled_from((*_PLAIN_KEYS[:5], "mrr", "seen_at", "address", "tags", "blob"))
+_KINDS = st.sampled_from(
+    (
+        "string",
+        "integer",
+        "number",
+        "boolean",
+        "date-time",
+        "date",
+        "object",
+        "deep",
+        "array",
+        "anyOf",
+    )
+)
+_PLANS = st.tuples(
+    st.dictionaries(_PROPERTY_NAMES, _KINDS, max_size=4),
+    st.sampled_from((["id"], ["id"], [], ["id", "tenant"], ["uid"])),
+    st.sampled_from(ID_SCHEMAS),
+    st.integers(0, 3),
+)
+
+
+def stream_plans(name: str) -> st.SearchStrategy[StreamPlan]:
+    """A schema for one stream: nullable, nested, arrays, formats, anyOf, odd key properties."""
+    return _PLANS.map(
+        lambda p: StreamPlan(
+            name=name,
+            kinds=p[0],
+            key_properties=p[1],
+            id_schema=p[2],
+            # The `user_id`/`company_id` property takes precedence over the key property.
+            has_user_id=p[3] == 0,
+        )
+    )
+
+
+_VALID_INTS = st.integers(0, 6)
+_VALID_STRINGS = st.sampled_from(("a", "b", "c", "1"))
+_VALID_IDS = st.one_of(_VALID_INTS, _VALID_STRINGS)
+_COMPANIES = st.one_of(st.just(MISSING), st.none(), st.integers(0, 4), st.just("c1"))
+_DATES = ("date", "date-time")
+_TENANTS = st.sampled_from(["t1", "t2"])
+_DIE = st.integers(0, 5)
+
+
+@functools.cache
+def _maybe_missing(strategy: st.SearchStrategy[Json]) -> st.SearchStrategy[Json]:
+    return st.one_of(strategy, st.just(MISSING))
+
+
+@functools.cache
+def _extra_values(sw: Switches) -> st.SearchStrategy[Json]:
+    return st.one_of(st.none(), texts(sw))
+
+
+def _valid_ids(id_schema: dict[str, Any]) -> st.SearchStrategy[Json]:
+    """Plain ids that the id property's own schema accepts."""
+    if id_schema == {"type": "integer"}:
+        return _VALID_INTS
+    if id_schema == {"type": ["string", "null"]}:
+        return _VALID_STRINGS
+    return _VALID_IDS
+
+
+@st.composite
+def _identity(draw: st.DrawFn, plan: StreamPlan, sw: Switches, *, hostile: bool) -> Json:
+    """A record's ids, key properties and company; hostile ones may be missing or odd."""
+    rec: dict[str, Any] = {}
+    ids = id_values(sw) if hostile else _valid_ids(plan.id_schema)
+    for key in ("id", "uid"):
+        if key == "id" or "uid" in plan.key_properties:
+            value = draw(_maybe_missing(ids) if hostile else ids)
+            if value is not MISSING:
+                rec[key] = value
+    if plan.has_user_id:
+        rec["user_id"] = draw(ids)
+    if "tenant" in plan.key_properties and (not hostile or draw(st.booleans())):
+        rec["tenant"] = draw(_TENANTS)
+    if carries_company(plan):
+        company = draw(_COMPANIES)
+        if company is not MISSING:
+            rec["company_id"] = company
+    return rec
+
+
+@st.composite
+def records_for(draw: st.DrawFn, plan: StreamPlan, sw: Switches, *, valid: bool) -> Json:
+    """A record for `plan`; `valid=False` draws hostile ones (wrong types, bad ids, no keys)."""
+    kinds = field_kinds(sw)
+    hostile = not valid and sw.sdk_invalid
+    rec = draw(_identity(plan, sw, hostile=hostile))
+    for name, kind in plan.kinds.items():
+        if draw(_DIE) == 0:
+            continue  # a property absent from this record
+        wrong = hostile and (sw.non_string_dates or kind not in _DATES) and draw(st.booleans())
+        rec[name] = draw(WRONG_TYPE if wrong else kinds[kind][1])
+    extra = draw(_EXTRA_KEYS)
+    if draw(_DIE) == 0 and extra not in rec and extra not in plan.kinds:
+        rec[extra] = draw(_extra_values(sw))  # a property the schema does not declare
+    return rec
+
+
+_EXTRA_KEYS = st.sampled_from(_PLAIN_KEYS)
+
+
+@functools.cache
+def state_values(sw: Switches) -> st.SearchStrategy[Json]:
+    """STATE values: bookmarks, empty, nested odd values (Decimals, unicode, NUL, nulls)."""
+    return st.one_of(
+        st.integers(0, 10**6).map(lambda n: {"bookmarks": {"users": {"n": n}}}),
+        st.just({}),
+        st.fixed_dictionaries({"v": st.one_of(numbers(sw), texts(sw), st.none())}),
+        nested(sw, 3),
+    )
+
+
+_STREAM_SETS = st.lists(st.sampled_from(STREAMS), min_size=1, max_size=3, unique=True)
+_COUNTS = st.integers(0, 10)
+_ROLLS = st.integers(0, 19)
+_TENTHS = st.integers(0, 9)
+_VERSIONS = st.integers(0, 9)
+
+
+@st.composite
+def streams(draw: st.DrawFn, sw: Switches) -> list[str]:
+    """A whole Singer input: SCHEMAs, RECORDs, STATEs and the SDK's other messages."""
+    names = draw(_STREAM_SETS)
+    plans = {name: draw(stream_plans(name)) for name in names}
+    messages: list[Json] = [_schema_message(plans[n], sw) for n in names]
+    states = state_values(sw)
+    if draw(st.booleans()):
+        messages.insert(0, {"type": "STATE", "value": draw(states)})
+    all_invalid = sw.all_invalid and draw(_TENTHS) == 0
+    for _ in range(draw(_COUNTS)):
+        name = draw(st.sampled_from(names))
+        roll = draw(_ROLLS)
+        if roll == 0:
+            plans[name] = draw(stream_plans(name))  # the schema changes mid-stream
+            messages.append(_schema_message(plans[name], sw))
+        elif roll == 1:
+            messages.append(
+                {"type": "ACTIVATE_VERSION", "stream": name, "version": draw(_VERSIONS)}
+            )
+        valid = not all_invalid and draw(_DIE) > 0
+        rec = draw(records_for(plans[name], sw, valid=valid))
+        messages.append({"type": "RECORD", "stream": name, "record": rec})
+        if roll % 4 == 0:
+            value = draw(states)
+            messages.append({"type": "STATE", "value": value})
+            if roll % 8 == 0:
+                messages.append({"type": "STATE", "value": value})  # repeated
+    if draw(st.booleans()):
+        messages.append({"type": "STATE", "value": draw(states)})
+    return [encode(m) for m in messages]
+
+
+# --- settings and faults ----------------------------------------------------------------------
+
+
+_SETTINGS: dict[str, st.SearchStrategy[Any]] = {
+    "stream_kinds": st.dictionaries(
+        st.sampled_from(("contacts", "accounts")), st.sampled_from(("users", "companies"))
+    ),
+    "default_kind": st.sampled_from(("users", "companies")),
+    "on_invalid_record": st.sampled_from(("dead_letter", "fail", "skip")),
+    "nulls": st.sampled_from(("send", "drop")),
+    "arrays": st.sampled_from(("json", "drop")),
+    "metadata_separator": st.sampled_from(("__", ".", "/", "→")),
+    "include_properties": st.lists(st.sampled_from((*_PLAIN_KEYS, "mrr", "address"))),
+    "exclude_properties": st.lists(st.sampled_from((*_PLAIN_KEYS, "tags", "company_id"))),
+    "max_batch_rows": st.sampled_from((1, 2, 3, 5, 100)),
+    "max_batch_bytes": st.integers(1024, 8192),
+    "max_checkpoint_lag_records": st.sampled_from((1, 3, 8, 100)),
+    "max_checkpoint_lag_minutes": st.just(0),
+    "job_retries": st.integers(0, 2),
+    "validate_records": st.booleans(),
+    "send_only_changes": st.booleans(),
+    "dry_run": st.integers(0, 9).map(lambda n: n == 0),
+}
+# Each setting is left at its default about half the time.
+_SETTINGS_SET = st.fixed_dictionaries({}, optional=_SETTINGS)
+
+
+def settings() -> st.SearchStrategy[dict[str, Any]]:
+    """Settings a user may set: routing, mapping, policies, batch limits, changes-only, dry run."""
+    return _SETTINGS_SET
+
+
+# Mostly within `job_retries`' default of 2, sometimes past it (the run may then fail).
+_FAILED_JOBS = st.sampled_from((1, 1, 2, 3))
+_LOST = st.integers(1, 2)
+_FAIL_RATES = st.sampled_from((0.05, 0.1, 0.2))
+_FAULT_KINDS = st.lists(
+    st.sampled_from(("500", "502", "503", "429", "drop")), min_size=1, max_size=3, unique=True
+)
+_FAULT_CLASSES = st.lists(
+    st.sampled_from(("requests", "failed jobs", "lost responses", "rejects")),
+    min_size=1,
+    max_size=2,
+    unique=True,
+)
+_SHAPES = st.fixed_dictionaries(
+    {
+        "submit_status": st.sampled_from((200, 202)),
+        "job_id_style": st.sampled_from(("uuid", "bulk", "alternate")),
+        "progress_fields": st.sampled_from(("counts", "rows")),
+    }
+)
+_QUARTERS = st.integers(0, 3)
+
+
+@st.composite
+def faults(
+    draw: st.DrawFn, ids: list[str], max_failed_jobs: int = 3, *, rejects: bool = True
+) -> dict[str, Any]:
+    """Emulator response shapes and, for one case in four, one or two classes of fault."""
+    drawn: dict[str, Any] = draw(_SHAPES)
+    # Faults cost retries with backoff (a lost response about half a second), so they come in
+    # a quarter of the cases, to keep the CI profile within a few minutes.
+    classes = draw(_FAULT_CLASSES) if draw(_QUARTERS) == 0 else []
+    if "requests" in classes:
+        drawn["fail_rate"] = draw(_FAIL_RATES)
+        drawn["fault_kinds"] = tuple(draw(_FAULT_KINDS))
+    if "failed jobs" in classes and max_failed_jobs > 0:
+        drawn["fail_jobs"] = min(draw(_FAILED_JOBS), max_failed_jobs)
+    if "lost responses" in classes:
+        drawn["drop_submit_responses"] = draw(_LOST)
+    if "rejects" in classes and ids and rejects:
+        drawn["reject_ids"] = frozenset(draw(st.lists(st.sampled_from(ids), max_size=2)))
+    return drawn
+
+
+def _ids_in(lines: list[str]) -> list[str]:
+    """Plain ids the input uses, as strings: the candidates for server-side rejects."""
+    found: set[str] = set()
+    for line in lines:
+        message = json.loads(line)
+        if message.get("type") == "RECORD":
+            for key in ("id", "uid", "user_id"):
+                value = message["record"].get(key)
+                if isinstance(value, (int, str)) and not isinstance(value, bool):
+                    found.add(str(value))
+    return sorted(found)
+
+
+@st.composite
+def cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
+    """A whole run: input, settings, and (when switched on) emulator faults."""
+    sw = sw or active_switches()
+    chosen = draw(settings())
+    if draw(_TENTHS) > 0:
+        # Mostly the mapping a user would write; else a drawn one (maybe an unmapped stream).
+        chosen["stream_kinds"] = {"contacts": "users", "accounts": "companies"}
+    if chosen.get("on_invalid_record") == "fail" and not sw.sdk_invalid_under_fail:
+        sw = replace(sw, sdk_invalid=False)
+    lines = draw(streams(sw))
+    if not sw.oversized_profiles and "max_batch_bytes" in chosen:
+        # Five long strings stay well under this, so no profile line exceeds the limit.
+        chosen["max_batch_bytes"] = max(chosen["max_batch_bytes"], 65_536)
+    retries = chosen.get("job_retries", 2)
+    most = 3 if sw.failed_jobs_past_retries else retries
+    rejects = sw.rejects_under_fail or chosen.get("on_invalid_record") != "fail"
+    drawn = draw(faults(_ids_in(lines), most, rejects=rejects)) if sw.faults else {}
+    return Case(lines=lines, settings=chosen, faults=drawn)
