@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import threading
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from target_userpilot.profiles import encode_exact
@@ -29,13 +28,12 @@ class DeadLetterFileError(Exception):
 
 
 class DeadLetters:
-    """Applies the `on_invalid_record` policy; thread safe (the job thread reports too)."""
+    """Applies the `on_invalid_record` policy; used by the main thread only (the run's owner)."""
 
     def __init__(self, path: Path, policy: Policy) -> None:
         """The file is created only when the first dead letter arrives."""
         self.path = path
         self.policy = policy
-        self._lock = threading.Lock()
         self._handle: BinaryIO | None = None
         self.written = 0
         self.skipped = 0
@@ -60,27 +58,26 @@ class DeadLetters:
                 "go on."
             )
             raise InvalidRecordError(msg)
-        with self._lock:
-            if self.policy == "skip":
-                self.skipped += 1
-                return
-            letter: dict[str, Any] = {
-                "stream": stream,
-                "kind": kind,
-                "position": position,
-                "reason": reason,
-                "at": dt.datetime.now(dt.timezone.utc).isoformat(),
-            }
-            if job_id is not None:
-                letter["job_id"] = job_id
-            if record is not None:
-                letter["record"] = record
-            if profile is not None:
-                letter["profile"] = profile
-            # Exact whatever the record holds: Decimals as read, numbers no float can hold
-            # as their text, lone surrogates escaped; so a letter can be replayed.
-            self._append(encode_exact(letter) + b"\n")
-            self.written += 1
+        if self.policy == "skip":
+            self.skipped += 1
+            return
+        letter: dict[str, Any] = {
+            "stream": stream,
+            "kind": kind,
+            "position": position,
+            "reason": reason,
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        }
+        if job_id is not None:
+            letter["job_id"] = job_id
+        if record is not None:
+            letter["record"] = record
+        if profile is not None:
+            letter["profile"] = profile
+        # Exact whatever the record holds: Decimals as read, numbers no float can hold
+        # as their text, lone surrogates escaped; so a letter can be replayed.
+        self._append(encode_exact(letter) + b"\n")
+        self.written += 1
 
     def _append(self, line: bytes) -> None:
         try:
@@ -110,7 +107,6 @@ class DeadLetters:
 
     def close(self) -> None:
         """Close the file if one was opened."""
-        with self._lock:
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None

@@ -31,11 +31,6 @@ def _record(body: str) -> str:
     return '{"type":"RECORD","stream":"users","record":' + body + "}"
 
 
-def _known(switch: str, reason: str) -> pytest.MarkDecorator:
-    """A bug on today's code; `switch` keeps its input class out of the fuzz run meanwhile."""
-    return pytest.mark.xfail(strict=True, reason=f"{reason} (switch `{switch}`)")
-
-
 SHRUNK: list[Any] = [
     pytest.param(
         # The email property is declared integer, so the record is invalid and dead-lettered
@@ -46,34 +41,18 @@ SHRUNK: list[Any] = [
         ],
         {},
         {},
-        marks=_known(
-            "lone_surrogates",
-            "a lone surrogate in an invalid record crashes the dead-letter writer "
-            "(UnicodeEncodeError, a traceback, exit 1)",
-        ),
         id="lone-surrogate-in-a-dead-letter",
     ),
     pytest.param(
         [USERS, _record('{"id":0,"plan":1E+5000}')],
         {},
         {},
-        marks=_known(
-            "huge_numbers",
-            "1e5000 (beyond float range) crashes the dead-letter writer "
-            "(an int too long to write, a traceback, exit 1)",
-        ),
         id="number-beyond-float-range",
     ),
     pytest.param(
         [USERS, _record('{"email":null}')],
         {"on_invalid_record": "fail"},
         {},
-        marks=_known(
-            "sdk_invalid_under_fail",
-            "with on_invalid_record: fail, a record lacking a key property raises the SDK's "
-            "MissingKeyPropertiesError (and a schema failure its InvalidRecord): a traceback "
-            "and no ERROR line naming the setting",
-        ),
         id="missing-key-property-under-fail",
     ),
     pytest.param(
@@ -81,11 +60,6 @@ SHRUNK: list[Any] = [
         # `max_invalid_percent: 100`: a one-record stream must not stop for being all invalid.
         {"max_batch_bytes": 1024, "max_invalid_percent": 100},
         {},
-        marks=_known(
-            "oversized_profiles",
-            "a profile over max_batch_bytes first in its batch is dead-lettered but leaves an "
-            "empty batch, which is uploaded: HTTP 400 'the file holds no records', exit 1",
-        ),
         id="oversized-first-profile",
     ),
     pytest.param(
@@ -98,11 +72,6 @@ SHRUNK: list[Any] = [
         ],
         {},
         {},
-        marks=_known(
-            "non_string_dates",
-            "an integer in a date-time property raises TypeError in the sink's date parser "
-            "(only ValueError is caught): a traceback, exit 1, even with validate_records on",
-        ),
         id="number-in-a-date-time",
     ),
     pytest.param(
@@ -117,11 +86,6 @@ SHRUNK: list[Any] = [
         ],
         {"max_batch_rows": 1, "job_retries": 0},
         {"fail_jobs": 1},
-        marks=_known(
-            "failed_jobs_past_retries",
-            "a job that fails past job_retries stops the run but leaves the next batch's file "
-            "in batch_dir",
-        ),
         id="failed-job-leaves-a-batch-file",
     ),
     pytest.param(
@@ -130,11 +94,6 @@ SHRUNK: list[Any] = [
         [USERS, _record('{"id":1}'), _record('{"id":2}'), _record('{"id":3}')],
         {"on_invalid_record": "fail", "max_batch_rows": 1},
         {"reject_ids": frozenset({"1"})},
-        marks=_known(
-            "rejects_under_fail",
-            "a row Userpilot rejects stops an on_invalid_record: fail run but leaves the next "
-            "batch's file in batch_dir",
-        ),
         id="rejected-row-under-fail-leaves-a-batch-file",
     ),
 ]

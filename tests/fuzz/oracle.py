@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 
 if TYPE_CHECKING:
     from fuzz.runner import Outcome, StateSeen
