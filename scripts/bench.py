@@ -979,39 +979,28 @@ def postgres_url() -> Iterator[str | None]:
 
 def measure_stores(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
     """`rerun` with the fingerprints in PostgreSQL (`fingerprint_store_url`) instead of SQLite."""
-    n = sizes.stores
-    path = scratch / "stores.singer"
-    write_shape(path, "flat", n)
-    figures: dict[str, Any] = {"records": n}
     with postgres_url() as pg_url:
         if not pg_url:
-            figures["skipped"] = f"no PostgreSQL: set {PG_URL_ENV} or install it"
-            return figures
-        settings: dict[str, Any] = {"send_only_changes": True, "fingerprint_store_url": pg_url}
-        with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
-            figures["first"] = _run_figures(run_userpilot(emu, path, n, scratch, **settings))
-            unchanged = run_userpilot(emu, path, n, scratch, **settings)
-    path.unlink()
-    figures["unchanged"] = _run_figures(unchanged)
-    table.append(
-        (
-            f"unchanged rerun, {n:,} users, PostgreSQL store",
-            (
-                f"{unchanged.records_per_second:,.0f} rec/s ({unchanged.seconds:.2f} s, "
-                f"{unchanged.rows_sent:,} rows sent, peak RSS {unchanged.peak_rss_mb:.0f} MB)"
-            ),
-        )
-    )
-    return figures
+            return {"skipped": f"no PostgreSQL: set {PG_URL_ENV} or install it"}
+        store = {"fingerprint_store_url": pg_url}
+        return _unchanged_rerun(sizes.stores, scratch, table, "PostgreSQL store", store)
 
 
 def measure_rerun(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
     """`send_only_changes` on users all sent before: the speed and memory of finding nothing."""
-    n = sizes.rerun
+    store = Path(tempfile.mkdtemp(prefix="fingerprints-", dir=scratch)) / "fp.sqlite"
+    return _unchanged_rerun(
+        sizes.rerun, scratch, table, "SQLite store", {"fingerprint_store_path": str(store)}
+    )
+
+
+def _unchanged_rerun(
+    n: int, scratch: Path, table: Table, label: str, store: dict[str, str]
+) -> dict[str, Any]:
+    """A first run of `n` flat users, then the same input again: nothing to send."""
     path = scratch / "rerun.singer"
     write_shape(path, "flat", n)
-    store = Path(tempfile.mkdtemp(prefix="fingerprints-", dir=scratch)) / "fp.sqlite"
-    settings: dict[str, Any] = {"send_only_changes": True, "fingerprint_store_path": str(store)}
+    settings: dict[str, Any] = {"send_only_changes": True, **store}
     figures: dict[str, Any] = {"records": n}
     with serve(EmulatorConfig(token=TOKEN, rows_per_minute=UNLIMITED), port=0) as emu:
         figures["first"] = _run_figures(run_userpilot(emu, path, n, scratch, **settings))
@@ -1020,7 +1009,7 @@ def measure_rerun(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> 
     figures["unchanged"] = _run_figures(unchanged)
     table.append(
         (
-            f"unchanged rerun, {n:,} users",
+            f"unchanged rerun, {n:,} users, {label}",
             (
                 f"{unchanged.records_per_second:,.0f} rec/s ({unchanged.seconds:.2f} s, "
                 f"{unchanged.rows_sent:,} rows sent, peak RSS {unchanged.peak_rss_mb:.0f} MB)"
