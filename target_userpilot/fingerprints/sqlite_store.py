@@ -169,6 +169,19 @@ class SqliteFingerprintStore(FingerprintStore):
             conn.executemany(_UPSERT, rows)
         return replaced
 
+    def _remove(self, kind: str, ids: list[str]) -> dict[str, bytes]:
+        with self._transaction() as conn:
+            removed = self._stored_digests(kind, ids)
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                query = (
+                    "DELETE FROM fingerprints "  # noqa: S608 - only "?" placeholders
+                    f"WHERE scope = ? AND kind = ? AND id IN ({marks})"
+                )
+                conn.execute(query, (self.scope, kind, *chunk))
+        return removed
+
     def _delete_scope(self) -> None:
         with self._transaction() as conn:
             conn.execute("DELETE FROM fingerprints WHERE scope = ?", (self.scope,))
