@@ -8,6 +8,7 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from singer_io import record, run_target, schema, state
 from test_target import config_for
 
@@ -225,3 +226,24 @@ def test_ten_thousand_deletions_never_meet_the_rate_limit(
     requests = deletes(emulator)
     assert [r.status for r in requests] == [202] * 10
     assert len(scheduled(emulator)) == total
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        {},  # the fast per-record path
+        {"stream_maps": {"users": {"email": "email.upper()"}}},  # the SDK's path
+        {"add_record_metadata": True},  # the SDK keeps `_sdc_deleted_at` in the record
+    ],
+    ids=["fast path", "stream map", "record metadata"],
+)
+def test_every_record_path_sees_the_deletion_mark(
+    emulator: Emulator, tmp_path: Path, path: dict[str, Any]
+) -> None:
+    cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run=1, **path)
+    run = run_target(cfg, people([person("p1", deleted=True), person("p2")]), tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert scheduled(emulator) == ["p1"]
+    assert set(emulator.users) == {"p2"}
+    assert not any(k.startswith("_sdc") for k in emulator.users["p2"]["metadata"])

@@ -168,7 +168,8 @@ def delete_then_state(pipeline: Pipeline, ids: range) -> None:
 
 
 def test_state_passes_each_deletion_chunk_only_after_its_202(tmp_path: Path) -> None:
-    store, states = MemoryStore(), []
+    store = MemoryStore()
+    states: list[dict[str, Any]] = []
     store.digests.update({("users", "d1"): b"x", ("users", "d2500"): b"y", ("users", "u"): b"z"})
     seen_at_request: list[int] = []
     deleter = FakeDeleter(
@@ -228,7 +229,8 @@ def test_the_guard_stops_before_any_deletion_is_sent(tmp_path: Path) -> None:
 
 
 def test_a_later_record_cancels_a_pending_deletion_and_frees_state(tmp_path: Path) -> None:
-    client, states = FakeClient(), []
+    client = FakeClient()
+    states: list[dict[str, Any]] = []
     deleter = FakeDeleter()
     pipeline = pipeline_for(tmp_path, client, states, None, deleter, hard_delete=True)
     pipeline.delete("users", "users", pipeline.next_position(), "x")
