@@ -273,8 +273,9 @@ class TargetUserpilot(Target):
 
     def _process_activate_version_message(self, message_dict: dict[str, Any]) -> None:
         self.logger.info(
-            "ACTIVATE_VERSION for stream '%s' acknowledged: Userpilot profiles are upserted and "
-            "never deleted, so there is nothing to do.",
+            "ACTIVATE_VERSION for stream '%s' acknowledged: Userpilot profiles are upserted, "
+            "and deleted only by records marked deleted (`hard_delete`), so there is nothing "
+            "to do.",
             message_dict.get("stream"),
         )
 
