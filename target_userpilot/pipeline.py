@@ -412,7 +412,9 @@ class Pipeline:
             return
         for kind, batch in list(self._open.items()):
             first = batch.first_position
-            if first is None or first > newest:
+            # A pending deletion before the batch holds STATE back anyway: shipping early
+            # would only cut small batches.
+            if first is None or first > newest or first > self._deletions_hold:
                 continue
             records = self.position - first
             minutes = (now - self._opened_at[kind]) / 60
