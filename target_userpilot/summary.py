@@ -84,7 +84,7 @@ def _deleted(c: Counters, facts: RunFacts) -> str:
     done = (
         f"would delete {users} and {companies} in {plural(c.delete_requests, 'file')}"
         if facts.dry_run_dir is not None
-        else f"deleted {users} and {companies} (at 02:00 UTC) in {requests}"
+        else f"deletion of {users} and {companies} scheduled for 02:00 UTC in {requests}"
     )
     return f"{done}, {c.deletions_cancelled:,} cancelled by a later record; "
 

@@ -79,7 +79,7 @@ def test_records_marked_deleted_delete_their_profiles_at_the_daily_run(
 
     assert run.returncode == 0, run.stderr
     assert [s.value for s in run.states][-1] == {"done": "orgs"}
-    assert "deleted 2 users and 1 company (at 02:00 UTC) in 2 requests" in run.stderr
+    assert "deletion of 2 users and 1 company scheduled for 02:00 UTC in 2 requests" in run.stderr
     assert "p2" not in run.stderr  # ids only at DEBUG
     # Scheduled, not applied: Userpilot deletes at its daily run.
     assert sorted(scheduled(emulator)) == ["o2", "p2", "p4"]
