@@ -1,6 +1,6 @@
 """The change filter: skip a profile whose confirmed fingerprint matches, track ids in flight.
 
-It sits over any fingerprint store with `is_unchanged`, `confirm` and `close` (SQLite or
+It sits over any fingerprint store with `is_unchanged`, `confirm`, `forget` and `close` (SQLite or
 PostgreSQL). Only the main thread calls it.
 """
 
@@ -26,6 +26,10 @@ class Store(Protocol):
 
     def confirm(self, kind: str, entries: Iterable[tuple[str, bytes]]) -> object:
         """Record the digests a completed job confirmed."""
+        ...
+
+    def forget(self, kind: str, ids: Iterable[str]) -> object:
+        """Forget the digests of ids whose deletion was accepted."""
         ...
 
     def close(self) -> None:
@@ -73,6 +77,10 @@ class ChangeFilter:
                 if index not in skip
             ),
         )
+
+    def forget(self, kind: str, ids: Iterable[str]) -> None:
+        """Userpilot accepted these ids' deletion: a re-created profile must be sent again."""
+        self._store.forget(kind, ids)
 
     def close(self) -> None:
         """Close the store."""

@@ -17,7 +17,7 @@ then sends them again, after 02:00 has removed them).
 marking every row deleted) wiping an account: deletions are only sealed into requests once
 the whole run's count is known, and a run over the limit stops before any is sent.
 
-## How the pipeline gates STATE on deletions (for the lead wiring it)
+## How the pipeline gates STATE on deletions (as `pipeline.py` wires it)
 - Number records as today (`seq`). A deletion record goes to `DeletionLedger.delete(kind, id,
   seq)` instead of a batch; every other record of a kind with `hard_delete` on goes through
   `DeletionLedger.upsert(kind, id)` (which cancels a pending deletion of that id, or reports
@@ -43,12 +43,15 @@ the whole run's count is known, and a run over the limit stops before any is sen
 - The cost of the guard: a run whose input holds a deletion releases no STATE past that
   record until the end of input. A count-only guard could send full chunks early, but a run
   stopped by the guard would then have sent some deletions; the guard promises none.
-- `Upsert.TOO_LATE`: keep no fingerprint for `DeletionLedger.recreated(kind)` once its job
-  completes, and end the run with `recreated_warning(kind, n)` at WARNING (counts, no ids).
+- `Upsert.TOO_LATE` cannot happen in the pipeline: it seals only at the end of input, so every
+  record of the run has been read before any deletion is sent, and a later record of an id
+  always cancels its deletion. (A ledger fed after a seal would report it: keep no
+  fingerprint for `DeletionLedger.recreated(kind)`, warn with `recreated_warning`.)
 - A deletion record's id is read like a profile's (same id property, same string form); a
   `DeletionMarkError` is an invalid record (`on_invalid_record`); `deleted_property` is left
   out of metadata. Summary: `DeletionLedger.counts(kind)`. Ids go to logs at DEBUG only.
-- Dry run: `seal(limit)` still checks the guard; `DeletionChunk.body()` is what would be sent.
+- Dry run: `seal(limit)` still checks the guard; `DeletionChunk.body()` is what would be sent,
+  written to `dry_run_dir` as `delete-<kind>-NNNN.json`.
 - `hard_delete` is the SDK's built-in setting (`TARGET_HARD_DELETE_CONFIG`), but singer-sdk
   0.54.9 merges it only into SQL targets' schemas, so settings.py declares it; add
   `TargetCapabilities.HARD_DELETE` to the target's capabilities to advertise `hard-delete`.

@@ -6,9 +6,11 @@ Threading model (one owner):
   job thread with `JobRunner.ship`.
 - The job thread owns only its conversation with Userpilot about the batch it holds: submit,
   poll, resubmit a failed job, halve a batch refused as too large (413), isolate the rows an
-  upload refuses (400). It touches no pipeline state: it puts each outcome (`JobStarted`,
-  `PartDone`, `RowsRefused`, `BatchDone`, `RunnerFailed`) on `outcomes`, a queue the main
-  thread drains between records, while it waits, and on a timer when input is slow.
+  upload refuses (400); and, at the end of a `hard_delete` run, the delete requests of each
+  deletion chunk it is given (`ship_deletion`), paced by its `Deleter`. It touches no pipeline
+  state: it puts each outcome (`JobStarted`, `PartDone`, `RowsRefused`, `BatchDone`,
+  `DeletionAccepted`, `RunnerFailed`) on `outcomes`, a queue the main thread drains between
+  records, while it waits, and on a timer when input is slow.
 - The two queues and the stop event are all the threads share; a sealed batch belongs to the
   job thread from `ship` until the main thread reads its `BatchDone`.
 """
@@ -20,16 +22,19 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from target_userpilot.deletions import DeletionChunk
 from target_userpilot.summary import KIND_NOUN, plural
 from target_userpilot.wire import JobStatus, PayloadTooLargeError, RejectedUploadError
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from target_userpilot.batches import SealedBatch
+    from target_userpilot.deletes_api import Accepted
+    from target_userpilot.deletions import Kind
     from target_userpilot.wire import UserpilotClient
 
 # Before the first job reports progress nothing is known of the rate: poll soon, then back off.
@@ -173,13 +178,33 @@ class BatchDone:
 
 
 @dataclass(frozen=True)
+class DeletionAccepted:
+    """Userpilot answered 202 to the delete request of `chunk`."""
+
+    chunk: DeletionChunk
+    accepted: Accepted
+
+
+@dataclass(frozen=True)
 class RunnerFailed:
     """The job thread stopped on an error; the main thread raises it."""
 
     error: BaseException
 
 
-Outcome = JobStarted | PartDone | RowsRefused | BatchDone | RunnerFailed
+Outcome = JobStarted | PartDone | RowsRefused | BatchDone | DeletionAccepted | RunnerFailed
+
+
+class Deleter(Protocol):
+    """What the job thread needs to send deletions (`deletes_api.DeleteSender`)."""
+
+    def delete(self, kind: Kind, ids: Sequence[str]) -> Accepted:
+        """One paced delete request; raises `DeleteError` when it is not accepted."""
+        ...
+
+    def close(self) -> None:
+        """Release the connections."""
+        ...
 
 
 class _Refusals:
@@ -227,15 +252,17 @@ class JobRunner:
         poll: PollPlan,
         logger: logging.Logger,
         clock: Callable[[], float] = time.monotonic,
+        deleter: Deleter | None = None,
     ) -> None:
-        """Start nothing yet; `start()` launches the thread."""
+        """Start nothing yet; `start()` launches the thread. `deleter`: for `ship_deletion`."""
         self._client = client
+        self._deleter = deleter
         self._job_timeout = job_timeout
         self._job_retries = job_retries
         self._poll = poll
         self._logger = logger
         self._clock = clock
-        self._inbox: queue.SimpleQueue[SealedBatch | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[SealedBatch | DeletionChunk | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._last = threading.Event()  # finish the batch in hand, take no other
         self._thread = threading.Thread(target=self._run, name="userpilot-jobs", daemon=True)
@@ -249,6 +276,13 @@ class JobRunner:
     def ship(self, batch: SealedBatch) -> None:
         """Hand a sealed batch (and its file) to the job thread."""
         self._inbox.put(batch)
+
+    def ship_deletion(self, chunk: DeletionChunk) -> None:
+        """Hand one delete request's ids to the job thread (after the batches shipped before)."""
+        if self._deleter is None:
+            msg = "a JobRunner without a deleter cannot send deletions"
+            raise ValueError(msg)
+        self._inbox.put(chunk)
 
     def close(self) -> None:
         """No more batches: the thread ends once it has reported those it holds."""
@@ -272,10 +306,13 @@ class JobRunner:
     def _run(self) -> None:
         try:
             while not (self._stop.is_set() or self._last.is_set()):
-                batch = self._inbox.get()
-                if batch is None or self._stop.is_set() or self._last.is_set():
+                item = self._inbox.get()
+                if item is None or self._stop.is_set() or self._last.is_set():
                     return
-                self._send(batch)
+                if isinstance(item, DeletionChunk):
+                    self._delete(item)
+                else:
+                    self._send(item)
         except JobStopped:
             return
         except BaseException as exc:  # noqa: BLE001 - reported to the main thread, which raises it
@@ -317,6 +354,11 @@ class JobRunner:
                 continue
             self.outcomes.put(PartDone(batch, part, outcome))
         self.outcomes.put(BatchDone(batch))
+
+    def _delete(self, chunk: DeletionChunk) -> None:
+        assert self._deleter is not None  # noqa: S101 - checked by ship_deletion
+        accepted = self._deleter.delete(chunk.kind, chunk.ids)
+        self.outcomes.put(DeletionAccepted(chunk, accepted))
 
     def _too_large(self, batch: SealedBatch, part: SealedBatch, exc: PayloadTooLargeError) -> None:
         if part.size < SMALL_ROW_BYTES:

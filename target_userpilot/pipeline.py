@@ -10,10 +10,17 @@ main path, and `close` removes the run's batch folder whichever way the run ends
 
 Streams of the same kind share one batch (two tap streams mapped to `users` fill the same
 upload).
+
+With `hard_delete`, deletion records go to a `DeletionLedger` (see `deletions.py` for the rule
+and the design): a pending deletion holds STATE back like a record in an open batch; at the end
+of input, once the guard allows it and every job before has completed, its chunks go to the
+job thread in record order, and each 202 lets STATE pass that chunk.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import queue
 import time
 from typing import TYPE_CHECKING, Any
@@ -22,8 +29,9 @@ from target_userpilot.batches import BatchFile, LineTooLargeError
 from target_userpilot.changes import ChangeFilter
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.deadletters import DeadLetters
+from target_userpilot.deletions import DeletionLedger, Upsert, count_of
 from target_userpilot.inflight import InFlight
-from target_userpilot.jobs import JobRunner, PollPlan
+from target_userpilot.jobs import DeletionAccepted, JobRunner, PollPlan
 from target_userpilot.rejections import InvalidShare, Rejections
 from target_userpilot.rundir import RunFolder
 from target_userpilot.signals import StopRequest
@@ -42,6 +50,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from target_userpilot.changes import Store
+    from target_userpilot.deletions import DeletionChunk
+    from target_userpilot.jobs import Deleter, Outcome
     from target_userpilot.profiles import Kind, Profile
     from target_userpilot.settings import Settings
     from target_userpilot.wire import UserpilotClient
@@ -54,6 +64,8 @@ WAIT_TICK = 0.25
 # Batches of one kind handed to the job thread and not settled before the reader waits:
 # one in flight and one ready keep the slot busy; more would only fill the disk.
 MAX_UNSETTLED_PER_KIND = 2
+# What holds STATE back for the run's deletions, in `Checkpoints`.
+DELETIONS_HOLD = "deletions"
 
 
 class Pipeline:
@@ -68,8 +80,12 @@ class Pipeline:
         logger: logging.Logger,
         fingerprints: Store | None = None,
         stop: StopRequest | None = None,
+        deleter: Deleter | None = None,
     ) -> None:
-        """`client` is None for a dry run (nothing is uploaded). Nothing starts until `start`."""
+        """`client` is None for a dry run (nothing is uploaded). Nothing starts until `start`.
+
+        `deleter` sends a `hard_delete` run's deletions (None: a dry run, or no `hard_delete`).
+        """
         self.settings = settings
         self.logger = logger
         self.position = 0
@@ -97,6 +113,11 @@ class Pipeline:
         self._next_lag_check = self._started + LAG_CHECK_SECONDS
         self._lag_checked_at = 0
         self._client = client
+        self._deleter = deleter
+        self._deletions = DeletionLedger() if settings.hard_delete else None
+        self._deletions_hold = math.inf  # the position DELETIONS_HOLD holds from
+        self._chunks_out = 0  # deletion chunks handed to the job thread, not reported yet
+        self._ended = False  # `finish` began: every record was read
         self.runner: JobRunner | None = None
         if client is not None and not settings.dry_run:
             self.runner = JobRunner(
@@ -105,6 +126,7 @@ class Pipeline:
                 job_retries=settings.job_retries,
                 poll=PollPlan(max_interval=settings.poll_max_interval),
                 logger=logger,
+                deleter=deleter,
             )
 
     def start(self) -> None:
@@ -150,6 +172,13 @@ class Pipeline:
 
     def add(self, kind: Kind, stream: str, position: int, profile: Profile) -> None:
         """Put a profile into its kind's open batch, cutting the batch when it is full."""
+        if (
+            self._deletions is not None
+            and self._deletions.upsert(kind, profile.id) is Upsert.CANCELLED
+        ):
+            # The last word for an id wins: this record re-creates what an earlier one deleted.
+            self.counters.deletions_cancelled += 1
+            self._hold_deletions()
         line = None
         batch = self._open.get(kind)
         if self._changes is not None:
@@ -180,6 +209,16 @@ class Pipeline:
         if batch.rows >= self.settings.limits.max_rows:
             self._ship(kind)
 
+    def delete(self, kind: Kind, stream: str, position: int, profile_id: str) -> None:
+        """A record (`hard_delete`) deletes this profile, at the end of input (see `finish`)."""
+        if self._deletions is None:
+            msg = "deletion records need `hard_delete`"
+            raise ValueError(msg)
+        self._deletions.delete(kind, profile_id, position)
+        self._invalid_share.seen(stream, position, invalid=False)
+        if position < self._deletions_hold:
+            self._hold_deletions()
+
     def reject(
         self, kind: Kind, stream: str, position: int, reason: str, record: Mapping[str, Any]
     ) -> None:
@@ -195,12 +234,15 @@ class Pipeline:
 
     def finish(self) -> None:
         """End of input: ship what is left, wait for every job, release the last STATE."""
+        self._ended = True
         self._invalid_share.finish()
         for kind in list(self._open):
             self._ship(kind)
+        if self._deletions is not None:
+            self._send_deletions(self._deletions)
         if self.runner is not None:
             self.runner.close()
-            self._wait_until(lambda: not self._in_flight)
+            self._wait_until(lambda: not self._busy())
         self.checkpoints.release()
         self._log_end()
 
@@ -213,14 +255,16 @@ class Pipeline:
             "Received signal %d: stopping; %s.",
             signum,
             f"waiting up to {grace:g} s (setting `termination_grace`) for {job} to complete"
-            if self._in_flight
+            if self._busy()
             else "no job in flight",
         )
         self._stop_early("Stopped before the end of input")
 
     def fail(self) -> None:
         """A fatal error on the main path: stop as `stop` does, then the caller re-raises."""
-        self._stop_early("Failed before the end of input")
+        self._stop_early(
+            "Failed at the end of input" if self._ended else "Failed before the end of input"
+        )
 
     def close(self) -> None:
         """Remove the run's batch folder, release files and connections. Always called."""
@@ -231,6 +275,8 @@ class Pipeline:
         self.dead_letters.close()
         if self._changes is not None:
             self._changes.close()
+        if self._deleter is not None:
+            self._deleter.close()
         if self._client is not None:
             self._client.close()
 
@@ -242,7 +288,7 @@ class Pipeline:
             batch.discard()
         self._open.clear()
         runner = self.runner
-        if runner is not None and self._in_flight:
+        if runner is not None and self._busy():
             runner.close_after_current()
             deadline = time.monotonic() + self.settings.termination_grace
             try:
@@ -282,6 +328,59 @@ class Pipeline:
         if warning is not None:
             self.logger.warning(warning)
 
+    # --- deletions ---------------------------------------------------------------------
+
+    def _send_deletions(self, ledger: DeletionLedger) -> None:
+        """End of input: the guard, then every job before, then the deletions in record order."""
+        limit = self.settings.max_deletes_per_run
+        if self.runner is None:
+            self._write_deletions(ledger.seal(limit))
+            return
+        # The jobs first: an upsert before a deletion of its id must not land after it, and a
+        # run the guard stops still releases the STATE of every record before its deletions.
+        self._wait_until(lambda: not self._in_flight)
+        for chunk in ledger.seal(limit):
+            self.runner.ship_deletion(chunk)
+            self._chunks_out += 1
+        self._hold_deletions()
+
+    def _write_deletions(self, chunks: list[DeletionChunk]) -> None:
+        """A dry run: each delete request's body as a file in `dry_run_dir`, nothing sent."""
+        for number, chunk in enumerate(chunks, 1):
+            path = self.settings.dry_run_dir / f"delete-{chunk.kind}-{number:04d}.json"
+            path.write_text(json.dumps(chunk.body()) + "\n")
+            self.logger.debug(
+                "Would delete %s: %s", count_of(chunk.kind, len(chunk.ids)), chunk.ids
+            )
+            self.counters.deleted[chunk.kind] += len(chunk.ids)
+            self.counters.delete_requests += 1
+
+    def _deletion_accepted(self, chunk: DeletionChunk) -> None:
+        """A 202: forget the ids' fingerprints, then let STATE pass the chunk."""
+        assert self._deletions is not None  # noqa: S101 - chunks only come from the ledger
+        self._deletions.accepted(chunk)
+        self._chunks_out -= 1
+        if self._changes is not None:
+            # Before STATE moves: a kill in between only resends the (harmless) deletion.
+            self._changes.forget(chunk.kind, chunk.ids)
+        self.counters.deleted[chunk.kind] += len(chunk.ids)
+        self.counters.delete_requests += 1
+        self._hold_deletions()
+
+    def _hold_deletions(self) -> None:
+        """Hold STATE from the first deletion not accepted yet; release what may go."""
+        assert self._deletions is not None  # noqa: S101 - only with `hard_delete`
+        self._deletions_hold = self._deletions.watermark()
+        if math.isinf(self._deletions_hold):
+            self.checkpoints.settle(DELETIONS_HOLD)
+        else:
+            self.checkpoints.hold(DELETIONS_HOLD, int(self._deletions_hold))
+            self.checkpoints.release()
+
+    def _busy(self) -> bool:
+        """Whether the job thread holds a batch or a deletion not reported yet."""
+        return bool(self._in_flight) or self._chunks_out > 0
+
     # --- batches -----------------------------------------------------------------------
 
     def _folder_path(self) -> Path:
@@ -313,7 +412,9 @@ class Pipeline:
             return
         for kind, batch in list(self._open.items()):
             first = batch.first_position
-            if first is None or first > newest:
+            # A pending deletion before the batch holds STATE back anyway: shipping early
+            # would only cut small batches.
+            if first is None or first > newest or first > self._deletions_hold:
                 continue
             records = self.position - first
             minutes = (now - self._opened_at[kind]) / 60
@@ -338,7 +439,13 @@ class Pipeline:
             return
         outcomes = self.runner.outcomes
         while not outcomes.empty():
-            self._in_flight.apply(outcomes.get_nowait())
+            self._apply(outcomes.get_nowait())
+
+    def _apply(self, outcome: Outcome) -> None:
+        if isinstance(outcome, DeletionAccepted):
+            self._deletion_accepted(outcome.chunk)
+        else:
+            self._in_flight.apply(outcome)
 
     def _wait_until(
         self,
@@ -358,4 +465,4 @@ class Pipeline:
                 outcome = self.runner.outcomes.get(timeout=WAIT_TICK)
             except queue.Empty:
                 continue
-            self._in_flight.apply(outcome)
+            self._apply(outcome)

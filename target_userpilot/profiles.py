@@ -503,8 +503,8 @@ def _id_hint(settings: MappingSettings) -> str:
     return f"set the '{_ID_SETTING[settings.kind]}' setting or map the stream"
 
 
-def _ids(record: Mapping[str, Any], settings: MappingSettings) -> tuple[str, str | None]:
-    """The profile id and (users) company association; raises _RejectError."""
+def _profile_id(record: Mapping[str, Any], settings: MappingSettings) -> str:
+    """The profile id as a string; raises _RejectError."""
     noun = _ID_NOUN[settings.kind]
     id_property = settings.id_property
     raw_id = record.get(id_property)
@@ -518,14 +518,20 @@ def _ids(record: Mapping[str, Any], settings: MappingSettings) -> tuple[str, str
     if problem is not None:
         msg = f"{noun}: property {id_property!r} {problem} ({_id_hint(settings)})"
         raise _RejectError(msg)
+    return _id_text(raw_id)
+
+
+def _ids(record: Mapping[str, Any], settings: MappingSettings) -> tuple[str, str | None]:
+    """The profile id and (users) company association; raises _RejectError."""
+    profile_id = _profile_id(record, settings)
     company_property = settings.company_property if settings.kind == "users" else None
     if company_property is None:
-        return _id_text(raw_id), None
+        return profile_id, None
     raw_company = record.get(company_property)
     # No company (null, absent, empty): the line has no `company_id`, and Userpilot keeps
     # whatever association the user already has.
     if raw_company is None or (isinstance(raw_company, str) and not raw_company.strip()):
-        return _id_text(raw_id), None
+        return profile_id, None
     problem = _id_problem(raw_company)
     if problem is not None:
         msg = (
@@ -534,7 +540,7 @@ def _ids(record: Mapping[str, Any], settings: MappingSettings) -> tuple[str, str
             "user's company)"
         )
         raise _RejectError(msg)
-    return _id_text(raw_id), _id_text(raw_company)
+    return profile_id, _id_text(raw_company)
 
 
 def _metadata(record: Mapping[str, Any], settings: MappingSettings) -> Metadata:
@@ -554,6 +560,14 @@ def _metadata(record: Mapping[str, Any], settings: MappingSettings) -> Metadata:
         else:
             _add(metadata, key, value, settings)
     return metadata
+
+
+def deletion_id(record: Mapping[str, Any], settings: MappingSettings) -> str | Rejection:
+    """The id a deletion record deletes, read as a profile's; or why it has none."""
+    try:
+        return _profile_id(record, settings)
+    except _RejectError as exc:
+        return Rejection(str(exc))
 
 
 def to_profile(record: Mapping[str, Any], settings: MappingSettings) -> Profile | Rejection:

@@ -14,10 +14,12 @@ from singer_sdk.helpers._typing import get_datelike_property_type
 from singer_sdk.sinks import BatchSink
 from singer_sdk.sinks.core import JSONSchemaValidator
 
+from target_userpilot.deletions import DELETED_AT, DeletionMarkError, is_deletion
 from target_userpilot.fastcheck import FastPathValidator, compile_check
 from target_userpilot.profiles import (
     MappingSettings,
     Rejection,
+    deletion_id,
     id_choice_note,
     resolve_id_property,
     to_profile,
@@ -51,12 +53,19 @@ class ProfileSink(BatchSink):
         )
         properties = schema.get("properties") or {}
         id_property = resolve_id_property(self.kind, configured, properties, key_properties or [])
+        self._hard_delete = settings.hard_delete
+        self._deleted_property = settings.deleted_property if settings.hard_delete else None
+        # The record's `_sdc_deleted_at`, kept aside before the SDK strips it (see below).
+        self._deleted_at: object = None
+        exclude = settings.exclude_properties
+        if self._deleted_property:  # a deletion mark, never a trait
+            exclude = exclude | {self._deleted_property}
         self.mapping = MappingSettings(
             kind=self.kind,
             id_property=id_property,
             company_property=settings.user_company_property if self.kind == "users" else None,
             include=settings.include_properties,
-            exclude=settings.exclude_properties,
+            exclude=exclude,
             separator=settings.metadata_separator,
             arrays=settings.arrays,
             nulls=settings.nulls,
@@ -142,17 +151,46 @@ class ProfileSink(BatchSink):
         if missing and self._invalid is None:
             self._invalid = f"lacks key properties {missing}"
 
+    def _remove_sdc_metadata_from_record(self, record: dict[str, Any]) -> None:
+        # Both record paths (the SDK's and `fastpath.py`) strip `_sdc_*` keys through this
+        # hook, before `process_record`: the deletion mark is kept aside first.
+        self._deleted_at = record.get(DELETED_AT)
+        super()._remove_sdc_metadata_from_record(record)
+
+    def _is_deletion(self, record: dict[str, Any]) -> bool:
+        """Whether this record deletes its profile (`hard_delete`); DeletionMarkError."""
+        deleted_at, self._deleted_at = self._deleted_at, None
+        if not self._hard_delete:
+            return False
+        # With `add_record_metadata` the SDK keeps `_sdc_deleted_at` in the record itself.
+        return deleted_at not in (None, "") or is_deletion(record, self._deleted_property)
+
     def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:  # noqa: ARG002
         """Map the record and hand it over; rejections follow `on_invalid_record`."""
         position = self._pipeline.position
+        try:
+            deletion = self._is_deletion(record)
+        except DeletionMarkError as exc:
+            self._invalid = self._invalid or str(exc)
+            deletion = False
         if self._invalid is not None:
             self._pipeline.reject(self.kind, self.stream_name, position, self._invalid, record)
+            return
+        if deletion:
+            self._delete(position, record)
             return
         result = to_profile(record, self.mapping)
         if isinstance(result, Rejection):
             self._pipeline.reject(self.kind, self.stream_name, position, result.reason, record)
             return
         self._pipeline.add(self.kind, self.stream_name, position, result)
+
+    def _delete(self, position: int, record: dict[str, Any]) -> None:
+        profile_id = deletion_id(record, self.mapping)
+        if isinstance(profile_id, Rejection):
+            self._pipeline.reject(self.kind, self.stream_name, position, profile_id.reason, record)
+            return
+        self._pipeline.delete(self.kind, self.stream_name, position, profile_id)
 
     def process_batch(self, context: dict[str, Any]) -> None:  # noqa: ARG002
         """An SDK drain: send this kind's open batch."""

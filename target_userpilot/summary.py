@@ -36,6 +36,10 @@ class Counters:
     jobs_resubmitted: int = 0
     files_written: int = 0
     early_flushes: int = 0
+    # `hard_delete`: ids Userpilot accepted to delete (a dry run: would delete), and requests.
+    deleted: dict[str, int] = field(default_factory=lambda: {"users": 0, "companies": 0})
+    delete_requests: int = 0
+    deletions_cancelled: int = 0  # deletions a later record of the same id cancelled
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,27 @@ def summary_line(c: Counters, letters: DeadLetters, facts: RunFacts) -> str:
         f"{plural(c.profiles_sent['companies'], 'company')} in {plural(c.jobs, 'job')}"
     )
     return (
-        f"Summary: {plural(c.records_in, 'record')} in; {sent}; "
+        f"Summary: {plural(c.records_in, 'record')} in; {sent}; {_deleted(c, facts)}"
         f"{plural(c.merged, 'duplicate')} merged; {c.unchanged:,} unchanged skipped; "
         f"{c.invalid:,} invalid and {c.rejected_by_userpilot:,} rejected by Userpilot "
         f"(dead letters: {where}); {plural(facts.retries, 'request')} retried; "
         f"{plural(c.jobs_resubmitted, 'job')} resubmitted; {facts.elapsed:.1f} s elapsed."
     )
+
+
+def _deleted(c: Counters, facts: RunFacts) -> str:
+    """The deletions part of the summary (with its `; `), empty for a run without any."""
+    if not (sum(c.deleted.values()) or c.deletions_cancelled):
+        return ""
+    users = plural(c.deleted["users"], "user")
+    companies = plural(c.deleted["companies"], "company")
+    requests = plural(c.delete_requests, "request")
+    done = (
+        f"would delete {users} and {companies} in {plural(c.delete_requests, 'file')}"
+        if facts.dry_run_dir is not None
+        else f"deletion of {users} and {companies} scheduled for 02:00 UTC in {requests}"
+    )
+    return f"{done}, {c.deletions_cancelled:,} cancelled by a later record; "
 
 
 def dead_letter_warning(letters: DeadLetters) -> str | None:

@@ -12,10 +12,13 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, StorageTarget
 from singer_sdk.helpers._classproperty import classproperty
+from singer_sdk.helpers.capabilities import TargetCapabilities
 from singer_sdk.target_base import Target
 
 from target_userpilot.batches import BatchFileError
 from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError
+from target_userpilot.deletes_api import DeleteError, DeleteSender
+from target_userpilot.deletions import DeletionGuardError
 from target_userpilot.envconfig import env_config
 from target_userpilot.fastpath import RecordFastPath
 from target_userpilot.fingerprints import (
@@ -41,6 +44,7 @@ from target_userpilot.wire.transport import clean_api_key
 if TYPE_CHECKING:
     from types import FrameType
 
+    from singer_sdk.helpers.capabilities import CapabilitiesEnum
     from singer_sdk.sinks import Sink
 
 # Failures a user can act on: logged as one clear line, exit status 1, no traceback (but
@@ -55,6 +59,8 @@ USER_FACING_ERRORS = (
     InputError,
     PathSettingError,
     DeadLetterFileError,
+    DeleteError,
+    DeletionGuardError,
 )
 
 # Seconds a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
@@ -69,6 +75,11 @@ class TargetUserpilot(Target):
 
     name = "target-userpilot"
     config_jsonschema: ClassVar[dict[str, Any]] = CONFIG_SCHEMA
+    # `hard-delete`: records marked deleted delete their profiles (setting `hard_delete`).
+    capabilities: ClassVar[list[CapabilitiesEnum]] = [
+        *Target.capabilities,
+        TargetCapabilities.HARD_DELETE,
+    ]
     default_sink_class = ProfileSink
     # The SDK's reader, naming the input line of any problem in one sentence.
     message_reader_class = LineReader
@@ -91,6 +102,7 @@ class TargetUserpilot(Target):
             raise UserpilotError(str(exc)) from None
         check_paths(self.settings)
         client = None
+        deleter = None
         if not self.settings.dry_run:
             client = UserpilotClient(
                 api_url,
@@ -108,6 +120,14 @@ class TargetUserpilot(Target):
             except UserpilotError:
                 client.close()
                 raise
+            if self.settings.hard_delete:
+                deleter = DeleteSender(
+                    api_url,
+                    self.config["api_key"],
+                    timeout=self.settings.request_timeout,
+                    max_time=self.settings.request_retry_max_time,
+                    log=self.logger,
+                )
         self.pipeline = Pipeline(
             self.settings,
             client=client,
@@ -115,6 +135,7 @@ class TargetUserpilot(Target):
             logger=self.logger,
             fingerprints=self._open_fingerprints(api_url),
             stop=self._stop_request,
+            deleter=deleter,
         )
         self.fast_records = RecordFastPath(self)
         for name in self.UNSUPPORTED_BUILTIN_SETTINGS:
@@ -252,8 +273,9 @@ class TargetUserpilot(Target):
 
     def _process_activate_version_message(self, message_dict: dict[str, Any]) -> None:
         self.logger.info(
-            "ACTIVATE_VERSION for stream '%s' acknowledged: Userpilot profiles are upserted and "
-            "never deleted, so there is nothing to do.",
+            "ACTIVATE_VERSION for stream '%s' acknowledged: Userpilot profiles are upserted, "
+            "and deleted only by records marked deleted (`hard_delete`), so there is nothing "
+            "to do.",
             message_dict.get("stream"),
         )
 

@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from target_userpilot.deletes_api import Accepted, DeleteRejectedError
 from target_userpilot.settings import CONFIG_SCHEMA, Settings
 from target_userpilot.wire import JobStatus, PayloadTooLargeError, RejectedUploadError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
+
+    from target_userpilot.deletions import Kind
 
 LOGGER = logging.getLogger("fake-userpilot")
 
@@ -107,5 +110,30 @@ class MemoryStore:
             count += 1
         return count
 
+    def forget(self, kind: str, ids: Iterable[str]) -> int:
+        return sum(self.digests.pop((kind, pid), None) is not None for pid in ids)
+
     def close(self) -> None:
         """Nothing to release."""
+
+
+@dataclass
+class FakeDeleter:
+    """Accepts every delete request (`refuse_after`: the requests after that many get a 400);
+    `on_delete` runs on the job thread before each answer."""
+
+    refuse_after: int | None = None
+    on_delete: Callable[[], None] = lambda: None
+    requests: list[tuple[str, list[str]]] = field(default_factory=list)
+    closed: bool = False
+
+    def delete(self, kind: Kind, ids: Sequence[str]) -> Accepted:
+        self.on_delete()
+        if self.refuse_after is not None and len(self.requests) >= self.refuse_after:
+            msg = "Deletion refused: HTTP 400"
+            raise DeleteRejectedError(msg, status=400)
+        self.requests.append((kind, list(ids)))
+        return Accepted(kind, len(ids), len(ids), f"{len(ids)} {kind} scheduled for deletion")
+
+    def close(self) -> None:
+        self.closed = True

@@ -102,6 +102,8 @@ ENV_SETTINGS = {
     "send_only_changes": True,
     "dry_run": False,
     "resend_all": False,
+    "hard_delete": False,
+    "max_invalid_percent": 50,
     "validate_records": True,
     "flattening_enabled": False,
     "flattening_max_depth": 3,

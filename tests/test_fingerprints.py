@@ -261,6 +261,27 @@ def test_forget_all_resends_everything_of_this_scope_only(at: StoreLocation) -> 
         assert store.is_unchanged("users", "u1", digest)
 
 
+def test_forget_resends_only_the_deleted_ids_of_that_kind_and_scope(at: StoreLocation) -> None:
+    digest = fingerprint(b"profile")
+    other = scope_for(API, "another-key")
+    deleted = [f"u{i}" for i in range(1_200)]  # more than one `IN (...)` chunk
+    with open_at(at, other) as store:
+        store.confirm("users", [("u1", digest)])
+    with open_at(at) as store:
+        store.confirm("users", [(pid, digest) for pid in [*deleted, "kept"]])
+        store.confirm("companies", [("u1", digest)])
+        assert store.is_unchanged("users", "u1", digest)  # loaded before the forget
+        assert store.forget("users", [*deleted, "u1", "never-stored"]) == len(deleted)
+        assert not store.is_unchanged("users", "u1", digest)
+        assert store.is_unchanged("users", "kept", digest)
+    with open_at(at) as store:  # the next run: a re-created profile is sent again
+        assert not store.is_unchanged("users", "u999", digest)
+        assert store.is_unchanged("users", "kept", digest)
+        assert store.is_unchanged("companies", "u1", digest)
+    with open_at(at, other) as store:
+        assert store.is_unchanged("users", "u1", digest)
+
+
 # --- files -------------------------------------------------------------------------------
 
 

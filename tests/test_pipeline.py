@@ -11,8 +11,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from fake_userpilot import FakeClient, MemoryStore, settings_for
+from fake_userpilot import FakeClient, FakeDeleter, MemoryStore, settings_for
 
+from target_userpilot.deletes_api import DeleteRejectedError
+from target_userpilot.deletions import DeletionGuardError
 from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import Profile
 from target_userpilot.rejections import TooManyInvalidError
@@ -26,6 +28,7 @@ def pipeline_for(
     client: FakeClient,
     states: list[dict[str, Any]],
     store: MemoryStore | None = None,
+    deleter: FakeDeleter | None = None,
     **config: Any,
 ) -> Pipeline:
     pipeline = Pipeline(
@@ -34,6 +37,7 @@ def pipeline_for(
         emit_state=states.append,
         logger=logging.getLogger("test-pipeline"),
         fingerprints=store,
+        deleter=deleter,
     )
     pipeline.start()
     return pipeline
@@ -151,3 +155,91 @@ def test_invalid_records_past_the_share_stop_before_state_passes_them(tmp_path: 
         pipeline.reject("users", "users", position, "no id", {"n": 100})
     pipeline.close()
     assert states == [{"n": 0}], "nothing past the first invalid record"
+
+
+# --- deletions (`hard_delete`) ------------------------------------------------------------
+
+
+def delete_then_state(pipeline: Pipeline, ids: range) -> None:
+    """A deletion record per id, each followed by a STATE naming it."""
+    for n in ids:
+        pipeline.delete("users", "users", pipeline.next_position(), f"d{n}")
+        pipeline.add_state({"n": n})
+
+
+def test_state_passes_each_deletion_chunk_only_after_its_202(tmp_path: Path) -> None:
+    store = MemoryStore()
+    states: list[dict[str, Any]] = []
+    store.digests.update({("users", "d1"): b"x", ("users", "d2500"): b"y", ("users", "u"): b"z"})
+    seen_at_request: list[int] = []
+    deleter = FakeDeleter(
+        on_delete=lambda: seen_at_request.append(states[-1]["n"] if states else 0)
+    )
+    pipeline = pipeline_for(
+        tmp_path, FakeClient(), states, store, deleter, hard_delete=True, max_deletes_per_run=5000
+    )
+    pipeline.add("users", "users", pipeline.next_position(), Profile("u", None, {"v": 1}))
+    pipeline.add_state({"n": 0})
+    delete_then_state(pipeline, range(1, 2501))
+    assert states == [], "a pending deletion holds STATE back until the end of input"
+    pipeline.finish()
+    pipeline.close()
+
+    # Three requests in record order; none went out before the STATE below it could.
+    assert [len(ids) for _, ids in deleter.requests] == [1000, 1000, 500]
+    assert deleter.requests[0][1][:2] == ["d1", "d2"]
+    assert seen_at_request[0] == 0
+    assert all(n < 1000 * k + 1 for k, n in enumerate(seen_at_request))
+    assert states[-1] == {"n": 2500}
+    assert [s["n"] for s in states] == sorted(s["n"] for s in states)
+    assert set(store.digests) == {("users", "u")}, "deleted ids are sent again if re-created"
+    assert pipeline.counters.deleted == {"users": 2500, "companies": 0}
+    assert pipeline.counters.delete_requests == 3
+    assert deleter.closed
+
+
+def test_a_refused_deletion_stops_the_run_with_state_short_of_it(tmp_path: Path) -> None:
+    states: list[dict[str, Any]] = []
+    deleter = FakeDeleter(refuse_after=1)
+    pipeline = pipeline_for(
+        tmp_path, FakeClient(), states, None, deleter, hard_delete=True, max_deletes_per_run=5000
+    )
+    delete_then_state(pipeline, range(1, 1501))
+    with pytest.raises(DeleteRejectedError, match="HTTP 400"):
+        pipeline.finish()
+    pipeline.fail()
+    pipeline.close()
+    assert len(deleter.requests) == 1
+    assert states[-1] == {"n": 1000}, "the accepted chunk's STATE, and no later one"
+
+
+def test_the_guard_stops_before_any_deletion_is_sent(tmp_path: Path) -> None:
+    states: list[dict[str, Any]] = []
+    deleter = FakeDeleter()
+    pipeline = pipeline_for(tmp_path, FakeClient(), states, None, deleter, hard_delete=True)
+    pipeline.add("users", "users", pipeline.next_position(), Profile("u", None, {}))
+    pipeline.add_state({"n": 0})
+    delete_then_state(pipeline, range(1, 201))  # 200 of 201 records: past 10%
+    with pytest.raises(DeletionGuardError, match="would delete 200 profiles"):
+        pipeline.finish()
+    pipeline.fail()
+    pipeline.close()
+    assert deleter.requests == []
+    assert states == [{"n": 0}], "the job before the deletions still releases its STATE"
+
+
+def test_a_later_record_cancels_a_pending_deletion_and_frees_state(tmp_path: Path) -> None:
+    client = FakeClient()
+    states: list[dict[str, Any]] = []
+    deleter = FakeDeleter()
+    pipeline = pipeline_for(tmp_path, client, states, None, deleter, hard_delete=True)
+    pipeline.delete("users", "users", pipeline.next_position(), "x")
+    pipeline.add_state({"n": 1})
+    assert states == []
+    pipeline.add("users", "users", pipeline.next_position(), Profile("x", None, {"back": True}))
+    assert states == [{"n": 1}], "the deletion no longer holds STATE: the last word is x's"
+    pipeline.finish()
+    pipeline.close()
+    assert deleter.requests == []
+    assert client.profiles["users", "x"] == {"back": True}
+    assert pipeline.counters.deletions_cancelled == 1

@@ -8,7 +8,8 @@ write rows; the lookup logic lives here, once:
   set of 128-bit keys (keyed blake2b of id and digest): ~80 MB and a few seconds for a million
   ids. A lookup is then one hash and one set probe, never a round trip to the database.
 - Rows are written only by `confirm`, once per completed job, in one transaction: nothing is
-  remembered for a job Userpilot did not complete.
+  remembered for a job Userpilot did not complete. `forget` removes the rows of ids whose
+  deletion Userpilot accepted, in one transaction, so a re-created profile is sent again.
 """
 
 from __future__ import annotations
@@ -212,6 +213,23 @@ class FingerprintStore(abc.ABC):
                 known.update(_key(pid, digest) for pid, digest in latest.items())
         return len(latest)
 
+    def forget(self, kind: str, ids: Iterable[str]) -> int:
+        """Forget the fingerprints of these ids (their deletion was accepted), in one transaction.
+
+        A profile re-created later is then sent again. Returns the number of rows removed.
+        """
+        wanted = [pid for pid in dict.fromkeys(ids) if storable(pid)]
+        if not wanted:
+            return 0
+        with self._lock:
+            known = self._known.get(kind)
+            removed = self._remove(kind, wanted)
+            if known is not None:
+                # The set follows the database only once the transaction committed.
+                for pid, digest in removed.items():
+                    known.discard(_key(pid, digest))
+        return len(removed)
+
     def forget_all(self) -> None:
         """Forget every fingerprint of this scope (a forced full resend), in one transaction."""
         with self._lock:
@@ -251,6 +269,10 @@ class FingerprintStore(abc.ABC):
         self, kind: str, latest: dict[str, bytes], confirmed_at: float, *, previous: bool
     ) -> dict[str, bytes]:
         """Upsert `latest` in one transaction; with `previous`, return the digests it replaced."""
+
+    @abc.abstractmethod
+    def _remove(self, kind: str, ids: list[str]) -> dict[str, bytes]:
+        """Delete these ids' rows in one transaction; the digests they held."""
 
     @abc.abstractmethod
     def _delete_scope(self) -> None:

@@ -274,6 +274,13 @@ class SqlFingerprintStore(FingerprintStore):
                 self._conn.execute(insert(FINGERPRINTS), rows)
         return replaced
 
+    def _remove(self, kind: str, ids: list[str]) -> dict[str, bytes]:
+        with self._errors("forgetting deleted profiles' fingerprints"), self._conn.begin():
+            removed = self._stored_digests(kind, ids)
+            for chunk in _chunks(ids):
+                self._conn.execute(delete(FINGERPRINTS).where(self._ids_in(kind, chunk)))
+        return removed
+
     def _delete_scope(self) -> None:
         with self._errors("forgetting fingerprints"), self._conn.begin():
             self._conn.execute(delete(FINGERPRINTS).where(FINGERPRINTS.c.scope == self.scope))

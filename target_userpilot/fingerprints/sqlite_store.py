@@ -169,6 +169,13 @@ class SqliteFingerprintStore(FingerprintStore):
             conn.executemany(_UPSERT, rows)
         return replaced
 
+    def _remove(self, kind: str, ids: list[str]) -> dict[str, bytes]:
+        with self._transaction() as conn:
+            removed = self._stored_digests(kind, ids)
+            for query, params in self._per_chunk("DELETE FROM fingerprints", kind, ids):
+                conn.execute(query, params)
+        return removed
+
     def _delete_scope(self) -> None:
         with self._transaction() as conn:
             conn.execute("DELETE FROM fingerprints WHERE scope = ?", (self.scope,))
@@ -196,15 +203,19 @@ class SqliteFingerprintStore(FingerprintStore):
 
     def _stored_digests(self, kind: str, ids: list[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
+        for query, params in self._per_chunk("SELECT id, digest FROM fingerprints", kind, ids):
+            found.update(self._conn.execute(query, params))
+        return found
+
+    def _per_chunk(
+        self, head: str, kind: str, ids: list[str]
+    ) -> Iterator[tuple[str, tuple[object, ...]]]:
+        """`head` restricted to these ids of this scope and kind: a query per chunk of ids."""
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
-            query = (
-                "SELECT id, digest FROM fingerprints "  # noqa: S608 - only "?" placeholders
-                f"WHERE scope = ? AND kind = ? AND id IN ({marks})"
-            )
-            found.update(self._conn.execute(query, (self.scope, kind, *chunk)))
-        return found
+            where = f"WHERE scope = ? AND kind = ? AND id IN ({marks})"
+            yield f"{head} {where}", (self.scope, kind, *chunk)
 
     def _open(self) -> sqlite3.Connection:
         try:

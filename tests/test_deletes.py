@@ -1,0 +1,249 @@
+"""Deletions that follow the source (`hard_delete`), through the real CLI against the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from singer_io import record, run_target, schema, state
+from test_target import config_for
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Iterable
+    from pathlib import Path
+
+    from target_userpilot.emulator import Emulator
+
+# A tap-postgres-like stream: string ids, the log-based replication's `_sdc_deleted_at`.
+PEOPLE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "email": {"type": ["string", "null"]},
+        "_sdc_deleted_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+ORGS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": ["string", "null"]},
+        "is_deleted": {"type": ["boolean", "null"]},
+    },
+}
+GONE = "2026-03-04T10:00:00Z"
+
+
+def person(pid: str, *, deleted: bool = False, email: str | None = None) -> dict[str, Any]:
+    rec = {"id": pid, "email": email or f"{pid}@example.com"}
+    return record("users", {**rec, "_sdc_deleted_at": GONE} if deleted else rec)
+
+
+def people(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [schema("users", PEOPLE), *records, state({"done": True})]
+
+
+def deletes(emu: Emulator) -> list[Any]:
+    return [r for r in emu.requests if r.method == "DELETE"]
+
+
+def scheduled(emu: Emulator) -> list[str]:
+    return [s.id for s in emu.deletions.pending]
+
+
+def test_records_marked_deleted_delete_their_profiles_at_the_daily_run(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    orgs = [schema("companies", ORGS)]
+    created = [
+        *people(person(f"p{i}") for i in range(1, 6)),
+        *orgs,
+        *(record("companies", {"id": f"o{i}", "name": f"Org {i}"}) for i in (1, 2)),
+    ]
+    assert run_target(config_for(emulator, tmp_path), created, tmp_path).returncode == 0
+
+    marked = [
+        *people([person("p2", deleted=True), person("p3"), person("p4", deleted=True)]),
+        *orgs,
+        record("companies", {"id": "o1", "name": "Org 1", "is_deleted": False}),
+        record("companies", {"id": "o2", "name": "Org 2", "is_deleted": True}),
+        state({"done": "orgs"}),
+    ]
+    cfg = config_for(emulator, tmp_path, hard_delete=True, deleted_property="is_deleted")
+    run = run_target(cfg, marked, tmp_path, emulator=emulator)
+
+    assert run.returncode == 0, run.stderr
+    assert [s.value for s in run.states][-1] == {"done": "orgs"}
+    assert "deletion of 2 users and 1 company scheduled for 02:00 UTC in 2 requests" in run.stderr
+    assert "p2" not in run.stderr  # ids only at DEBUG
+    # Scheduled, not applied: Userpilot deletes at its daily run.
+    assert sorted(scheduled(emulator)) == ["o2", "p2", "p4"]
+    assert {"p2", "p4"} <= set(emulator.users)
+    emulator.run_daily_deletions()
+    assert sorted(emulator.users) == ["p1", "p3", "p5"]
+    assert sorted(emulator.companies) == ["o1"]
+    # The deletion mark is bookkeeping, never a trait.
+    assert "is_deleted" not in emulator.companies["o1"]["metadata"]
+
+
+def test_without_hard_delete_a_marked_record_is_identified_as_before(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    run = run_target(config_for(emulator, tmp_path), people([person("p1", deleted=True)]), tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert set(emulator.users) == {"p1"}
+    assert not deletes(emulator)
+
+
+def test_the_guard_stops_a_run_that_would_delete_too_much_with_no_deletion_sent(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    messages = people(
+        person(f"p{i}", deleted=i % 2 == 0) for i in range(1, 401)
+    )  # 200 deletions of 400 records: past the default 10%
+    run = run_target(config_for(emulator, tmp_path, hard_delete=True), messages, tmp_path)
+
+    assert run.returncode == 1
+    assert "This run would delete 200 profiles (200 users, 0 companies)" in run.stderr
+    assert "`max_deletes_per_run` (10%)" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not deletes(emulator)
+    assert not run.states  # the STATE comes after the deletions
+    # The same input passes once the limit allows it.
+    cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run="50%")
+    assert run_target(cfg, messages, tmp_path).returncode == 0
+    assert len(scheduled(emulator)) == 200
+
+
+def test_delete_then_recreate_the_last_word_for_an_id_wins(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    setup = people(person(p) for p in ("a", "b", "c"))
+    assert run_target(config_for(emulator, tmp_path), setup, tmp_path).returncode == 0
+    messages = people(
+        [
+            person("a", deleted=True),
+            person("a", email="back@example.com"),  # re-created: a stays
+            person("b", email="new@example.com"),
+            person("b", deleted=True),  # deleted last: b goes
+            person("c", deleted=True),
+            person("c"),
+            person("c", deleted=True),  # deleted last again: c goes
+        ]
+    )
+    cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run=10)
+    run = run_target(cfg, messages, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert "2 cancelled by a later record" in run.stderr
+    assert sorted(scheduled(emulator)) == ["b", "c"]
+    emulator.run_daily_deletions()
+    assert sorted(emulator.users) == ["a"]
+    assert emulator.users["a"]["metadata"]["email"] == "back@example.com"
+
+
+def test_a_dry_run_lists_the_deletions_and_sends_nothing(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    dry = tmp_path / "dry"
+    cfg = config_for(emulator, tmp_path, hard_delete=True, dry_run=True, dry_run_dir=str(dry))
+    messages = people([person("p1", deleted=True), person("p2"), person("p3", deleted=True)])
+    run = run_target(cfg, messages, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert "would delete 2 users and 0 companies in 1 file" in run.stderr
+    listed = json.loads((dry / "delete-users-0001.json").read_text())
+    assert listed == {"users": ["p1", "p3"]}
+    assert not deletes(emulator)
+    assert not emulator.users
+
+
+def test_a_recreated_profile_is_sent_again_after_its_deletion_with_send_only_changes(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    cfg = config_for(
+        emulator,
+        tmp_path,
+        hard_delete=True,
+        send_only_changes=True,
+        fingerprint_store_path=str(tmp_path / "fp.sqlite"),
+        max_deletes_per_run=10,
+    )
+    assert run_target(cfg, people([person("p1")]), tmp_path).returncode == 0
+    assert run_target(cfg, people([person("p1", deleted=True)]), tmp_path).returncode == 0
+    emulator.run_daily_deletions()
+    assert not emulator.users
+    run = run_target(cfg, people([person("p1")]), tmp_path)  # the same line as the first run
+    assert run.returncode == 0, run.stderr
+    assert set(emulator.users) == {"p1"}
+
+
+def test_a_kill_between_a_deletions_202_and_its_state_loses_nothing(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    total = 2_500  # three delete requests of at most 1,000 ids, 2.1 s apart
+    ids = [f"p{i}" for i in range(1, total + 1)]
+
+    def messages(start: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [schema("users", PEOPLE)]
+        for n in range(start + 1, total + 1):
+            out += [person(ids[n - 1], deleted=True), state({"records": n})]
+        return out
+
+    def kill_after_second_202(proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(emulator.deletions.pending) < 2_000:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+
+    cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run=total)
+    killed = run_target(cfg, messages(0), tmp_path, on_start=kill_after_second_202)
+    assert killed.returncode == -signal.SIGKILL
+    assert len(emulator.deletions.pending) == 2_000  # two requests accepted, the third unsent
+    last = killed.states[-1].value["records"] if killed.states else 0
+    assert last >= 1_000  # the first 202's STATE came out during the 2 s pause
+
+    resumed = run_target(cfg, messages(last), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    done = scheduled(emulator)
+    assert set(done) == set(ids)  # nothing lost
+    assert len(done) - total == 2_000 - last <= 1_000  # resent: only what no STATE covered
+
+
+def test_ten_thousand_deletions_never_meet_the_rate_limit(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    total = 10_000
+    cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run=total)
+    run = run_target(cfg, people(person(f"p{i}", deleted=True) for i in range(total)), tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    requests = deletes(emulator)
+    assert [r.status for r in requests] == [202] * 10
+    assert len(scheduled(emulator)) == total
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        {},  # the fast per-record path
+        {"stream_maps": {"users": {"email": "email.upper()"}}},  # the SDK's path
+        {"add_record_metadata": True},  # the SDK keeps `_sdc_deleted_at` in the record
+    ],
+    ids=["fast path", "stream map", "record metadata"],
+)
+def test_every_record_path_sees_the_deletion_mark(
+    emulator: Emulator, tmp_path: Path, path: dict[str, Any]
+) -> None:
+    cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run=1, **path)
+    run = run_target(cfg, people([person("p1", deleted=True), person("p2")]), tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert scheduled(emulator) == ["p1"]
+    assert set(emulator.users) == {"p2"}
+    assert not any(k.startswith("_sdc") for k in emulator.users["p2"]["metadata"])
