@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from target_userpilot.emulator import EmulatorConfig, serve
+from target_userpilot.emulator import Emulator, EmulatorConfig, serve
 from target_userpilot.envconfig import scalar_type
 from target_userpilot.target import TargetUserpilot
 
@@ -205,6 +205,38 @@ def test_meltano_run_loads_examples_keeps_state_and_skips_unchanged(tmp_path: Pa
         assert (project / ".meltano/target-userpilot/fingerprints.sqlite").is_file()
         meltano("--environment=dev", "run", "tap-jsonl", "target-userpilot")
         assert len(emu.jobs) == jobs_after_first_run
+
+        deletes_follow_the_source(meltano, emu, next(iter(expected_users)))
+
+
+def deletes_follow_the_source(meltano: Meltano, emu: Emulator, gone: str) -> None:
+    """A user row deleted at the source is deleted in Userpilot (`hard_delete`)."""
+    # A row deleted at the source, as log-based taps (tap-postgres) say it: `_sdc_deleted_at`.
+    # With `hard_delete`, the target schedules the user's deletion; Userpilot applies it at
+    # 02:00 UTC (the emulator's daily run, triggered here).
+    rows = read_jsonl(meltano.project / "examples/users.jsonl")
+    for row in rows:
+        row["_sdc_deleted_at"] = "2026-11-25T01:02:03Z" if row["user_id"] == gone else None
+    (meltano.project / "examples/users.jsonl").write_text(
+        "".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8"
+    )
+    # The tap's stream map passes the column on, as a tap-postgres pipeline would.
+    yml = meltano.project / "meltano.yml"
+    keep = "          signed_up_at: signed_up_at\n"
+    yml.write_text(
+        yml.read_text(encoding="utf-8").replace(
+            keep, keep + "          _sdc_deleted_at: _sdc_deleted_at\n"
+        ),
+        encoding="utf-8",
+    )
+    deleting = Meltano(
+        meltano.executable, meltano.project, {**meltano.env, "TARGET_USERPILOT_HARD_DELETE": "true"}
+    )
+    deleting("--environment=dev", "run", "tap-jsonl", "target-userpilot")
+    assert [(d.kind, d.id) for d in emu.deletions.pending] == [("users", gone)]
+    emu.run_daily_deletions()
+    assert gone not in emu.users
+    assert emu.users, "only the deleted user is gone"
 
 
 def assert_profile(profile: dict[str, Any], record: dict[str, Any], *, id_key: str) -> None:
