@@ -74,7 +74,7 @@ def test_short_jobs_get_short_dense_polls() -> None:
     assert plan.delay(4.99, 5.0, 0) <= 0.025
 
 
-def test_the_rate_is_the_newest_observation_trusted_at_once() -> None:
+def test_the_rate_is_the_newest_measurement_trusted_at_once() -> None:
     rate = RateEstimate()
     assert rate.rows_per_second is None
     rate.learn(1000, 50)
@@ -85,15 +85,45 @@ def test_the_rate_is_the_newest_observation_trusted_at_once() -> None:
     assert rate.rows_per_second == 100
 
 
+def test_a_lower_bound_only_ever_raises_the_rate() -> None:
+    rate = RateEstimate()
+    rate.at_least(1000, 50)
+    assert rate.rows_per_second == 20
+    rate.at_least(1000, 100)  # a job noticed late: slower on paper, not in fact
+    assert rate.rows_per_second == 20
+    rate.at_least(1000, 5)
+    assert rate.rows_per_second == 200
+
+
 def test_queue_time_does_not_count_and_the_end_is_re_estimated_at_each_poll() -> None:
+    rate = RateEstimate()
     progress = _Progress(submitted_at=100.0)
-    progress.saw(status("queued", 0), now=104.0)  # 4 s in the queue
+    progress.saw(status("queued", 0), now=104.0, rows=1_000, rate=rate)  # 4 s in the queue
     assert progress.started == 104.0
     assert progress.expected_seconds(1_000, rate=100.0) == 14.0
-    progress.saw(status("processing", 500), now=107.0)
+    progress.saw(status("processing", 500), now=107.0, rows=1_000, rate=rate)
     assert progress.started == 104.0
-    # 500 rows in the 3 s since processing started: the rest at that pace.
+    # 500 rows in at most the 3 s since the job was last seen waiting: at least that pace.
+    assert rate.rows_per_second == 500 / 3
     assert progress.expected_seconds(1_000, rate=500 / 3) == 7.0 + 3.0
+
+
+def test_two_polls_mid_job_measure_the_pace_whatever_the_first_bound_said() -> None:
+    # Measured: 23 rows seen 0.118 s after the last "validating" poll gave 194 rows/s for a
+    # server doing 2,000; the next poll then waited 25 s for a job that ended 5 s later.
+    rate = RateEstimate()
+    progress = _Progress(submitted_at=0.0)
+    progress.saw(status("validating", 0), now=0.138, rows=10_000, rate=rate)
+    progress.saw(status("processing", 23), now=0.256, rows=10_000, rate=rate)
+    assert rate.rows_per_second is not None
+    assert rate.rows_per_second < 200
+    wait = progress.longest_wait(now=0.256)
+    assert wait is not None
+    assert wait < 0.2, "the next poll comes soon, to measure"
+    progress.saw(status("processing", 23 + 400), now=0.456, rows=10_000, rate=rate)
+    assert rate.rows_per_second == 2_000
+    assert progress.longest_wait(now=0.456) is None
+    assert progress.expected_seconds(10_000, rate.rows_per_second) == 0.456 + (10_000 - 423) / 2_000
 
 
 def status(name: str, processed: int) -> JobStatus:
