@@ -29,7 +29,7 @@ KINDS = ("users", "companies")
 WALL_BOUND_SECONDS = 60.0
 """No example may take longer than this (a hang)."""
 MEMORY_BOUND_KB = 1_500_000
-"""Peak RSS of the process running the target."""
+"""Peak RSS of a child running the target; in-process, what one run adds to the peak."""
 
 
 class Uncertain(Exception):  # noqa: N818 - a signal inside the oracle, not an error
@@ -85,12 +85,12 @@ def kind_of(stream: str, settings: dict[str, Any]) -> str | None:
 
 
 def id_property(kind: str, schema: dict[str, Any], keys: list[str]) -> str:
-    """README "Ids": `user_id`/`company_id` if the stream has it, else the single key, else id."""
+    """README "Ids" (no id setting drawn): the single key, else `user_id`/`company_id`, else id."""
+    if len(keys) == 1:
+        return keys[0]
     own = "user_id" if kind == "users" else "company_id"
     if own in schema.get("properties", {}):
         return own
-    if len(keys) == 1:
-        return keys[0]
     return "id"
 
 

@@ -244,6 +244,9 @@ class InProcessRunner:
         crash = None
         # The target installs SIGTERM/SIGINT handlers; they must not outlive its run here.
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        # This process's high-water mark only ever grows over thousands of runs: what one run
+        # adds to it is that run's own excess.
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.monotonic()
         try:
             with redirect_stdout(tap):
@@ -271,6 +274,7 @@ class InProcessRunner:
             capture=capture,
             crash=crash,
             seconds=seconds,
+            rss_before=rss_before,
         )
 
     def _outcome(
@@ -284,6 +288,7 @@ class InProcessRunner:
         capture: _Capture,
         crash: str | None,
         seconds: float,
+        rss_before: int,
     ) -> Outcome:
         letters, unreadable = _read_dead_letters(work / DEAD_LETTERS)
         log = "\n".join(capture.lines)
@@ -306,7 +311,7 @@ class InProcessRunner:
             uploads=sum(1 for r in self.emu.requests if "bulk_identify" in r.path),
             dry_run_ids=_dry_run_ids(work / DRY_RUN_DIR),
             seconds=seconds,
-            peak_rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            peak_rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before,
             faults_drawn=describe_faults(case.faults),
         )
 
