@@ -288,7 +288,7 @@ def expect(case: Case) -> Expected:  # noqa: C901, PLR0912 - one walk over the i
         for pid, profile in profiles.items():
             if _line_size(pid, profile) > _line_limit(settings):
                 exp.unpinned[kind].add(pid)  # merged past `max_batch_bytes`: README is silent
-    rejected = {str(i) for i in case.faults.get("reject_ids", ())}
+    rejected = _rejected_ids(case)
     for placed in exp.placed:
         if placed.pid in rejected:
             exp.profiles[placed.kind].pop(placed.pid, None)
@@ -376,7 +376,11 @@ def check(case: Case, outcome: Outcome) -> list[str]:
         *_check_exit(exp, outcome, policy),
         *_check_store(exp, outcome, dry=dry, succeeded=succeeded),
         *_check_dead_letters(case, exp, outcome, policy),
-        *(_check_accounted(exp, outcome) if succeeded and policy == "dead_letter" else []),
+        *(
+            _check_accounted(exp, outcome, _rejected_ids(case))
+            if succeeded and policy == "dead_letter"
+            else []
+        ),
         *_check_states(exp, outcome, policy, complete=succeeded and not dry),
     ]
 
@@ -470,7 +474,7 @@ def _check_dead_letters(case: Case, exp: Expected, outcome: Outcome, policy: str
         if outcome.dead_letters:
             problems.append(f"dead letters written with on_invalid_record: {policy}")
         return problems
-    rejected = {str(i) for i in case.faults.get("reject_ids", ())}
+    rejected = _rejected_ids(case)
     by_position = {p.position: p for p in exp.placed}
     for letter in outcome.dead_letters:
         if not letter.get("reason"):
@@ -485,13 +489,21 @@ def _check_dead_letters(case: Case, exp: Expected, outcome: Outcome, policy: str
     return problems
 
 
-def _check_accounted(exp: Expected, outcome: Outcome) -> list[str]:
+def _rejected_ids(case: Case) -> set[str]:
+    """The ids the emulator rejects inside a completed job (a fault drawn for the case)."""
+    return {str(i) for i in case.faults.get("reject_ids", ())}
+
+
+def _check_accounted(exp: Expected, outcome: Outcome, rejected: set[str]) -> list[str]:
     """After a successful run every invalid record is a dead letter; an unpinned one arrived
-    or is a dead letter."""
+    or is a dead letter (a letter naming only the job stands for the rows Userpilot rejected)."""
     problems = []
     lettered = {d.get("position") for d in outcome.dead_letters}
+    job_lettered = any(d.get("job_id") for d in outcome.dead_letters)
     for placed in exp.placed:
         if placed.position in lettered or placed.status == "valid":
+            continue
+        if job_lettered and placed.pid in rejected:
             continue
         if placed.status == "invalid":
             problems.append(f"invalid record {placed.position} not dead-lettered")
