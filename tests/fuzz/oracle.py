@@ -130,6 +130,17 @@ def _number(value: Decimal | float) -> Any:
     return value
 
 
+_PARSERS: dict[str, Any] = {"date": dt.date.fromisoformat, "time": dt.time.fromisoformat}
+
+
+def _parses(parse: Any, text: str) -> bool:
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _datetime(text: str) -> str:
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -223,7 +234,10 @@ def profile_of(
     for key, value in record.items():
         if key in skip or key in exclude or (include is not None and key not in include):
             continue
-        is_dt = props.get(key, {}).get("format") == "date-time" and isinstance(value, str)
+        fmt = props.get(key, {}).get("format")
+        is_dt = fmt == "date-time" and isinstance(value, str)
+        if fmt in _PARSERS and isinstance(value, str) and not _parses(_PARSERS[fmt], value):
+            raise Uncertain  # README's table covers valid dates and times only
         flatten(key, value, settings, profile["metadata"], date_time=is_dt)
     if not declared_ok:
         raise Uncertain  # a wrong type with validation off: README does not say
