@@ -298,7 +298,8 @@ class Pipeline:
                     stoppable=False,
                 )
             except Exception as exc:  # noqa: BLE001 - the first failure is the one to report
-                self.logger.error("While stopping, a job's outcome failed too: %s", exc)  # noqa: TRY400 - one line, no traceback
+                # The first failure is the one ERROR line; this one only adds to it.
+                self.logger.warning("While stopping, a job's outcome failed too: %s", exc)
             if self.stop_request.hurried and runner.alive:
                 self.logger.warning("Second signal: not waiting any longer.")
         current = self._in_flight.current_job
