@@ -130,7 +130,11 @@ def _number(value: Decimal | float) -> Any:
     return value
 
 
-_PARSERS: dict[str, Any] = {"date": dt.date.fromisoformat, "time": dt.time.fromisoformat}
+_PARSERS: dict[str, Any] = {
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "date-time": lambda text: dt.datetime.fromisoformat(text.replace("Z", "+00:00")),
+}
 
 
 def _parses(parse: Any, text: str) -> bool:
@@ -232,12 +236,13 @@ def profile_of(
     exclude = set(settings.get("exclude_properties", []))
     props = schema.get("properties", {})
     for key, value in record.items():
-        if key in skip or key in exclude or (include is not None and key not in include):
-            continue
         fmt = props.get(key, {}).get("format")
-        is_dt = fmt == "date-time" and isinstance(value, str)
+        # The SDK parses every date-like property, sent or not.
         if fmt in _PARSERS and isinstance(value, str) and not _parses(_PARSERS[fmt], value):
             raise Uncertain  # README's table covers valid dates and times only
+        if key in skip or key in exclude or (include is not None and key not in include):
+            continue
+        is_dt = fmt == "date-time" and isinstance(value, str)
         flatten(key, value, settings, profile["metadata"], date_time=is_dt)
     if not declared_ok:
         raise Uncertain  # a wrong type with validation off: README does not say
