@@ -96,6 +96,18 @@ SHRUNK: list[Any] = [
         {"reject_ids": frozenset({"1"})},
         id="rejected-row-under-fail-leaves-a-batch-file",
     ),
+    pytest.param(
+        # Found by CI's profile on a clean clone: a lone surrogate in a nested key that is sent.
+        [
+            USERS.replace(
+                '"email":{"type":["string","null"]}', '"email":{"type":["object","null"]}'
+            ),
+            _record('{"id":0,"email":{"email":[{"\\ud800":null}]}}'),
+        ],
+        {},
+        {},
+        id="lone-surrogate-in-a-sent-nested-key",
+    ),
 ]
 
 

@@ -252,8 +252,12 @@ def profile_of(
 
 
 def _line_size(pid: str, profile: dict[str, Any]) -> int:
-    """About the bytes of the profile's NDJSON line."""
-    return len(json.dumps({"id": pid, **profile}, default=str, ensure_ascii=False).encode())
+    r"""About the bytes of the profile's NDJSON line (a lone surrogate: all `\ud800` escapes)."""
+    line = {"id": pid, **profile}
+    try:
+        return len(json.dumps(line, default=str, ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        return len(json.dumps(line, default=str))
 
 
 def _line_limit(settings: dict[str, Any]) -> float:
