@@ -32,7 +32,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeGuard
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -445,6 +445,11 @@ def _add(metadata: Metadata, key: str, value: object, settings: MappingSettings)
         metadata[key] = str(value)
 
 
+def _plain_id(value: object) -> TypeGuard[str]:
+    """The common id, judged at once: a string, neither blank nor too long (see `_id_problem`)."""
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS and not value.isspace()
+
+
 def _id_problem(value: object) -> str | None:
     """Why a present, non-null value cannot be an id; None when it can."""
     problem: str | None = None
@@ -508,6 +513,8 @@ def _profile_id(record: Mapping[str, Any], settings: MappingSettings) -> str:
     noun = _ID_NOUN[settings.kind]
     id_property = settings.id_property
     raw_id = record.get(id_property)
+    if _plain_id(raw_id):
+        return raw_id
     problem = None
     if raw_id is None:
         problem = "is null" if id_property in record else "is absent"
@@ -528,6 +535,8 @@ def _ids(record: Mapping[str, Any], settings: MappingSettings) -> tuple[str, str
     if company_property is None:
         return profile_id, None
     raw_company = record.get(company_property)
+    if _plain_id(raw_company):
+        return profile_id, raw_company
     # No company (null, absent, empty): the line has no `company_id`, and Userpilot keeps
     # whatever association the user already has.
     if raw_company is None or (isinstance(raw_company, str) and not raw_company.strip()):

@@ -5,8 +5,8 @@ profile and when. The backends (a SQLite file, a SQL database through SQLAlchemy
 write rows; the lookup logic lives here, once:
 
 - Lookups are in memory: on the first lookup of a kind, that kind's rows are loaded in bulk into a
-  set of 128-bit keys (keyed blake2b of id and digest): ~80 MB and a few seconds for a million
-  ids. A lookup is then one hash and one set probe, never a round trip to the database.
+  set of 128-bit keys (each digest with its id's hash folded in): ~80 MB and about a second for a
+  million ids. A lookup is then one hash and one set probe, never a round trip to the database.
 - Rows are written only by `confirm`, once per completed job, in one transaction: nothing is
   remembered for a job Userpilot did not complete. `forget` removes the rows of ids whose
   deletion Userpilot accepted, in one transaction, so a re-created profile is sent again.
@@ -40,6 +40,7 @@ DB_NAME = "fingerprints.sqlite"
 DIGEST_SIZE = 16
 SECONDS_PER_DAY = 86_400.0
 LOCK_POLL_SECONDS = 0.05
+_LOW_64 = (1 << 64) - 1
 
 
 class FingerprintStoreError(Exception):
@@ -97,9 +98,14 @@ def storable(profile_id: str) -> bool:
 
 
 def _key(profile_id: str, digest: bytes) -> int:
-    """The in-memory key of a (id, digest) pair; keyed blake2b keeps the pair unambiguous."""
-    data = profile_id.encode("utf-8", "surrogatepass")
-    return int.from_bytes(blake2b(data, digest_size=16, key=digest).digest(), "big")
+    """The in-memory key of a (id, digest) pair, for this process only.
+
+    The digest's 128 bits with the id's string hash (keyed per process) folded into the low
+    64: two different pairs share a key with a chance of about 2**-128, or 2**-64 when they
+    share a digest (lines naming different ids never do). A second blake2b over the pair cost
+    a fifth of an unchanged record's time.
+    """
+    return int.from_bytes(digest, "big") ^ (hash(profile_id) & _LOW_64)
 
 
 @dataclass(frozen=True)
