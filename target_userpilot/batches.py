@@ -36,7 +36,7 @@ class BatchLimits:
     max_bytes: int = MAX_API_BYTES - MULTIPART_MARGIN
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     offset: int
     length: int
@@ -112,17 +112,22 @@ class BatchFileError(Exception):
     """A batch file could not be written (a full disk, most often); says what to fix."""
 
 
+def _disk_error(path: Path, doing: str, exc: OSError) -> BatchFileError:
+    """A BatchFileError naming the file, what failed, and the setting that moves it."""
+    msg = (
+        f"cannot {doing} batch file {path}: {exc.strerror or exc}; free space there or "
+        "point the `batch_dir` setting elsewhere. Nothing unconfirmed was checkpointed."
+    )
+    return BatchFileError(msg)
+
+
 @contextlib.contextmanager
 def _disk(path: Path, doing: str) -> Iterator[None]:
     """Turn an OS error on a batch file into a BatchFileError naming the file and the setting."""
     try:
         yield
     except OSError as exc:
-        msg = (
-            f"cannot {doing} batch file {path}: {exc.strerror or exc}; free space there or "
-            "point the `batch_dir` setting elsewhere. Nothing unconfirmed was checkpointed."
-        )
-        raise BatchFileError(msg) from exc
+        raise _disk_error(path, doing, exc) from exc
 
 
 def _parse_line(kind: Kind, line: bytes) -> Profile:
@@ -302,12 +307,15 @@ class BatchFile:
         return True
 
     def _write(self, line: bytes) -> None:
+        # Once per record: a plain `try` costs nothing until it fails, unlike `with _disk`.
         if self._handle is None:
             with _disk(self.path, "create"):
                 self._handle = self.path.open("w+b")
-        with _disk(self.path, "write"):
+        try:
             self._handle.write(line)
             self._handle.write(b"\n")
+        except OSError as exc:
+            raise _disk_error(self.path, "write", exc) from exc
         self._end += len(line) + 1
 
     def _read(self, entry: _Entry) -> Profile:
