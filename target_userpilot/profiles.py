@@ -26,6 +26,7 @@ Metadata conversion (Userpilot takes flat primitives only):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -71,6 +72,14 @@ class MappingSettings:
     separator: str = "__"
     arrays: Literal["json", "drop"] = "json"
     nulls: Literal["send", "drop"] = "send"
+
+    @functools.cached_property
+    def dropped(self) -> frozenset[str]:
+        """Properties never sent as metadata: the id, a user's company link, the excluded."""
+        links = {self.id_property}
+        if self.kind == "users" and self.company_property is not None:
+            links.add(self.company_property)
+        return self.exclude | links
 
 
 def resolve_id_property(
@@ -170,14 +179,13 @@ def _decimal_number(value: Decimal) -> int | float | Decimal:
     `int()` only runs below `_MAX_INT_DIGITS` digits: on `1E+999999999` it would run for
     minutes. `float()` and `str()` of a Decimal are cheap whatever its exponent.
     """
+    as_float = float(value)
+    if not as_float.is_integer() and repr(as_float) == str(value):
+        return as_float  # the common case ("99.5"), without the Decimal arithmetic below
     if value == value.to_integral_value() and value.adjusted() < _MAX_INT_DIGITS:
         return int(value)
-    as_float = float(value)
-    # The string comparison is the cheap common case ("99.5"); the Decimal one catches
-    # spellings like "1.10" or "1E-7".
-    if math.isfinite(as_float) and (
-        repr(as_float) == str(value) or Decimal(repr(as_float)) == value
-    ):
+    # Other spellings of a float's value: "1.10", "1E-7".
+    if math.isfinite(as_float) and Decimal(repr(as_float)) == value:
         return as_float
     return value
 
@@ -556,10 +564,9 @@ def _metadata(record: Mapping[str, Any], settings: MappingSettings) -> Metadata:
     """Every other property, converted; raises _RejectError."""
     metadata: Metadata = {}
     include = settings.include
-    exclude = settings.exclude
-    skip = (settings.id_property, settings.company_property if settings.kind == "users" else None)
+    dropped = settings.dropped
     for key, value in record.items():
-        if key in skip or key in exclude or (include is not None and key not in include):
+        if key in dropped or (include is not None and key not in include):
             continue
         if key.startswith(SDC_PREFIX):  # the SDK's and taps' bookkeeping, never a trait
             continue
