@@ -133,9 +133,9 @@ class LineReader(SingerReader):
     @staticmethod
     def assert_line_requires(line_dict: dict[str, Any], requires: set[str]) -> None:
         """The SDK's check of required keys, saying which without quoting the line."""
-        missing = sorted(requires - set(line_dict))
+        missing = [key for key in requires if key not in line_dict]  # once a line: no set built
         if missing:
-            msg = f"lacks the required key(s) {', '.join(map(repr, missing))}"
+            msg = f"lacks the required key(s) {', '.join(map(repr, sorted(missing)))}"
             raise _LineProblemError(msg)
         if "type" in requires and not isinstance(line_dict["type"], str):
             msg = f"has a message type that is not a string ({line_dict['type']!r})"
