@@ -337,6 +337,11 @@ class DeletionLedger:
         self._in_flight.remove(chunk)
         self._accepted[chunk.kind] += len(chunk.ids)
 
+    @property
+    def unanswered(self) -> int:
+        """Chunks sealed (handed out to be sent) and not accepted yet."""
+        return len(self._in_flight)
+
     def watermark(self) -> float:
         """The smallest `seq` of a deletion not accepted yet; infinity when there is none."""
         seqs = [c.min_seq for c in self._in_flight]

@@ -116,7 +116,6 @@ class Pipeline:
         self._deleter = deleter
         self._deletions = DeletionLedger() if settings.hard_delete else None
         self._deletions_hold = math.inf  # the position DELETIONS_HOLD holds from
-        self._chunks_out = 0  # deletion chunks handed to the job thread, not reported yet
         self._ended = False  # `finish` began: every record was read
         self.runner: JobRunner | None = None
         if client is not None and not settings.dry_run:
@@ -342,7 +341,6 @@ class Pipeline:
         self._wait_until(lambda: not self._in_flight)
         for chunk in ledger.seal(limit):
             self.runner.ship_deletion(chunk)
-            self._chunks_out += 1
         self._hold_deletions()
 
     def _write_deletions(self, chunks: list[DeletionChunk]) -> None:
@@ -360,7 +358,6 @@ class Pipeline:
         """A 202: forget the ids' fingerprints, then let STATE pass the chunk."""
         assert self._deletions is not None  # noqa: S101 - chunks only come from the ledger
         self._deletions.accepted(chunk)
-        self._chunks_out -= 1
         if self._changes is not None:
             # Before STATE moves: a kill in between only resends the (harmless) deletion.
             self._changes.forget(chunk.kind, chunk.ids)
@@ -380,7 +377,11 @@ class Pipeline:
 
     def _busy(self) -> bool:
         """Whether the job thread holds a batch or a deletion not reported yet."""
-        return bool(self._in_flight) or self._chunks_out > 0
+        if self._in_flight:
+            return True
+        # A dry run seals its chunks too, but writes them to files: nothing is held.
+        ledger = self._deletions
+        return self.runner is not None and ledger is not None and ledger.unanswered > 0
 
     # --- batches -----------------------------------------------------------------------
 
