@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from target_userpilot.batches import SealedBatch
-    from target_userpilot.deletes_api import Accepted
     from target_userpilot.deletions import Kind
     from target_userpilot.wire import UserpilotClient
+    from target_userpilot.wire.deletions import Accepted
 
 # Before the first job reports progress nothing is known of the rate: poll soon, then back off.
 FIRST_POLL = 0.05
@@ -232,7 +232,7 @@ Outcome = JobStarted | PartDone | RowsRefused | BatchDone | DeletionAccepted | R
 
 
 class Deleter(Protocol):
-    """What the job thread needs to send deletions (`deletes_api.DeleteSender`)."""
+    """What the job thread needs to send deletions (`wire.deletions.DeleteSender`)."""
 
     def delete(self, kind: Kind, ids: Sequence[str]) -> Accepted:
         """One paced delete request; raises `DeleteError` when it is not accepted."""

@@ -17,7 +17,6 @@ from singer_sdk.target_base import Target
 
 from target_userpilot.batches import BatchFileError
 from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError
-from target_userpilot.deletes_api import DeleteError, DeleteSender
 from target_userpilot.deletions import DeletionGuardError
 from target_userpilot.envconfig import env_config
 from target_userpilot.fastpath import RecordFastPath
@@ -39,6 +38,7 @@ from target_userpilot.signals import RunStopped, StopRequest
 from target_userpilot.sinks import ProfileSink
 from target_userpilot.ticking import lines
 from target_userpilot.wire import RetryPolicy, UserpilotClient, UserpilotError, check_api_url
+from target_userpilot.wire.deletions import DeleteError, DeleteSender
 from target_userpilot.wire.transport import clean_api_key
 
 if TYPE_CHECKING:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from target_userpilot.deletes_api import Accepted, DeleteRejectedError
 from target_userpilot.settings import CONFIG_SCHEMA, Settings
 from target_userpilot.wire import JobStatus, PayloadTooLargeError, RejectedUploadError
+from target_userpilot.wire.deletions import Accepted, DeleteRejectedError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence

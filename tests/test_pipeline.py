@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from fake_userpilot import FakeClient, FakeDeleter, MemoryStore, settings_for
 
-from target_userpilot.deletes_api import DeleteRejectedError
 from target_userpilot.deletions import DeletionGuardError
 from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import Profile
 from target_userpilot.rejections import TooManyInvalidError
+from target_userpilot.wire.deletions import DeleteRejectedError
 
 if TYPE_CHECKING:
     from pathlib import Path

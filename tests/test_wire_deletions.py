@@ -9,15 +9,15 @@ import pytest
 import requests
 from fake_clock import FakeClock
 
-from target_userpilot.deletes_api import (
+from target_userpilot.deletions import DELETE_CHUNK_IDS, DeleteLimit, DeletionLedger
+from target_userpilot.emulator import Emulator
+from target_userpilot.wire.deletions import (
     BACKOFF_CAP,
     DeleteAuthError,
     DeleteGaveUpError,
     DeleteRejectedError,
     DeleteSender,
 )
-from target_userpilot.deletions import DELETE_CHUNK_IDS, DeleteLimit, DeletionLedger
-from target_userpilot.emulator import Emulator
 
 TOKEN = "test-token"  # noqa: S105 - the emulator's (conftest)
 
@@ -209,7 +209,7 @@ def test_ids_are_logged_at_debug_only(
     emu.set_faults(fail_rate=0.0)
     fake_clock.advance(10)
     sender.delete("users", ["bob@example.com"])
-    ours = [r for r in caplog.records if r.name.startswith("target_userpilot.deletes")]
+    ours = [r for r in caplog.records if r.name.startswith("target_userpilot.wire.deletions")]
     above_debug = [r.getMessage() for r in ours if r.levelno > logging.DEBUG]
     assert any("accepted the deletion of 1 user;" in m for m in above_debug)
     assert not any("example.com" in m for m in above_debug)
