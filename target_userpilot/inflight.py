@@ -61,15 +61,25 @@ class InFlight:
             self._changes.shipped(batch)
 
     def apply(self, outcome: Outcome) -> None:
-        """Apply one outcome; a RunnerFailed raises its error here, on the main thread."""
+        """Apply one outcome; a RunnerFailed raises its error here, on the main thread.
+
+        A part whose outcome cannot be applied (the `fail` policy, a dead-letter file that
+        cannot be written, a store error) holds STATE before its first record for the rest of
+        the run: the stop path still applies the batch's completion, which must not release
+        past records that are neither confirmed nor in a dead letter.
+        """
         if isinstance(outcome, JobStarted):
             self.current_job = outcome.job_id
-        elif isinstance(outcome, PartDone):
-            self._part_done(outcome)
-        elif isinstance(outcome, RowsRefused):
-            self._rejections.refused(outcome.part, outcome.reason)
-            self._counters.rejected_by_userpilot += outcome.part.rows
-            outcome.part.delete()
+        elif isinstance(outcome, PartDone | RowsRefused):
+            try:
+                if isinstance(outcome, PartDone):
+                    self._part_done(outcome)
+                else:
+                    self._refused(outcome)
+            except BaseException:
+                part = outcome.part
+                self._checkpoints.hold(("undelivered", part.path), part.first_position)
+                raise
         elif isinstance(outcome, BatchDone):
             self._settled(outcome.batch)
         elif isinstance(outcome, RunnerFailed):
@@ -82,6 +92,11 @@ class InFlight:
             self._changes.settled(batch)
         batch.delete()
         self._checkpoints.settle(batch.path)
+
+    def _refused(self, refused: RowsRefused) -> None:
+        self._rejections.refused(refused.part, refused.reason)
+        self._counters.rejected_by_userpilot += refused.part.rows
+        refused.part.delete()
 
     def _part_done(self, done: PartDone) -> None:
         part, outcome = done.part, done.outcome

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from fake_userpilot import FakeClient, FakeDeleter, MemoryStore, settings_for
 
+from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError
 from target_userpilot.deletions import DeletionGuardError
 from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import Profile
@@ -243,3 +244,49 @@ def test_a_later_record_cancels_a_pending_deletion_and_frees_state(tmp_path: Pat
     assert deleter.requests == []
     assert client.profiles["users", "x"] == {"back": True}
     assert pipeline.counters.deletions_cancelled == 1
+
+
+def records_with_states(pipeline: Pipeline, count: int) -> None:
+    for n in range(1, count + 1):
+        pipeline.add("users", "users", pipeline.next_position(), Profile(str(n), None, {}))
+        pipeline.add_state({"n": n})
+
+
+@pytest.mark.parametrize(
+    ("client", "config"),
+    [
+        # A 400 for record 3, isolated by halving the batch.
+        (FakeClient(refuse=lambda line: "bad" if line["user_id"] == "3" else None), {}),
+        # A completed job that rejects a row: the batch's first record is the one held.
+        (FakeClient(unnamed_errors=1), {}),
+    ],
+    ids=["refused-by-bisection", "rejected-in-completed-job"],
+)
+def test_under_fail_no_state_passes_the_record_that_stopped_the_run(
+    tmp_path: Path, client: FakeClient, config: dict[str, Any]
+) -> None:
+    states: list[dict[str, Any]] = []
+    pipeline = pipeline_for(tmp_path, client, states, on_invalid_record="fail", **config)
+    records_with_states(pipeline, 5)
+    with pytest.raises(InvalidRecordError, match="cannot be loaded"):
+        pipeline.finish()
+    pipeline.fail()
+    pipeline.close()
+    failing = 3 if client.refused_uploads else 1
+    assert all(state["n"] < failing for state in states), states
+
+
+def test_a_dead_letter_that_cannot_be_written_holds_state_before_its_record(
+    tmp_path: Path,
+) -> None:
+    states: list[dict[str, Any]] = []
+    client = FakeClient(refuse=lambda line: "bad" if line["user_id"] == "2" else None)
+    # A folder where the file should be: the write fails as on a full disk.
+    pipeline = pipeline_for(tmp_path, client, states, dead_letter_path=str(tmp_path))
+    records_with_states(pipeline, 4)
+    with pytest.raises(DeadLetterFileError, match="cannot write the dead-letter file"):
+        pipeline.finish()
+    pipeline.fail()
+    pipeline.close()
+    assert all(state["n"] < 2 for state in states), states
+    assert list((tmp_path / "batches").iterdir()) == []
