@@ -225,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.proxy_body_limit,
         help="a proxy answers 413 (HTML) to any upload body over this many bytes (0: none)",
     )
+    rules.add_argument(
+        "--track-per-minute",
+        type=int,
+        default=_DEFAULTS.track_per_minute,
+        help="Track API requests per token in any 60 s; more answer 429 (0: no limit)",
+    )
     return p
 
 
@@ -263,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reject_keys=frozenset(args.reject_key),
             refuse_multipart=args.refuse_multipart,
             proxy_body_limit=args.proxy_body_limit,
+            track_per_minute=args.track_per_minute,
         )
     except ValueError as e:
         parser.error(str(e))

@@ -128,6 +128,8 @@ class EmulatorConfig:
             server taking JSON bodies only); 0: multipart is accepted.
         proxy_body_limit: A proxy in front of the API answers 413 (an HTML page) to any upload
             body over this many bytes, however few rows it holds (0: no proxy).
+        track_per_minute: Track API requests a token may make in any 60 seconds; more answer
+            429 (0: no limit). Userpilot's documented limit is 600.
     """
 
     token: str = "test-token"  # noqa: S105 - a test server's default key
@@ -157,6 +159,7 @@ class EmulatorConfig:
     reject_keys: frozenset[str] = frozenset()
     refuse_multipart: int = 0
     proxy_body_limit: int = 0
+    track_per_minute: int = 600
     shapes: Shapes = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -229,6 +232,8 @@ def _problems(cfg: EmulatorConfig) -> list[str]:  # noqa: C901, PLR0912 - one ch
         problems.append("retry_after_share must be between 0 and 1")
     if cfg.proxy_body_limit < 0:
         problems.append("proxy_body_limit must be >= 0 (0: no proxy)")
+    if cfg.track_per_minute < 0:
+        problems.append("track_per_minute must be >= 0 (0: no limit)")
     if cfg.max_value_chars < 0:
         problems.append("max_value_chars must be >= 0 (0: no limit)")
     if cfg.refuse_multipart not in REFUSALS:

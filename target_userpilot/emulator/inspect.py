@@ -1,4 +1,4 @@
-"""Read-only pages under `/_emulator/`: the stored profiles, the jobs, the deletions.
+"""Read-only pages under `/_emulator/`: the stored profiles, the jobs, deletions, events.
 
 They show what the emulated account holds as of now (finished jobs applied first), the way a
 user would check a load in Userpilot's dashboard. They change nothing.
@@ -16,6 +16,7 @@ from target_userpilot.emulator.store import iso_z
 if TYPE_CHECKING:
     from target_userpilot.emulator.deletions import Deletions
     from target_userpilot.emulator.store import JobRecord, Store
+    from target_userpilot.emulator.track import Events
 
 PREFIX = "/_emulator"
 RUN_DELETIONS_PATH = f"{PREFIX}/deletions/run"
@@ -24,6 +25,7 @@ PAGES: dict[str, str] = {
     f"{PREFIX}/companies": "GET: stored companies; /_emulator/companies/<company_id>: one",
     f"{PREFIX}/jobs": "GET: every bulk job, oldest first, with timings and errors",
     f"{PREFIX}/deletions": "GET: pending and applied deletions, and the next daily run",
+    f"{PREFIX}/events": "GET: every tracked event, oldest first, marking those before their user",
     RUN_DELETIONS_PATH: "POST: run the daily deletion batch now (emulator only)",
 }
 _TIMES = ("submitted_at", "started_at", "finished_at")
@@ -40,10 +42,11 @@ def job_json(job: JobRecord) -> dict[str, Any]:
 class Inspector:
     """Answers `GET /_emulator/<page>`."""
 
-    def __init__(self, store: Store, deletions: Deletions) -> None:
-        """Read from this store and these deletions."""
+    def __init__(self, store: Store, deletions: Deletions, events: Events) -> None:
+        """Read from this store, these deletions and these events."""
         self._store = store
         self._deletions = deletions
+        self._events = events
 
     def page(self, rest: str) -> Answer:
         """The page at `/_emulator<rest>` (`rest` still percent-encoded), or 404."""
@@ -57,6 +60,8 @@ class Inspector:
             return Answer(200, {"count": len(jobs), "jobs": [job_json(j) for j in jobs]})
         if name == "deletions" and not raw_id:
             return Answer(200, self._deletions.view().to_json())
+        if name == "events" and not raw_id:
+            return Answer(200, self._events.view())
         return Answer(404, {"error": f"Not Found: {PREFIX}{rest}; see GET {PREFIX}/"})
 
     def _profiles(self, name: str, profile_id: str) -> Answer:

@@ -1,4 +1,4 @@
-"""The routes beside bulk identify: the Deletion API and the emulator's own `/_emulator/` pages."""
+"""The routes beside bulk identify: the Deletion and Track APIs, the `/_emulator/` pages."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING
 
 from target_userpilot.emulator.deletions import DELETE_PATHS, Answer
 from target_userpilot.emulator.inspect import PREFIX, RUN_DELETIONS_PATH, Inspector
+from target_userpilot.emulator.track import TRACK_PATH
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from target_userpilot.emulator.deletions import Deletions
     from target_userpilot.emulator.store import Store
+    from target_userpilot.emulator.track import Events
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,12 +31,13 @@ def is_emulator_path(path: str) -> bool:
 
 
 class ExtraRoutes:
-    """Finds the handler of a Deletion API or `/_emulator/` path."""
+    """Finds the handler of a Deletion API, Track API or `/_emulator/` path."""
 
-    def __init__(self, store: Store, deletions: Deletions) -> None:
-        """Serve these deletions and this store's pages."""
+    def __init__(self, store: Store, deletions: Deletions, events: Events) -> None:
+        """Serve these deletions, these events and this store's pages."""
         self._deletions = deletions
-        self._inspector = Inspector(store, deletions)
+        self._events = events
+        self._inspector = Inspector(store, deletions, events)
 
     def route(self, path: str) -> tuple[str, Callable[[Request], Answer]] | None:
         """The method `path` takes and its handler; None when the path is not one of these."""
@@ -42,6 +45,10 @@ class ExtraRoutes:
         kind = DELETE_PATHS.get(bare)
         if kind is not None:
             return "DELETE", lambda r: self._deletions.request(kind, r.headers, r.read_body())
+        if bare == TRACK_PATH:
+            return "POST", lambda r: self._events.request(
+                r.headers.get("authorization", "").strip(), r.headers, r.read_body()
+            )
         if bare == RUN_DELETIONS_PATH:
             return "POST", lambda _: self._run_deletions()
         if is_emulator_path(path):

@@ -16,6 +16,7 @@ from target_userpilot.emulator.config import EmulatorConfig
 from target_userpilot.emulator.deletions import Deletions
 from target_userpilot.emulator.routes import ExtraRoutes
 from target_userpilot.emulator.store import Store
+from target_userpilot.emulator.track import Events
 from target_userpilot.loopback import is_loopback
 
 if TYPE_CHECKING:
@@ -95,10 +96,11 @@ class Emulator:
     Every inspection first advances the clock-driven state to now.
     """
 
-    def __init__(self, store: Store, url: str, deletions: Deletions) -> None:
-        """Wrap a store (and its deletions) served at `url`."""
+    def __init__(self, store: Store, url: str, deletions: Deletions, events: Events) -> None:
+        """Wrap a store (and its deletions and events) served at `url`."""
         self._store = store
         self._deletions = deletions
+        self._events = events
         self.url = url
 
     @property
@@ -138,6 +140,11 @@ class Emulator:
     def deletions(self) -> DeletionsView:
         """Deletions scheduled (`pending`) and applied by a daily run, oldest first."""
         return self._deletions.view()
+
+    @property
+    def events(self) -> dict[str, Any]:
+        """The Track API's events, oldest first, as `GET /_emulator/events` shows them."""
+        return self._events.view()
 
     def run_daily_deletions(self) -> list[Applied]:
         """Userpilot's 02:00 UTC deletion batch, now: apply every pending deletion."""
@@ -183,7 +190,8 @@ def serve(
         raise ValueError(msg)
     store = Store(config or EmulatorConfig(), clock or time.time)
     deletions = Deletions(store)
-    extras = ExtraRoutes(store, deletions)
+    events = Events(store)
+    extras = ExtraRoutes(store, deletions, events)
     handler = type("EmulatorHandler", (Handler,), {"store": store, "extras": extras})
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server = _Server((host, port), handler, family)
@@ -198,7 +206,7 @@ def serve(
     thread.start()
     logger.debug("emulator listening on %s:%s", shown, bound_port)
     try:
-        yield Emulator(store, f"http://{shown}:{bound_port}", deletions)
+        yield Emulator(store, f"http://{shown}:{bound_port}", deletions, events)
     finally:
         server.shutdown()
         server.close_connections()

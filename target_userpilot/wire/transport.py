@@ -19,7 +19,7 @@ from target_userpilot.wire.errors import UserpilotError
 from target_userpilot.wire.retry import Failure, retry_after
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator
+    from collections.abc import Callable, Generator, Mapping
     from pathlib import Path
 
 UploadFormat = Literal["multipart", "json"]
@@ -182,15 +182,27 @@ class Transport:
         url: str,
         *,
         upload: tuple[Path, str, UploadFormat] | None = None,
+        json_body: tuple[bytes, Mapping[str, str]] | None = None,
         timeout: tuple[float, float] | None = None,
     ) -> requests.Response | Failure:
         """One HTTP request; transient failures come back as a `Failure`.
 
         `upload` is (NDJSON file, kind, format): a multipart part named `file`, or a JSON body.
+        `json_body` is (encoded JSON, extra headers): a small request such as one event.
         """
         self.requests += 1
         try:
-            answer = self._send(method, url, upload, timeout or self.timeout)
+            if json_body is not None:
+                data, headers = json_body
+                answer = self._session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers={"Content-Type": "application/json", **headers},
+                    timeout=timeout or self.timeout,
+                )
+            else:
+                answer = self._send(method, url, upload, timeout or self.timeout)
         except requests.exceptions.SSLError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 msg = (
