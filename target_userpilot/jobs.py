@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from target_userpilot.deletions import DeletionChunk
+from target_userpilot.signals import WaitStopped
 from target_userpilot.summary import KIND_NOUN, plural
 from target_userpilot.wire import JobStatus, PayloadTooLargeError, RejectedUploadError
 
@@ -349,7 +350,7 @@ class JobRunner:
                     self._delete(item)
                 else:
                     self._send(item)
-        except JobStopped:
+        except (JobStopped, WaitStopped):
             return
         except BaseException as exc:  # noqa: BLE001 - reported to the main thread, which raises it
             self.outcomes.put(RunnerFailed(exc))

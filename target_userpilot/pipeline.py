@@ -267,6 +267,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Remove the run's batch folder, release files and connections. Always called."""
+        self.stop_request.abandon()
         if self.runner is not None:
             self.runner.stop()
         self._open.clear()

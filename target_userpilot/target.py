@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import logging
 import signal
 import sys
-from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn, cast
 
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, StorageTarget
@@ -101,39 +102,45 @@ class TargetUserpilot(Target):
         except ValueError as exc:
             raise UserpilotError(str(exc)) from None
         check_paths(self.settings)
-        client = None
-        deleter = None
-        if not self.settings.dry_run:
-            client = UserpilotClient(
-                api_url,
-                self.config["api_key"],
-                retry=RetryPolicy(max_time=self.settings.request_retry_max_time),
-                timeout=(10.0, self.settings.request_timeout),
-                slot_wait_timeout=self.settings.slot_wait_timeout,
-                upload_format=self.settings.upload_format,
-                user_agent=f"{self.name}/{self.plugin_version}",
-                logger=self.logger,
-            )
-            try:
-                # Before any input is read: a wrong host or key is one clear line at once.
-                client.preflight()
-            except UserpilotError:
-                client.close()
-                raise
-            if self.settings.hard_delete:
-                deleter = DeleteSender(
+        with contextlib.ExitStack() as started:  # closed again unless start-up completes
+            client = deleter = None
+            if not self.settings.dry_run:
+                client = UserpilotClient(
                     api_url,
                     self.config["api_key"],
-                    timeout=self.settings.request_timeout,
-                    max_time=self.settings.request_retry_max_time,
-                    log=self.logger,
+                    retry=RetryPolicy(max_time=self.settings.request_retry_max_time),
+                    timeout=(10.0, self.settings.request_timeout),
+                    slot_wait_timeout=self.settings.slot_wait_timeout,
+                    upload_format=self.settings.upload_format,
+                    user_agent=f"{self.name}/{self.plugin_version}",
+                    logger=self.logger,
+                    sleep=self._stop_request.sleep,
                 )
+                started.callback(client.close)
+                # Before any input is read: a wrong host or key is one clear line at once.
+                client.preflight()
+                if self.settings.hard_delete:
+                    deleter = DeleteSender(
+                        api_url,
+                        self.config["api_key"],
+                        timeout=self.settings.request_timeout,
+                        max_time=self.settings.request_retry_max_time,
+                        sleep=self._stop_request.sleep,
+                        log=self.logger,
+                    )
+                    started.callback(deleter.close)
+            fingerprints = self._open_fingerprints(api_url)
+            if fingerprints is not None:
+                started.callback(fingerprints.close)
+            # A signal that came while no wait was listening.
+            self._stop_request.raise_if_requested()
+            started.pop_all()
         self.pipeline = Pipeline(
             self.settings,
             client=client,
             emit_state=self._emit_state,
             logger=self.logger,
-            fingerprints=self._open_fingerprints(api_url),
+            fingerprints=fingerprints,
             stop=self._stop_request,
             deleter=deleter,
         )
@@ -221,11 +228,7 @@ class TargetUserpilot(Target):
             super().listen(file_input if file_input is not None else self._stdin())
         except RunStopped as stopped:
             pipeline.stop(stopped.signum)
-            # Nothing is left to hurry: a later signal must not kill the exit (Python restores
-            # the default handlers while it shuts down) and turn 128+signal into -signal.
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, signal.SIG_IGN)
-            raise SystemExit(128 + stopped.signum) from None
+            _exit_stopped(stopped)
         except BaseException:
             pipeline.fail()
             raise
@@ -305,6 +308,13 @@ class TargetUserpilot(Target):
         """Run the target; a failure the user can fix is one log line and exit status 1."""
         try:
             super().invoke(*args, **kwargs)
+        except RunStopped as stopped:  # during start-up: `listen` handles the others
+            cls.logger.warning(
+                "Received signal %d during start-up: stopped before reading any input; "
+                "nothing was sent to Userpilot.",
+                stopped.signum,
+            )
+            _exit_stopped(stopped)
         except USER_FACING_ERRORS as exc:
             cls.logger.error(  # noqa: TRY400 - the traceback only when debugging
                 "target-userpilot failed: %s",
@@ -312,6 +322,17 @@ class TargetUserpilot(Target):
                 exc_info=cls.logger.isEnabledFor(logging.DEBUG),
             )
             sys.exit(1)
+
+
+def _exit_stopped(stopped: RunStopped) -> NoReturn:
+    """Exit 128 + signal; nothing is left to hurry, so later signals are ignored.
+
+    Python restores the default handlers while it shuts down: a later signal would kill the
+    exit and turn 128+signal into -signal.
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    raise SystemExit(128 + stopped.signum) from None
 
 
 if __name__ == "__main__":

@@ -207,3 +207,29 @@ def test_a_clean_run_removes_what_killed_runs_left_and_never_a_live_runs_folder(
         assert "Removed 1 batch folder of runs no longer alive" in run.stderr
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_the_start_up_check_stops_it_saying_nothing_was_sent(
+    make_emulator: Callable[..., Emulator], tmp_path: Path, signum: int, status: int
+) -> None:
+    emu = make_emulator(token=TOKEN, fail_rate=1.0, fault_kinds=("503",))
+    sent: list[float] = []
+
+    def send(proc: subprocess.Popen[bytes]) -> None:
+        log = tmp_path / "stderr.log"
+        deadline = time.monotonic() + 30
+        while "retrying in" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sent.append(time.monotonic())
+        proc.send_signal(signum)
+
+    config = config_for(emu, tmp_path, request_retry_max_time=600)
+    run = run_target(config, users(5), tmp_path, timeout=60, on_start=send)
+    assert run.returncode == status, run.stderr[-2000:]
+    assert time.monotonic() - sent[0] < 30, "not after the 600 s retry budget"
+    assert "during start-up" in run.stderr
+    assert "nothing was sent to Userpilot" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.states == []
+    assert leftovers(tmp_path) == []
