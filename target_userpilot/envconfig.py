@@ -26,6 +26,7 @@ TRUE_WORDS = frozenset({"true", "1", "yes", "on"})  # the SDK's own words for tr
 FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 LOGGER = logging.getLogger(__name__)
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_WHOLE_FLOAT = re.compile(r"[+-]?[0-9]+\.0*")
 _EXPECTED = {
     "integer": "a whole number, e.g. 60",
     "number": "a number, e.g. 2.5",
@@ -48,6 +49,8 @@ def parse_scalar(text: str, json_type: str) -> int | float | bool:
             return text.lower() in TRUE_WORDS
     elif _INTEGER.fullmatch(text):
         return int(text)
+    elif json_type == "integer" and _WHOLE_FLOAT.fullmatch(text):  # `5.0`, as in JSON configs
+        return int(text.partition(".")[0])
     elif json_type == "number":
         number = float(text)
         if math.isfinite(number):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +28,9 @@ KINDS: tuple[Kind, ...] = ("users", "companies")
 # Outside a Meltano project, in the working folder (inside one: `.meltano/target-userpilot/`).
 DEAD_LETTERS_OUTSIDE_MELTANO = "userpilot-dead-letters.ndjson"
 DRY_RUN_OUTSIDE_MELTANO = "userpilot-dry-run"
+# No integer setting comes near this many digits; a bigger "whole number" is refused before
+# `int()` builds it (`1e999999999` would take gigabytes).
+MAX_WHOLE_DIGITS = 18
 
 CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
@@ -454,6 +458,36 @@ class Settings:
         msg = (
             f"Stream {stream_name!r} is neither 'users' nor 'companies'. Map it with the "
             f'`stream_kinds` setting, e.g. {{"{stream_name}": "users"}}, set `default_kind`, '
-            "or rename it with a stream map."
+            "or rename it with a stream map; to load nothing from it, drop it with a stream "
+            f'map: `"stream_maps": {{"{stream_name}": "__NULL__"}}`.'
         )
         raise ValueError(msg)
+
+
+def whole_number(value: float | Decimal) -> int | None:
+    """`value` as an int when it is a whole number written as a float (`5.0`), else None."""
+    number = Decimal(value)
+    if not number.is_finite() or number.adjusted() >= MAX_WHOLE_DIGITS:
+        return None
+    return int(number) if number == number.to_integral_value() else None
+
+
+def whole_integer_settings(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, int]:
+    """The integer settings that `config` writes as floats (`5.0`), as ints.
+
+    Hand-written and generated configs often write numbers so, and JSON Schema itself calls
+    5.0 an integer, but the SDK reads config numbers as Decimal, which its validator does not.
+    Raises ValueError naming the first integer setting whose number has a fraction.
+    """
+    whole: dict[str, int] = {}
+    for name, prop in schema.get("properties", {}).items():
+        value = config.get(name)
+        types = prop.get("type")
+        if not isinstance(value, (float, Decimal)) or "integer" not in (types or ()):
+            continue
+        number = whole_number(value)
+        if number is None:
+            msg = f"`{name}` takes a whole number, e.g. 60, not {value}."
+            raise ValueError(msg)
+        whole[name] = number
+    return whole

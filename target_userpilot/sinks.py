@@ -11,7 +11,7 @@ from singer_sdk.helpers._compat import (
     time_fromisoformat,
 )
 from singer_sdk.helpers._typing import get_datelike_property_type
-from singer_sdk.sinks import BatchSink
+from singer_sdk.sinks import BatchSink, Sink
 from singer_sdk.sinks.core import JSONSchemaValidator
 
 from target_userpilot.deletions import DELETED_AT, DeletionMarkError, is_deletion
@@ -195,6 +195,16 @@ class ProfileSink(BatchSink):
     def process_batch(self, context: dict[str, Any]) -> None:  # noqa: ARG002
         """An SDK drain: send this kind's open batch."""
         self._pipeline.flush(self.kind)
+
+
+class NothingToLoadSink(Sink):
+    """A stream with nothing to send: a stream map drops it, or it is Meltano's test stream."""
+
+    def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:
+        """Nothing is sent."""
+
+    def process_batch(self, context: dict[str, Any]) -> None:
+        """Nothing to send."""
 
 
 def _date_parsers(properties: dict[str, Any]) -> list[tuple[str, Callable[[Any], Any]]]:

@@ -14,6 +14,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, StorageTarget
 from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.helpers.capabilities import TargetCapabilities
+from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.target_base import Target
 
 from target_userpilot.batches import BatchFileError
@@ -34,9 +35,9 @@ from target_userpilot.paths import PathSettingError, check_paths
 from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import encode_exact
 from target_userpilot.reader import InputError, LineReader
-from target_userpilot.settings import CONFIG_SCHEMA, Settings
+from target_userpilot.settings import CONFIG_SCHEMA, Settings, whole_integer_settings
 from target_userpilot.signals import RunStopped, StopRequest
-from target_userpilot.sinks import ProfileSink
+from target_userpilot.sinks import NothingToLoadSink, ProfileSink
 from target_userpilot.ticking import lines
 from target_userpilot.wire import RetryPolicy, UserpilotClient, UserpilotError, check_api_url
 from target_userpilot.wire.deletions import DeleteError, DeleteSender
@@ -69,6 +70,10 @@ USER_FACING_ERRORS = (
 # the main thread maps records: at 5 ms an upload took 1 to 3 s instead of 0.2 s (measured at
 # 614edb8 with scripts/bench.py), leaving Userpilot's job slot idle meanwhile.
 SWITCH_INTERVAL = 0.0001
+
+# The stream `meltano config test` sends one record of: it tests the settings, so its record
+# is not loaded (it would become a user "1" in Userpilot).
+MELTANO_TEST_STREAM = "meltano_test_stream"
 
 
 class TargetUserpilot(Target):
@@ -178,6 +183,9 @@ class TargetUserpilot(Target):
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """Strip the key's surrounding whitespace; refuse an unusable key without quoting it.
 
+        Integer settings written as whole floats (`5.0`) become ints; one with a fraction is
+        refused in one line naming it.
+
         Runs before the SDK's JSON-schema check, whose message for a key of the wrong type
         would quote the key.
         """
@@ -187,6 +195,11 @@ class TargetUserpilot(Target):
             except ValueError as exc:
                 msg = "Config validation failed"
                 raise ConfigValidationError(msg, errors=[str(exc)], schema={}) from None
+        try:
+            self._config.update(whole_integer_settings(self._config, self.config_jsonschema))
+        except ValueError as exc:
+            msg = "Config validation failed"
+            raise ConfigValidationError(msg, errors=[str(exc)], schema={}) from None
         return super()._validate_config(raise_errors=raise_errors)
 
     def _open_fingerprints(self, api_url: str) -> FingerprintStore | None:
@@ -205,12 +218,35 @@ class TargetUserpilot(Target):
         return store
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:
-        """Every stream loads through ProfileSink once its kind is known."""
+        """Every stream loads through ProfileSink once its kind is known.
+
+        The SDK makes a sink even for a stream that a stream map drops (`__NULL__`, null,
+        `__else__`), though no record of it will arrive: that one gets a sink that loads nothing.
+        """
+        if self._dropped_by_stream_map(stream_name):
+            self.logger.debug(
+                "Stream '%s' is dropped by a stream map: nothing is sent.", stream_name
+            )
+            return NothingToLoadSink
+        if stream_name == MELTANO_TEST_STREAM and stream_name not in self.settings.stream_kinds:
+            checked = "not checked (a dry run)" if self.settings.dry_run else "accepted"
+            self.logger.info(
+                "Stream '%s' is Meltano's settings test: the API key was %s, and its record is "
+                "not sent.",
+                stream_name,
+                checked,
+            )
+            return NothingToLoadSink
         try:
             self.settings.kind_of(stream_name)
         except ValueError as exc:
             raise UserpilotError(str(exc)) from None
         return ProfileSink
+
+    def _dropped_by_stream_map(self, stream_name: str) -> bool:
+        maps = [m for ms in self.mapper.stream_maps.values() for m in ms]
+        named = [m for m in maps if m.stream_alias == stream_name]
+        return bool(named) and all(isinstance(m, RemoveRecordTransform) for m in named)
 
     # --- messages ----------------------------------------------------------------------
 

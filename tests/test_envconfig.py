@@ -55,6 +55,8 @@ def test_scalar_types_come_from_the_schema() -> None:
         ("12", "integer", 12),
         (" 12 ", "integer", 12),
         ("-3", "integer", -3),
+        ("5.0", "integer", 5),
+        ("-5.", "integer", -5),
         ("12", "number", 12),
         ("2.5", "number", 2.5),
         ("TRUE", "boolean", True),
@@ -73,6 +75,7 @@ def test_parse_scalar(text: str, json_type: str, value: object) -> None:
     ("text", "json_type"),
     [
         ("12.5", "integer"),
+        ("5.01", "integer"),
         ("1e3", "integer"),
         ("", "integer"),
         ("ten", "number"),

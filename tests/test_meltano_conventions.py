@@ -1,0 +1,129 @@
+"""Meltano's conventions met in-process (issue 25): streams dropped by a stream map, Meltano's
+settings test stream, whole numbers written as floats. The real `meltano` runs of the same are
+in tests/test_e2e_meltano.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from singer_io import record, run_target, schema, state
+
+from target_userpilot.target import TargetUserpilot
+from target_userpilot.wire import UserpilotError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from target_userpilot.emulator import Emulator
+
+TOKEN = "test-token"  # noqa: S105 - the emulator's
+SCHEMA = {"type": "object", "properties": {"id": {"type": "integer"}, "name": {"type": "string"}}}
+
+
+def singer(*streams: str, state: dict[str, Any] | None = None) -> str:
+    lines = []
+    for stream in streams:
+        lines.append(
+            {"type": "SCHEMA", "stream": stream, "schema": SCHEMA, "key_properties": ["id"]}
+        )
+        lines += [
+            {"type": "RECORD", "stream": stream, "record": {"id": i, "name": f"{stream} {i}"}}
+            for i in (1, 2)
+        ]
+    lines.append({"type": "STATE", "value": state or {"done": True}})
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+def run(
+    emulator: Emulator, tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str], **config: Any
+) -> list[dict[str, Any]]:
+    """The target in-process against the emulator; the STATE values it wrote."""
+    TargetUserpilot(
+        config={
+            "api_key": TOKEN,
+            "api_url": emulator.url,
+            "batch_dir": str(tmp_path / "batches"),
+            "dead_letter_path": str(tmp_path / "dead.ndjson"),
+            **config,
+        }
+    ).listen(io.StringIO(text))
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+@pytest.mark.parametrize(
+    "maps",
+    [{"events": "__NULL__"}, {"events": None}, {"__else__": None, "users": {}}],
+    ids=["__NULL__", "null", "__else__"],
+)
+def test_a_stream_a_stream_map_drops_is_not_loaded(
+    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], maps: dict[str, Any]
+) -> None:
+    states = run(emulator, tmp_path, singer("users", "events"), capsys, stream_maps=maps)
+    assert sorted(emulator.users) == ["1", "2"]
+    assert emulator.users["1"]["metadata"] == {"name": "users 1"}
+    assert states == [{"done": True}]
+    assert not (tmp_path / "dead.ndjson").exists()
+
+
+def test_an_unmapped_stream_says_how_to_drop_it(
+    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(UserpilotError) as caught:
+        run(emulator, tmp_path, singer("events"), capsys)
+    assert '`"stream_maps": {"events": "__NULL__"}`' in str(caught.value)
+    assert "`stream_kinds`" in str(caught.value)
+
+
+def test_meltanos_test_stream_checks_the_key_and_sends_nothing(
+    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = {"bookmarks": {"meltano_test_stream": {"last_record": 1}}}
+    # Even with a default kind, which would load any other stream: its record is a test.
+    states = run(
+        emulator, tmp_path, singer("meltano_test_stream", state=state), capsys, default_kind="users"
+    )
+    assert emulator.users == {}
+    assert emulator.jobs == []
+    assert states == [state]
+    assert [r.path for r in emulator.requests] == ["/v1/background_jobs/"], "the key was checked"
+
+
+def test_whole_numbers_written_as_floats_are_taken_as_integers(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    config = {
+        "api_key": TOKEN,
+        "api_url": emulator.url,
+        "batch_dir": str(tmp_path / "batches"),
+        "termination_grace": 5.0,
+        "max_batch_rows": 1.0,  # one user per job: the setting took effect
+        "job_retries": 0.0,
+    }
+    messages = [
+        schema("users", SCHEMA),
+        record("users", {"id": 1}),
+        record("users", {"id": 2}),
+        state({"n": 2}),
+    ]
+    run = run_target(config, messages, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert sorted(emulator.users) == ["1", "2"]
+    assert len(emulator.jobs) == 2
+    assert [s.value for s in run.states][-1] == {"n": 2}
+
+
+@pytest.mark.parametrize("value", [5.5, 1e-9, "5"])
+def test_an_integer_setting_that_is_not_whole_is_one_line_naming_it(
+    emulator: Emulator, tmp_path: Path, value: object
+) -> None:
+    config = {"api_key": TOKEN, "api_url": emulator.url, "termination_grace": value}
+    run = run_target(config, [state({"n": 1})], tmp_path)
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if "ERROR" in line]
+    assert "termination_grace" in errors[0], run.stderr
+    assert "Traceback" not in run.stderr
+    assert emulator.requests == []
