@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from target_userpilot.jobs import BatchDone, JobStarted, PartDone, RowsRefused, RunnerFailed
+from target_userpilot.rejections import AllRefused
 from target_userpilot.summary import KIND_NOUN, plural
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class InFlight:
         self._changes = changes
         self._logger = logger
         self._batches: dict[Path, SealedBatch] = {}
+        self.all_refused = AllRefused(checkpoints)
         self.current_job: str | None = None  # created and not yet completed
 
     def __bool__(self) -> bool:
@@ -97,6 +99,7 @@ class InFlight:
         self._rejections.refused(refused.part, refused.reason)
         self._counters.rejected_by_userpilot += refused.part.rows
         refused.part.delete()
+        self.all_refused.refused(refused.part, refused.reason)
 
     def _part_done(self, done: PartDone) -> None:
         part, outcome = done.part, done.outcome
@@ -107,6 +110,8 @@ class InFlight:
         if self._changes is not None and rejected is not None:
             # A job that rejected rows without saying which confirms none of them.
             self._changes.confirm(part, lines, rejected)
+        if part.rows > errors:
+            self.all_refused.accepted()
         counters = self._counters
         counters.jobs += 1
         counters.jobs_resubmitted += outcome.attempts - 1

@@ -242,6 +242,7 @@ class Pipeline:
         if self.runner is not None:
             self.runner.close()
             self._wait_until(lambda: not self._busy())
+        self._in_flight.all_refused.finish()
         self.checkpoints.release()
         self._log_end()
 

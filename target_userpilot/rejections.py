@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from target_userpilot.deadletters import InvalidRecordError
+from target_userpilot.jobs import MAX_REFUSED_ROWS, JobFailedError
 from target_userpilot.summary import plural
 
 if TYPE_CHECKING:
@@ -100,6 +101,56 @@ class InvalidShare:
             "rerun. No STATE past the first invalid record of the stream was emitted."
         )
         raise TooManyInvalidError(msg)
+
+
+class AllRefused:
+    """Stops a run whose every upload Userpilot refused, whatever the batch size.
+
+    The job thread judges each batch ("over half of it"), which a one-row batch never is.
+    Until Userpilot accepts a row of the run, the first refused row holds STATE back; the run
+    stops once more than `MAX_REFUSED_ROWS` were refused, or at the end of input, with none
+    accepted. One accepted row lifts the hold: a few bad rows among good ones go on.
+    """
+
+    def __init__(self, checkpoints: Checkpoints) -> None:
+        """Nothing refused or accepted yet."""
+        self._checkpoints = checkpoints
+        self._rows = 0
+        self._held_from: float = float("inf")
+        self._accepted = False
+        self._last = ""
+
+    def refused(self, part: SealedBatch, reason: str) -> None:
+        """Every row of `part` was refused; raises JobFailedError past the limit."""
+        if self._accepted:
+            return
+        self._rows += part.rows
+        self._last = reason
+        if part.first_position < self._held_from:
+            self._held_from = part.first_position
+            self._checkpoints.hold(AllRefused, part.first_position)
+        if self._rows > MAX_REFUSED_ROWS:
+            self._fail()
+
+    def accepted(self) -> None:
+        """Userpilot accepted a row of the run: refusals are bad rows, not a bad format."""
+        if not self._accepted:
+            self._accepted = True
+            self._checkpoints.settle(AllRefused)
+
+    def finish(self) -> None:
+        """End of input: a run with refused rows and none accepted stops."""
+        if self._rows and not self._accepted:
+            self._fail()
+
+    def _fail(self) -> None:
+        msg = (
+            f"Userpilot refused every upload of this run ({plural(self._rows, 'row')}, none "
+            f"accepted), last with: {self._last}. That is not a bad row but a systematic "
+            "problem (the profiles' format, a mapping setting such as `arrays` or `nulls`): "
+            "fix it and rerun. No STATE past these records was emitted."
+        )
+        raise JobFailedError(msg)
 
 
 class Rejections:

@@ -15,6 +15,7 @@ from fake_userpilot import FakeClient, FakeDeleter, MemoryStore, settings_for
 
 from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError
 from target_userpilot.deletions import DeletionGuardError
+from target_userpilot.jobs import JobFailedError
 from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import Profile
 from target_userpilot.rejections import TooManyInvalidError
@@ -290,3 +291,34 @@ def test_a_dead_letter_that_cannot_be_written_holds_state_before_its_record(
     pipeline.close()
     assert all(state["n"] < 2 for state in states), states
     assert list((tmp_path / "batches").iterdir()) == []
+
+
+@pytest.mark.parametrize(("records", "rows"), [(1, 100), (20, 1), (30, 3)])
+def test_a_run_whose_every_upload_is_refused_stops_without_state(
+    tmp_path: Path, records: int, rows: int
+) -> None:
+    states: list[dict[str, Any]] = []
+    client = FakeClient(refuse=lambda _: "wrong format")
+    pipeline = pipeline_for(tmp_path, client, states, max_batch_rows=rows)
+
+    def run() -> None:
+        records_with_states(pipeline, records)
+        pipeline.finish()
+
+    # Batches of 3 are judged each ("over half of it"); one-row batches over the run.
+    with pytest.raises(JobFailedError, match=r"Userpilot refused .* systematic problem"):
+        run()
+    pipeline.fail()
+    pipeline.close()
+    assert states == []
+
+
+def test_one_refused_row_among_good_ones_in_one_row_batches_goes_on(tmp_path: Path) -> None:
+    states: list[dict[str, Any]] = []
+    client = FakeClient(refuse=lambda line: "bad" if line["user_id"] == "1" else None)
+    pipeline = pipeline_for(tmp_path, client, states, max_batch_rows=1)
+    records_with_states(pipeline, 20)
+    pipeline.finish()
+    pipeline.close()
+    assert states[-1] == {"n": 20}
+    assert pipeline.dead_letters.written == 1
