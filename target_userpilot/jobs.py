@@ -236,11 +236,7 @@ class Deleter(Protocol):
     """What the job thread needs to send deletions (`wire.deletions.DeleteSender`)."""
 
     def delete(self, kind: Kind, ids: Sequence[str]) -> Accepted:
-        """One paced delete request; raises `DeleteError` when it is not accepted."""
-        ...
-
-    def close(self) -> None:
-        """Release the connections."""
+        """One paced delete request; raises `UserpilotError` when it is not accepted."""
         ...
 
 

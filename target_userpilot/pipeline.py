@@ -113,7 +113,6 @@ class Pipeline:
         self._next_lag_check = self._started + LAG_CHECK_SECONDS
         self._lag_checked_at = 0
         self._client = client
-        self._deleter = deleter
         self._deletions = DeletionLedger() if settings.hard_delete else None
         self._deletions_hold = math.inf  # the position DELETIONS_HOLD holds from
         self._ended = False  # `finish` began: every record was read
@@ -276,8 +275,6 @@ class Pipeline:
         self.dead_letters.close()
         if self._changes is not None:
             self._changes.close()
-        if self._deleter is not None:
-            self._deleter.close()
         if self._client is not None:
             self._client.close()
 

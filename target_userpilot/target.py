@@ -40,7 +40,6 @@ from target_userpilot.signals import RunStopped, StopRequest
 from target_userpilot.sinks import NothingToLoadSink, ProfileSink
 from target_userpilot.ticking import lines
 from target_userpilot.wire import RetryPolicy, UserpilotClient, UserpilotError, check_api_url
-from target_userpilot.wire.deletions import DeleteError, DeleteSender
 from target_userpilot.wire.transport import clean_api_key
 
 if TYPE_CHECKING:
@@ -61,7 +60,6 @@ USER_FACING_ERRORS = (
     InputError,
     PathSettingError,
     DeadLetterFileError,
-    DeleteError,
     DeletionGuardError,
 )
 
@@ -125,15 +123,7 @@ class TargetUserpilot(Target):
                 # Before any input is read: a wrong host or key is one clear line at once.
                 client.preflight()
                 if self.settings.hard_delete:
-                    deleter = DeleteSender(
-                        api_url,
-                        self.config["api_key"],
-                        timeout=self.settings.request_timeout,
-                        max_time=self.settings.request_retry_max_time,
-                        sleep=self._stop_request.sleep,
-                        log=self.logger,
-                    )
-                    started.callback(deleter.close)
+                    deleter = client.deleter()
             fingerprints = self._open_fingerprints(api_url)
             if fingerprints is not None:
                 started.callback(fingerprints.close)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from target_userpilot.settings import CONFIG_SCHEMA, Settings
 from target_userpilot.wire import JobStatus, PayloadTooLargeError, RejectedUploadError
-from target_userpilot.wire.deletions import Accepted, DeleteRejectedError
+from target_userpilot.wire.deletions import Accepted
+from target_userpilot.wire.errors import DeletionRefusedError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -125,15 +126,11 @@ class FakeDeleter:
     refuse_after: int | None = None
     on_delete: Callable[[], None] = lambda: None
     requests: list[tuple[str, list[str]]] = field(default_factory=list)
-    closed: bool = False
 
     def delete(self, kind: Kind, ids: Sequence[str]) -> Accepted:
         self.on_delete()
         if self.refuse_after is not None and len(self.requests) >= self.refuse_after:
             msg = "Deletion refused: HTTP 400"
-            raise DeleteRejectedError(msg, status=400)
+            raise DeletionRefusedError(msg, status=400)
         self.requests.append((kind, list(ids)))
         return Accepted(kind, len(ids), len(ids), f"{len(ids)} {kind} scheduled for deletion")
-
-    def close(self) -> None:
-        self.closed = True

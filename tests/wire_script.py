@@ -96,6 +96,7 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
 
         do_GET = _serve  # noqa: N815
         do_POST = _serve  # noqa: N815
+        do_DELETE = _serve  # noqa: N815
 
     return Handler
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
+from target_userpilot.wire.deletions import DeleteSender, deletion_policy
 from target_userpilot.wire.errors import (
     AuthError,
     PayloadTooLargeError,
@@ -156,6 +157,15 @@ class UserpilotClient:
     def close(self) -> None:
         """Release the HTTP connections."""
         self._transport.close()
+
+    def deleter(self) -> DeleteSender:
+        """The Deletion API's sender, on this client's transport, retry time and counters."""
+        policy = deletion_policy(self.retry)
+
+        def retrier(what: str) -> Retrier:
+            return self._retrier(what, policy)
+
+        return DeleteSender(self._transport, pace=self._pace, retrier=retrier)
 
     # --- public calls ----------------------------------------------------------------------
 
@@ -407,11 +417,13 @@ class UserpilotClient:
 
     # --- the exchange -------------------------------------------------------------------------
 
-    def _retrier(self, what: str) -> Retrier:
+    def _retrier(self, what: str, policy: RetryPolicy | None = None) -> Retrier:
         def count_retry() -> None:
             self.stats.retries += 1
 
-        return Retrier(self.retry, self._pace, what, where=self.api_url, on_retry=count_retry)
+        return Retrier(
+            policy or self.retry, self._pace, what, where=self.api_url, on_retry=count_retry
+        )
 
     def _list(self, retrier: Retrier) -> list[Mapping[str, Any]]:
         url = jobs_url(self.api_url)

@@ -28,6 +28,15 @@ class RejectedUploadError(UserpilotError):
         self.body = body
 
 
+class DeletionRefusedError(UserpilotError):
+    """Userpilot refused a delete request with a 4xx other than 401/403/429. Never retried."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        """`status` is the HTTP status."""
+        super().__init__(message)
+        self.status = status
+
+
 class SlotWaitTimeoutError(UserpilotError):
     """Another job kept Userpilot's job slot busy (409) for longer than `slot_wait_timeout`."""
 

@@ -188,21 +188,14 @@ class Transport:
         """One HTTP request; transient failures come back as a `Failure`.
 
         `upload` is (NDJSON file, kind, format): a multipart part named `file`, or a JSON body.
-        `json_body` is (encoded JSON, extra headers): a small request such as one event.
+        `json_body` is (encoded JSON, extra headers): a small request such as one event or a
+        delete request. A redirect is only followed for a GET: requests would re-send a write
+        as a GET to wherever it points, and the 2xx of that GET would pass for the write's
+        answer.
         """
         self.requests += 1
         try:
-            if json_body is not None:
-                data, headers = json_body
-                answer = self._session.request(
-                    method,
-                    url,
-                    data=data,
-                    headers={"Content-Type": "application/json", **headers},
-                    timeout=timeout or self.timeout,
-                )
-            else:
-                answer = self._send(method, url, upload, timeout or self.timeout)
+            answer = self._send(method, url, upload, json_body, timeout or self.timeout)
         except requests.exceptions.SSLError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 msg = (
@@ -236,8 +229,19 @@ class Transport:
         method: str,
         url: str,
         upload: tuple[Path, str, UploadFormat] | None,
+        json_body: tuple[bytes, Mapping[str, str]] | None,
         timeout: tuple[float, float],
     ) -> requests.Response:
+        if json_body is not None:
+            data, headers = json_body
+            return self._session.request(
+                method,
+                url,
+                data=data,
+                headers={"Content-Type": "application/json", **headers},
+                timeout=timeout,
+                allow_redirects=False,
+            )
         if upload is None:
             return self._session.request(method, url, timeout=timeout)
         path, kind, fmt = upload
@@ -250,6 +254,7 @@ class Transport:
                     data=body,
                     headers={"Content-Type": "application/json"},
                     timeout=timeout,
+                    allow_redirects=False,
                 )
             finally:
                 body.close()
@@ -262,6 +267,7 @@ class Transport:
                 data=encoder,
                 headers={"Content-Type": encoder.content_type},
                 timeout=timeout,
+                allow_redirects=False,
             )
 
     def body(self, answer: requests.Response) -> str:
@@ -270,7 +276,10 @@ class Transport:
             text = answer.text
         except (requests.RequestException, UnicodeError):
             text = "<unreadable body>"
-        text = text[:BODY_LIMIT] + (" [...]" if len(text) > BODY_LIMIT else "")
+        return self.scrub(text[:BODY_LIMIT] + (" [...]" if len(text) > BODY_LIMIT else ""))
+
+    def scrub(self, text: str) -> str:
+        """`text` with the key blotted out, should a server have echoed it."""
         return text.replace(self._key, "***")
 
     @staticmethod
