@@ -23,6 +23,8 @@ from singer_sdk.exceptions import InvalidJSONSchema, RecordsWithoutSchemaExcepti
 from singer_sdk.io_base import SingerMessageType, SingerReader
 from singer_sdk.singerlib.json import deserialize_json
 
+from target_userpilot.batch_messages import BatchMessageError
+
 if TYPE_CHECKING:
     from collections import Counter
     from collections.abc import Callable, Iterable, Iterator
@@ -163,12 +165,14 @@ class LineReader(SingerReader):
             except RecordsWithoutSchemaException as exc:
                 msg = f"is a RECORD of stream {message['stream']!r} before any SCHEMA for it"
                 raise _LineProblemError(msg, RecordBeforeSchemaError) from exc
+            except BatchMessageError as exc:
+                raise _LineProblemError(str(exc)) from exc
             except _LineProblemError as exc:
                 if kind != "BATCH":
                     raise
                 msg = f"is a BATCH message whose file has a line that {exc}"
                 raise _LineProblemError(msg, exc.error) from exc
-            except (OSError, UnicodeDecodeError) as exc:
+            except (OSError, EOFError, UnicodeDecodeError) as exc:  # EOFError: gzip cut short
                 if kind != "BATCH":
                     raise
                 msg = f"is a BATCH message whose file cannot be read ({exc})"

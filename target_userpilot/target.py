@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import logging
 import signal
@@ -11,12 +10,12 @@ import sys
 from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn, cast
 
 from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.helpers._batch import BaseBatchFileEncoding, StorageTarget
 from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.helpers.capabilities import TargetCapabilities
 from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.target_base import Target
 
+from target_userpilot.batch_messages import file_lines, manifest_files
 from target_userpilot.batches import BatchFileError
 from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError
 from target_userpilot.deletions import DeletionGuardError
@@ -282,23 +281,12 @@ class TargetUserpilot(Target):
     def _process_batch_message(self, message_dict: dict[str, Any]) -> None:
         # The SDK hands BATCH files to the sink whole; reading them here instead sends every
         # record through the same path as a RECORD message (stream maps, validation, positions).
-        encoding = BaseBatchFileEncoding.from_dict(message_dict["encoding"])
-        if encoding.format != "jsonl":
-            msg = f"BATCH messages in {encoding.format!r} are not supported; use jsonl."
-            raise UserpilotError(msg)
+        paths, gzipped = manifest_files(message_dict)
         stream = message_dict["stream"]
-        for url in message_dict["manifest"]:
-            head, tail = StorageTarget.split_url(url)
-            with (
-                StorageTarget.from_url(head).open(tail, mode="rb") as raw,
-                gzip.open(raw) if encoding.compression == "gzip" else raw as lines,
-            ):
-                for line in lines:
-                    if line.strip():
-                        record = self.message_reader.deserialize_json(line.decode())
-                        self._process_record_message(
-                            {"type": "RECORD", "stream": stream, "record": record}
-                        )
+        for path in paths:
+            for line in file_lines(path, gzipped=gzipped):
+                record = self.message_reader.deserialize_json(line.decode())
+                self._process_record_message({"type": "RECORD", "stream": stream, "record": record})
 
     def _process_activate_version_message(self, message_dict: dict[str, Any]) -> None:
         self.logger.info(

@@ -51,6 +51,58 @@ GOOD = [rec("users", '{"id": 1, "email": "a@x.io"}'), rec("users", '{"id": 2, "e
 DONE = state('{"done": true}')
 
 
+# name, what the BATCH message holds besides its type and stream, the sentence for its line.
+BATCH_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "an s3:// manifest",
+        {
+            "encoding": {"format": "jsonl"},
+            "manifest": ["s3://key:s3cr3t@bucket/u.jsonl"],
+        },
+        (
+            "has a BATCH manifest 's3://key:***@bucket/u.jsonl' that is not supported: "
+            "only local files (file:// or an absolute path) are read"
+        ),
+    ),
+    (
+        "an https:// manifest",
+        {"encoding": {"format": "jsonl"}, "manifest": ["https://example.com/u.jsonl"]},
+        (
+            "has a BATCH manifest 'https://example.com/u.jsonl' that is not supported: "
+            "only local files (file:// or an absolute path) are read"
+        ),
+    ),
+    (
+        "a relative path",
+        {"encoding": {"format": "jsonl"}, "manifest": ["out/u.jsonl"]},
+        (
+            "has a BATCH manifest 'out/u.jsonl' that is not supported: a relative path "
+            "(the tap's folder is not known here)"
+        ),
+    ),
+    (
+        "a manifest entry that is not a string",
+        {"encoding": {"format": "jsonl"}, "manifest": [{"path": "/u.jsonl"}]},
+        "has a BATCH manifest entry that is not a string (dict)",
+    ),
+    (
+        "an encoding without format",
+        {"encoding": {"compression": "gzip"}, "manifest": ["/u.jsonl"]},
+        "is a BATCH message in format None: only 'jsonl' is read",
+    ),
+    (
+        "parquet files",
+        {"encoding": {"format": "parquet"}, "manifest": ["/u.parquet"]},
+        "is a BATCH message in format 'parquet': only 'jsonl' is read",
+    ),
+    (
+        "no manifest",
+        {"encoding": {"format": "jsonl"}},
+        "is a BATCH message without 'manifest'",
+    ),
+]
+
+
 @dataclass(frozen=True)
 class Case:
     """One input and everything a user would notice about its run."""
@@ -417,6 +469,33 @@ CASES = [
         exit_status=1,
         error="input line 2 is a BATCH message whose file has a line that is not valid JSON "
         "(Expecting value at character 9)",
+    ),
+    *(
+        Case(
+            f"a BATCH message with {name}",
+            [USERS, line({"type": "BATCH", "stream": "users", **body}), DONE],
+            exit_status=1,
+            error=f"input line 2 {problem}",
+        )
+        for name, body, problem in BATCH_REFUSALS
+    ),
+    Case(
+        "a BATCH message naming a local file by its absolute path loads it",
+        [
+            USERS,
+            line(
+                {
+                    "type": "BATCH",
+                    "stream": "users",
+                    "encoding": {"format": "jsonl"},
+                    "manifest": ["{tmp}/users-1.jsonl"],
+                }
+            ),
+            DONE,
+        ],
+        setup=a_file("users-1.jsonl", '{"id": 1}\n\n{"id": 2}\n'),
+        states=['{"done":true}'],
+        users={"1", "2"},
     ),
     Case(
         "a UTF-8 byte order mark at the start is skipped",
