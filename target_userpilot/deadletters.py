@@ -10,6 +10,8 @@ import contextlib
 import datetime as dt
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
+from singer_sdk.exceptions import MissingKeyPropertiesError
+
 from target_userpilot.profiles import encode_exact
 
 if TYPE_CHECKING:
@@ -21,6 +23,14 @@ Policy = Literal["dead_letter", "fail", "skip"]
 
 class InvalidRecordError(ValueError):
     """A record could not be loaded and the policy is `fail`."""
+
+
+class MissingKeyError(InvalidRecordError, MissingKeyPropertiesError):
+    """A record lacks a key property and the policy is `fail`: the SDK's own error for it.
+
+    Only this one of the SDK's record errors has a fatal twin: its `InvalidRecord` (a record
+    failing the schema) is a `SkippableSyncError`, which code may catch to skip and go on.
+    """
 
 
 class DeadLetterFileError(Exception):
@@ -48,8 +58,9 @@ class DeadLetters:
         record: Mapping[str, Any] | None = None,
         profile: Mapping[str, Any] | None = None,
         job_id: str | None = None,
+        error: type[InvalidRecordError] = InvalidRecordError,
     ) -> None:
-        """Dead-letter, skip, or raise for one record, per the policy."""
+        """Dead-letter, skip, or raise `error` for one record, per the policy."""
         if self.policy == "fail":
             job = f" in job {job_id}" if job_id else ""
             msg = (
@@ -57,7 +68,7 @@ class DeadLetters:
                 "Set `on_invalid_record` to `dead_letter` to write such records to a file and "
                 "go on."
             )
-            raise InvalidRecordError(msg)
+            raise error(msg)
         if self.policy == "skip":
             self.skipped += 1
             return

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from target_userpilot.batches import BatchFile, LineTooLargeError
 from target_userpilot.changes import ChangeFilter
 from target_userpilot.checkpoints import Checkpoints
-from target_userpilot.deadletters import DeadLetters
+from target_userpilot.deadletters import DeadLetters, InvalidRecordError
 from target_userpilot.deletions import DeletionLedger, Upsert, count_of
 from target_userpilot.inflight import InFlight
 from target_userpilot.jobs import DeletionAccepted, JobRunner, PollPlan
@@ -217,12 +217,19 @@ class Pipeline:
         if position < self._deletions_hold:
             self._hold_deletions()
 
-    def reject(
-        self, kind: Kind, stream: str, position: int, reason: str, record: Mapping[str, Any]
+    def reject(  # noqa: PLR0913 - the record's place, and what `fail` raises
+        self,
+        kind: Kind,
+        stream: str,
+        position: int,
+        reason: str,
+        record: Mapping[str, Any],
+        *,
+        error: type[InvalidRecordError] = InvalidRecordError,
     ) -> None:
-        """A record that cannot become a profile: dead letter, skip or fail, per the policy."""
+        """A record that cannot become a profile: dead letter, skip or `error`, per the policy."""
         self.counters.invalid += 1
-        self._rejections.invalid_record(kind, stream, position, reason, record)
+        self._rejections.invalid_record(kind, stream, position, reason, record, error=error)
         self._invalid_share.seen(stream, position, invalid=True)
 
     def flush(self, kind: Kind) -> None:

@@ -161,12 +161,19 @@ class Rejections:
         self.letters = letters
         self._logger = logger
 
-    def invalid_record(
-        self, kind: Kind, stream: str, position: int, reason: str, record: Mapping[str, Any]
+    def invalid_record(  # noqa: PLR0913 - the record's place, and what `fail` raises
+        self,
+        kind: Kind,
+        stream: str,
+        position: int,
+        reason: str,
+        record: Mapping[str, Any],
+        *,
+        error: type[InvalidRecordError],
     ) -> None:
         """A record that cannot become a profile."""
         self.letters.report(
-            stream=stream, kind=kind, position=position, reason=reason, record=record
+            stream=stream, kind=kind, position=position, reason=reason, record=record, error=error
         )
 
     def refused(self, part: SealedBatch, reason: str) -> None:

@@ -14,6 +14,7 @@ from singer_sdk.helpers._typing import get_datelike_property_type
 from singer_sdk.sinks import BatchSink, Sink
 from singer_sdk.sinks.core import JSONSchemaValidator
 
+from target_userpilot.deadletters import InvalidRecordError, MissingKeyError
 from target_userpilot.deletions import DELETED_AT, DeletionMarkError, is_deletion
 from target_userpilot.fastcheck import FastPathValidator, compile_check
 from target_userpilot.profiles import (
@@ -71,6 +72,8 @@ class ProfileSink(BatchSink):
             nulls=settings.nulls,
         )
         self._invalid: str | None = None
+        # What `on_invalid_record: fail` raises for it: the SDK's own error where it has one.
+        self._invalid_error: type[InvalidRecordError] = InvalidRecordError
         # The SDK looks up every record key's schema for date-likes on every record; the
         # date-like top-level properties and their parsers are found once here instead.
         self._properties: dict[str, Any] = dict(self.schema.get("properties") or {})
@@ -105,6 +108,7 @@ class ProfileSink(BatchSink):
     # (`fail` too: one line naming the record and the setting, never the SDK's traceback).
     def _validate_and_parse(self, record: dict[str, Any]) -> dict[str, Any]:
         self._invalid = None
+        self._invalid_error = InvalidRecordError
         if self._validator is not None:
             try:
                 self._validator.validate(record)
@@ -150,6 +154,7 @@ class ProfileSink(BatchSink):
         missing = [key for key in self.key_properties if key not in record]
         if missing and self._invalid is None:
             self._invalid = f"lacks key properties {missing}"
+            self._invalid_error = MissingKeyError
 
     def _remove_sdc_metadata_from_record(self, record: dict[str, Any]) -> None:
         # Both record paths (the SDK's and `fastpath.py`) strip `_sdc_*` keys through this
@@ -174,7 +179,14 @@ class ProfileSink(BatchSink):
             self._invalid = self._invalid or str(exc)
             deletion = False
         if self._invalid is not None:
-            self._pipeline.reject(self.kind, self.stream_name, position, self._invalid, record)
+            self._pipeline.reject(
+                self.kind,
+                self.stream_name,
+                position,
+                self._invalid,
+                record,
+                error=self._invalid_error,
+            )
             return
         if deletion:
             self._delete(position, record)

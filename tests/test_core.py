@@ -55,3 +55,21 @@ class TestTargetUserpilot(_StandardTests):  # type: ignore[misc,valid-type]
         assert mine
         assert mine[-1]["record"] == {"metric": 8214}
         assert "key properties" in mine[-1]["reason"]
+
+
+# `on_invalid_record: fail` with the suite unmodified: a record lacking its key property stops
+# the run with a subclass of the SDK's own `MissingKeyPropertiesError`. Two streams of the suite
+# have no top-level id at all (the SDK would load them; Userpilot cannot): a stream map gives
+# them one, as a user would.
+FAIL_CONFIG: dict[str, object] = {
+    **SAMPLE_CONFIG,
+    "on_invalid_record": "fail",
+    "stream_maps": {
+        stream: {"id": "str(object_store['id'])"}
+        for stream in ("test_object_schema_with_properties", "test_object_schema_no_properties")
+    },
+}
+
+
+class TestTargetUserpilotFailPolicy(get_target_test_class(TargetUserpilot, config=FAIL_CONFIG)):  # type: ignore[misc]
+    """The standard suite as the SDK ships it, under `on_invalid_record: fail`."""
