@@ -16,6 +16,7 @@ from singer_sdk import typing as th
 
 from target_userpilot.batches import MAX_API_BYTES, MAX_API_ROWS, MULTIPART_MARGIN, BatchLimits
 from target_userpilot.deletions import DEFAULT_MAX_DELETES, SHARE_FLOOR, DeleteLimit
+from target_userpilot.fingerprints.store_url import check_store_url
 from target_userpilot.places import default_path
 
 if TYPE_CHECKING:
@@ -431,7 +432,7 @@ class Settings:
                 if config.get("fingerprint_store_path")
                 else None
             ),
-            fingerprint_store_url=config.get("fingerprint_store_url") or None,
+            fingerprint_store_url=_store_url(config.get("fingerprint_store_url")),
             resend_all=config["resend_all"],
             resend_after_days=(
                 float(config["resend_after_days"])
@@ -491,3 +492,10 @@ def whole_integer_settings(config: Mapping[str, Any], schema: Mapping[str, Any])
             raise ValueError(msg)
         whole[name] = number
     return whole
+
+
+def _store_url(raw: str | None) -> str | None:
+    """The store URL, refused now (before any connection) if it does not parse cleanly."""
+    if raw:
+        check_store_url(raw)
+    return raw or None

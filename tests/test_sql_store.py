@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 import pytest
 from pg_fixtures import pg_server_url_fixture, pg_url_fixture  # noqa: F401 - fixtures
+from singer_io import run_cli
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
@@ -173,3 +175,59 @@ def test_another_sqlalchemy_database_works_without_the_run_lock(
     with SqlFingerprintStore(url, SCOPE) as store:
         assert store.is_unchanged("users", "u1", digest)
         assert store.is_unchanged("users", "u2", fingerprint(b"y"))
+
+
+# A password with each character that ends a URL's password early, not percent-encoded.
+MALFORMED = [
+    ("postgresql://loader:x9Q@v7Z-3xyz-TAIL@db.internal:5432/warehouse", "'@'"),
+    ("postgresql://loader:x9Q:v7Z-3xyz-TAIL@db.internal/warehouse", "':'"),
+    ("postgresql://loader:x9Q/v7Z-3xyz-TAIL@db.internal/warehouse", "'/'"),
+    ("postgresql://loader:x9Q?v7Z-3xyz-TAIL@db.internal/warehouse", "'?'"),
+    ("postgresql://loader:x9Q#v7Z-3xyz-TAIL@db.internal/warehouse", "'#'"),
+    ("postgresql://loader:x9/Q@v7Z-3xyz-TAIL@db.internal/warehouse", "'@'"),
+]
+PASSWORD = "v7Z-3xyz-TAIL"  # noqa: S105 - the tail every URL above shares, after its delimiter
+
+
+def fragments(secret: str, shortest: int = 4) -> set[str]:
+    return {
+        secret[start:end]
+        for start in range(len(secret))
+        for end in range(start + shortest, len(secret) + 1)
+    }
+
+
+@pytest.mark.parametrize(("url", "char"), MALFORMED)
+def test_a_url_whose_password_is_not_percent_encoded_is_refused_with_it_masked(
+    url: str, char: str
+) -> None:
+    with pytest.raises(FingerprintStoreError) as refused:
+        parse_url(url)
+    message = str(refused.value)
+    assert f"holds {char}" in message
+    assert "postgresql://loader:***@db.internal" in message
+    assert "percent-encode" in message
+    password = url.split("loader:", 1)[1].rsplit("@", 1)[0]
+    assert not [part for part in fragments(password) if part in message]
+
+
+def test_a_malformed_store_url_reaches_no_output_at_any_log_level(tmp_path: Path) -> None:
+    for number, (url, _) in enumerate(MALFORMED[:3]):  # the CLI adds one path, not six
+        password = url.split("loader:", 1)[1].rsplit("@", 1)[0]
+        config = tmp_path / f"config-{number}.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "api_key": "k",
+                    "api_url": "http://127.0.0.1:1",
+                    "batch_dir": str(tmp_path / "batches"),
+                    "send_only_changes": True,
+                    "fingerprint_store_url": url,
+                }
+            )
+        )
+        run = run_cli(["--config", str(config)], [], tmp_path, {"LOGLEVEL": "DEBUG"})
+        assert run.returncode == 1, run.stderr[-2000:]
+        assert "percent-encode" in run.stderr
+        output = run.stdout + run.stderr
+        assert not [part for part in fragments(password) if part in output], url

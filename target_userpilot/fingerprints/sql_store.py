@@ -50,6 +50,7 @@ from target_userpilot.fingerprints.common import (
     busy_message,
     poll_until,
 )
+from target_userpilot.fingerprints.store_url import SETTING, check_store_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-SETTING = "fingerprint_store_url"
 _COMMENT_PREFIX = "target-userpilot "
 _IN_CHUNK = 1_000  # ids per `IN (...)`: far below any database's bound-parameter limit
 _YIELD_PER = 50_000  # rows per fetch when loading a kind (a server-side cursor on PostgreSQL)
@@ -131,6 +131,10 @@ def parse_url(raw: str) -> URL:
     Raises:
         FingerprintStoreError: not a URL (the message does not repeat it: it may hold a password).
     """
+    try:
+        check_store_url(raw)
+    except ValueError as exc:
+        raise FingerprintStoreError(str(exc)) from None
     try:
         url = make_url(raw.strip())
     except (ArgumentError, ValueError):
