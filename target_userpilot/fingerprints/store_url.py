@@ -16,7 +16,9 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 # Characters that end a URL's password early unless percent-encoded.
 _DELIMITERS = ("@", ":", "/", "?", "#")
 _QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&]*")
-_ENCODE_HINT = "percent-encode the password ('@' as %40, ':' as %3A, '/' as %2F, '?' as %3F, '#' as %23)"
+_ENCODE_HINT = (
+    "percent-encode the password ('@' as %40, ':' as %3A, '/' as %2F, '?' as %3F, '#' as %23)"
+)
 
 
 def check_store_url(raw: str) -> None:
