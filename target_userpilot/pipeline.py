@@ -32,6 +32,7 @@ from target_userpilot.deadletters import DeadLetters, InvalidRecordError
 from target_userpilot.deletions import DeletionLedger, Upsert, count_of
 from target_userpilot.inflight import InFlight
 from target_userpilot.jobs import DeletionAccepted, JobRunner, PollPlan
+from target_userpilot.metrics import log_counters
 from target_userpilot.rejections import InvalidShare, Rejections
 from target_userpilot.rundir import RunFolder
 from target_userpilot.signals import StopRequest
@@ -330,6 +331,7 @@ class Pipeline:
             elapsed=time.monotonic() - self._started,
         )
         self.logger.info(summary_line(self.counters, self.dead_letters, facts))
+        log_counters(self.counters, dry_run=self.settings.dry_run)
         warning = dead_letter_warning(self.dead_letters)
         if warning is not None:
             self.logger.warning(warning)

@@ -127,3 +127,53 @@ def test_an_integer_setting_that_is_not_whole_is_one_line_naming_it(
     assert "termination_grace" in errors[0], run.stderr
     assert "Traceback" not in run.stderr
     assert emulator.requests == []
+
+
+def metric_counters(stderr: str) -> dict[tuple[str, str | None], int]:
+    """This target's METRIC counter lines: (metric, kind tag) -> value, summed."""
+    totals: dict[tuple[str, str | None], int] = {}
+    for line in stderr.splitlines():
+        if "METRIC: " in line:
+            point = json.loads(line.split("METRIC: ", 1)[1])
+            if point["type"] == "counter" and point["metric"] != "record_count":
+                key = (point["metric"], point["tags"].get("kind"))
+                totals[key] = totals.get(key, 0) + point["value"]
+    return totals
+
+
+def test_metric_lines_count_what_reached_userpilot(emulator: Emulator, tmp_path: Path) -> None:
+    config = {
+        "api_key": TOKEN,
+        "api_url": emulator.url,
+        "batch_dir": str(tmp_path / "batches"),
+        "dead_letter_path": str(tmp_path / "dead.ndjson"),
+        "send_only_changes": True,
+        "fingerprint_store_path": str(tmp_path / "fingerprints.sqlite"),
+    }
+    messages = [
+        schema("users", SCHEMA),
+        *(record("users", {"id": i}) for i in (1, 2, 3)),
+        record("users", {"name": "no id"}),
+        schema("companies", SCHEMA),
+        record("companies", {"id": 9}),
+        state({"n": 5}),
+    ]
+    first = run_target(config, messages, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert metric_counters(first.stderr) == {
+        ("profiles_sent", "users"): 3,
+        ("profiles_sent", "companies"): 1,
+        ("deletions_accepted", "users"): 0,
+        ("deletions_accepted", "companies"): 0,
+        ("unchanged_skipped", None): 0,
+        ("invalid_records", None): 1,
+        ("rejected_by_userpilot", None): 0,
+        ("jobs_completed", None): 2,
+    }
+    # The same input again: nothing is sent, which the SDK's `record_count` (5) does not say.
+    again = run_target(config, messages, tmp_path)
+    assert again.returncode == 0, again.stderr
+    counters = metric_counters(again.stderr)
+    assert counters[("profiles_sent", "users")] == 0
+    assert counters[("unchanged_skipped", None)] == 4
+    assert counters[("jobs_completed", None)] == 0
