@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from target_userpilot.profiles import Kind, Profile, encode_json, merge
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, KeysView, Mapping
     from pathlib import Path
 
 MAX_API_ROWS = 10_000
@@ -258,6 +258,10 @@ class BatchFile:
     def __contains__(self, profile_id: str) -> bool:
         """Whether a line for this id is waiting in the batch."""
         return profile_id in self._index
+
+    def ids(self) -> KeysView[str]:
+        """Ids of the profiles in the batch."""
+        return self._index.keys()
 
     def add(self, profile: Profile, position: int, stream: str, line: bytes | None = None) -> bool:
         """Append (or merge) a profile; False when it does not fit and the batch must be cut.

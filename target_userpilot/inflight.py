@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from target_userpilot.changes import ChangeFilter
     from target_userpilot.checkpoints import Checkpoints
     from target_userpilot.jobs import Outcome
-    from target_userpilot.profiles import Kind
     from target_userpilot.rejections import Rejections
     from target_userpilot.summary import Counters
 
@@ -47,14 +46,20 @@ class InFlight:
         self._batches: dict[Path, SealedBatch] = {}
         self.all_refused = AllRefused(checkpoints)
         self.current_job: str | None = None  # created and not yet completed
+        self.rate: float | None = None  # rows per second of the last completed job
 
     def __bool__(self) -> bool:
         """Whether any batch is on its way."""
         return bool(self._batches)
 
-    def of_kind(self, kind: Kind) -> int:
-        """Batches of a kind on their way."""
-        return sum(batch.kind == kind for batch in self._batches.values())
+    def __len__(self) -> int:
+        """Batches on their way."""
+        return len(self._batches)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the batches on their way."""
+        return sum(batch.rows for batch in self._batches.values())
 
     def shipped(self, batch: SealedBatch) -> None:
         """A sealed batch goes to the job thread (its hold on STATE is already in place)."""
@@ -117,6 +122,7 @@ class InFlight:
         counters.jobs_resubmitted += outcome.attempts - 1
         counters.profiles_sent[part.kind] += part.rows - errors
         counters.rejected_by_userpilot += errors
+        self.rate = outcome.rate or self.rate
         self._logger.info(
             "Job %s completed: %s, %s bytes, waited %.1f s for the slot, ran %.1f s, %s, "
             "%d rejected%s.",

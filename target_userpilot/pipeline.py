@@ -31,16 +31,18 @@ from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.deadletters import DeadLetters, InvalidRecordError
 from target_userpilot.deletions import DeletionLedger, Upsert, count_of
 from target_userpilot.inflight import InFlight
-from target_userpilot.jobs import DeletionAccepted, JobRunner, PollPlan
+from target_userpilot.jobs import BatchDone, DeletionAccepted, JobRunner, PollPlan
 from target_userpilot.metrics import log_counters
 from target_userpilot.rejections import InvalidShare, Rejections
 from target_userpilot.rundir import RunFolder
 from target_userpilot.signals import StopRequest
+from target_userpilot.spool import Spool
 from target_userpilot.summary import (
     KIND_NOUN,
     Counters,
     RunFacts,
     dead_letter_warning,
+    duration,
     plural,
     summary_line,
 )
@@ -62,9 +64,9 @@ LAG_CHECK_RECORDS = 256
 LAG_CHECK_SECONDS = 1.0
 # Longest the main thread waits for an outcome before it looks at signals and the clock.
 WAIT_TICK = 0.25
-# Batches of one kind handed to the job thread and not settled before the reader waits:
-# one in flight and one ready keep the slot busy; more would only fill the disk.
-MAX_UNSETTLED_PER_KIND = 2
+# Batches handed to the job thread and not settled: one in flight and one ready keep the slot
+# busy. The others wait in the spool, where newer records of their ids still merge into them.
+MAX_HANDED = 2
 # What holds STATE back for the run's deletions, in `Checkpoints`.
 DELETIONS_HOLD = "deletions"
 
@@ -102,6 +104,8 @@ class Pipeline:
         self._folder = RunFolder(settings.batch_dir)
         self._batch_dir: Path | None = None
         self._open: dict[Kind, BatchFile] = {}
+        self._spool = Spool()
+        self._spool_full_since: float | None = None  # reading paused at `max_spool_bytes`
         self._opened_at: dict[Kind, float] = {}
         self._in_flight = InFlight(
             checkpoints=self.checkpoints,
@@ -180,9 +184,11 @@ class Pipeline:
             self._hold_deletions()
         line = None
         batch = self._open.get(kind)
+        in_open = batch is not None and profile.id in batch
+        in_spool = not in_open and (kind, profile.id) in self._spool
         if self._changes is not None:
             line = profile.line(kind)  # encoded once: for the fingerprint and for the batch
-            waiting = batch is not None and profile.id in batch
+            waiting = in_open or in_spool
             if self._changes.unchanged(kind, profile.id, line, waiting=waiting):
                 self.counters.unchanged += 1
                 self._invalid_share.seen(stream, position, invalid=False)
@@ -190,6 +196,12 @@ class Pipeline:
         if batch is None:
             batch = BatchFile(kind, self._folder_path(), self.settings.limits)
         try:
+            # An id waiting in a full batch takes the newer values there: one row, not two.
+            if in_spool and self._spool.merge(
+                kind, profile, position, stream, line or profile.line(kind)
+            ):
+                self._invalid_share.seen(stream, position, invalid=False)
+                return
             fits = batch.add(profile, position, stream, line)
         except LineTooLargeError as exc:
             # The profile with its id, so the letter can be replayed.
@@ -244,9 +256,13 @@ class Pipeline:
         self._invalid_share.finish()
         for kind in list(self._open):
             self._ship(kind)
+        if self.runner is not None:
+            self._log_waiting(f"Input read in full ({plural(self.position, 'record')})")
         if self._deletions is not None:
             self._send_deletions(self._deletions)
         if self.runner is not None:
+            # Every waiting batch goes to the job thread before it is told no more will come.
+            self._wait_until(lambda: not self._spool)
             self.runner.close()
             self._wait_until(lambda: not self._busy())
         self._in_flight.all_refused.finish()
@@ -289,10 +305,11 @@ class Pipeline:
     # --- stopping ----------------------------------------------------------------------
 
     def _stop_early(self, headline: str) -> None:
-        """Drop open batches, give the job in flight the grace period, say what was left."""
+        """Drop open and waiting batches, give the job in flight the grace, say what was left."""
         for batch in self._open.values():
             batch.discard()
         self._open.clear()
+        self._spool.discard()
         runner = self.runner
         if runner is not None and self._busy():
             runner.close_after_current()
@@ -346,7 +363,7 @@ class Pipeline:
             return
         # The jobs first: an upsert before a deletion of its id must not land after it, and a
         # run the guard stops still releases the STATE of every record before its deletions.
-        self._wait_until(lambda: not self._in_flight)
+        self._wait_until(lambda: not (self._in_flight or self._spool))
         for chunk in ledger.seal(limit):
             self.runner.ship_deletion(chunk)
         self._hold_deletions()
@@ -384,8 +401,8 @@ class Pipeline:
             self.checkpoints.release()
 
     def _busy(self) -> bool:
-        """Whether the job thread holds a batch or a deletion not reported yet."""
-        if self._in_flight:
+        """Whether a batch waits or the job thread holds a batch or deletion not reported yet."""
+        if self._in_flight or self._spool:
             return True
         # A dry run seals its chunks too, but writes them to files: nothing is held.
         ledger = self._deletions
@@ -400,20 +417,40 @@ class Pipeline:
         return self._batch_dir
 
     def _ship(self, kind: Kind) -> None:
+        """A full batch waits in the spool; reading pauses while the spool is over its cap."""
         batch = self._open.pop(kind)
         del self._opened_at[kind]
-        sealed = batch.seal()
-        self.counters.merged += sealed.merged
         if self.runner is None:  # a dry run
+            sealed = batch.seal()
+            self.counters.merged += sealed.merged
             sealed.path.replace(self.settings.dry_run_dir / sealed.path.name)
             self.counters.files_written += 1
             self.counters.profiles_sent[kind] += sealed.rows
             self.checkpoints.settle(sealed.path)
             return
-        # Back-pressure: stop reading input while two batches of this kind are on their way.
-        self._wait_until(lambda: self._in_flight.of_kind(kind) < MAX_UNSETTLED_PER_KIND)
-        self._in_flight.shipped(sealed)
-        self.runner.ship(sealed)
+        self._spool.put(batch)
+        self._feed()
+        cap = self.settings.max_spool_bytes
+        if self._spool.bytes > cap:
+            self.logger.info(
+                "Reading paused: %s (%s bytes) wait for Userpilot in %s, over `max_spool_bytes`"
+                " (%s); reading resumes as jobs complete.",
+                plural(len(self._spool), "batch"),
+                f"{self._spool.bytes:,}",
+                self.settings.batch_dir,
+                f"{cap:,}",
+            )
+            self._wait_until(lambda: self._spool.bytes <= cap)
+
+    def _feed(self) -> None:
+        """Seal the oldest waiting batches and hand them over, keeping the slot busy."""
+        runner = self.runner
+        assert runner is not None  # noqa: S101 - only called when jobs run
+        while self._spool and len(self._in_flight) < MAX_HANDED:
+            sealed = self._spool.take().seal()
+            self.counters.merged += sealed.merged
+            self._in_flight.shipped(sealed)
+            runner.ship(sealed)
 
     def _flush_lagging(self, now: float) -> None:
         """Ship a half-full batch early when it has held back the newest STATE too long."""
@@ -442,6 +479,22 @@ class Pipeline:
                 self.counters.early_flushes += 1
                 self._ship(kind)
 
+    def _log_waiting(self, headline: str) -> None:
+        """What waits for Userpilot, and when it should be done at the pace measured so far."""
+        rows = self._spool.rows + self._in_flight.rows
+        rate = self._in_flight.rate
+        self.logger.info(
+            "%s: %s (%s bytes) wait in %s, %s in all; %s.",
+            headline,
+            plural(len(self._spool), "batch"),
+            f"{self._spool.bytes:,}",
+            self.settings.batch_dir,
+            plural(rows, "row"),
+            f"done in ~{duration(rows / rate)} at ~{rate * 60:,.0f} rows/min"
+            if rate
+            else "the time to load them is known once a job completes",
+        )
+
     # --- waiting for the job thread -----------------------------------------------------
 
     def _apply_ready(self) -> None:
@@ -456,6 +509,9 @@ class Pipeline:
             self._deletion_accepted(outcome.chunk)
         else:
             self._in_flight.apply(outcome)
+            self._feed()
+            if isinstance(outcome, BatchDone) and self._ended and self._spool:
+                self._log_waiting("Still to load")
 
     def _wait_until(
         self,

@@ -32,6 +32,9 @@ DRY_RUN_OUTSIDE_MELTANO = "userpilot-dry-run"
 # No integer setting comes near this many digits; a bigger "whole number" is refused before
 # `int()` builds it (`1e999999999` would take gigabytes).
 MAX_WHOLE_DIGITS = 18
+# Full batches that may wait on disk for the job slot before reading pauses: some ten million
+# 200-byte profiles, the first sync of most sources, on a disk or a tmpfs /tmp of a few GB.
+DEFAULT_MAX_SPOOL_BYTES = 2_000_000_000
 
 CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
@@ -189,6 +192,16 @@ CONFIG_SCHEMA = th.PropertiesList(
         title="Batch folder",
         description="Folder for batch files while they wait for upload (default: the system "
         "temporary folder). Files are removed once their job is confirmed.",
+    ),
+    th.Property(
+        "max_spool_bytes",
+        th.IntegerType(minimum=0),
+        default=DEFAULT_MAX_SPOOL_BYTES,
+        title="Max spool bytes",
+        description="Bytes of full batches that may wait in `batch_dir` for Userpilot's job slot "
+        "while the target reads on; past this, reading pauses (holding the tap) until jobs "
+        "complete. Waiting batches are removed if the run stops; the rerun resumes from the last "
+        "STATE.",
     ),
     th.Property(
         "max_checkpoint_lag_records",
@@ -356,6 +369,7 @@ class Settings:
     dry_run_dir: Path
     limits: BatchLimits
     batch_dir: Path
+    max_spool_bytes: int
     max_checkpoint_lag_records: int
     max_checkpoint_lag_minutes: float
     job_timeout: float
@@ -416,6 +430,7 @@ class Settings:
             ),
             limits=BatchLimits(config["max_batch_rows"], config["max_batch_bytes"]),
             batch_dir=Path(config.get("batch_dir") or tempfile.gettempdir()),
+            max_spool_bytes=config["max_spool_bytes"],
             max_checkpoint_lag_records=config["max_checkpoint_lag_records"],
             max_checkpoint_lag_minutes=float(config["max_checkpoint_lag_minutes"]),
             job_timeout=float(config["job_timeout"]),
