@@ -5,6 +5,12 @@ position of the last record before it. A batch holds its records' positions unti
 confirmed; the watermark is the smallest position still held. A STATE is released when its
 position is below the watermark: every record before it is in a completed job, or was reported
 (dead letter) or deliberately skipped.
+
+Only the STATEs a release could emit are kept: the watermark only ever stops at the position
+where something is held from, so of the STATEs between two such positions only the newest can
+ever go out. A tap writing a STATE after every record costs one STATE per batch, not one per
+record. Dropping one is always safe (an older STATE is emitted at worst); marking each position
+a hold may later start from keeps the releases as fresh as before.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class Checkpoints:
         self._states: deque[tuple[int, dict[str, Any]]] = deque()
         self._holds: dict[Hashable, int] = {}
         self._last_emitted: dict[str, Any] | None = None
+        self._marked = False  # a hold may start after the newest STATE: keep that STATE
         self.emitted = 0
 
     def add_state(self, position: int, state: dict[str, Any]) -> None:
@@ -32,13 +39,21 @@ class Checkpoints:
         if not state:
             # An empty STATE would wipe the bookmarks Meltano keeps; never pass one on.
             return
-        if self._states and self._states[-1][0] == position:
+        if self._states and not self._marked:
+            # No watermark can stop between it and this one: it could never be emitted.
             self._states.pop()
         self._states.append((position, state))
+        self._marked = False
         self.release()
+
+    def mark(self, position: int) -> None:
+        """Something may later hold STATE from `position` on (a deletion, before its turn)."""
+        if self._states and position > self._states[-1][0]:
+            self._marked = True
 
     def hold(self, holder: Hashable, position: int) -> None:
         """`holder` (a batch) holds records from `position` on until `settle(holder)`."""
+        self.mark(position)
         self._holds[holder] = position
 
     def settle(self, holder: Hashable) -> None:

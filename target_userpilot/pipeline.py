@@ -226,6 +226,7 @@ class Pipeline:
             msg = "deletion records need `hard_delete`"
             raise ValueError(msg)
         self._deletions.delete(kind, profile_id, position)
+        self.checkpoints.mark(position)  # the deletions' hold moves here once those before go
         self._invalid_share.seen(stream, position, invalid=False)
         if position < self._deletions_hold:
             self._hold_deletions()

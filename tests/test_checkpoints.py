@@ -46,3 +46,30 @@ def test_the_newest_waiting_state_and_the_watermark_are_known() -> None:
     gate.add_state(9, {"b": 9})
     assert gate.newest_state_position() == 9
     assert gate.watermark() == 4
+
+
+def test_a_state_after_every_record_keeps_one_per_hold_and_releases_as_before() -> None:
+    gate, out = make()
+    for position in range(1, 10_001):
+        if position % 1_000 == 1:  # a batch of 1,000 records opens here
+            gate.hold(f"batch-{position}", position)
+        gate.add_state(position, {"at": position, "pad": "x" * 2_000})
+    # Only these could ever go out: the newest before each later batch's first record, and
+    # the newest of all; 10 kept, not 10,000.
+    assert gate.pending_states == 10
+    gate.settle("batch-1")
+    assert [s["at"] for s in out] == [1_000]
+    for position in range(1_001, 10_001, 1_000):
+        gate.settle(f"batch-{position}")
+    assert [s["at"] for s in out] == [*range(1_000, 10_001, 1_000)]
+
+
+def test_a_marked_position_keeps_the_state_before_it() -> None:
+    gate, out = make()
+    gate.hold("batch", 1)
+    gate.add_state(2, {"at": 2})
+    gate.mark(3)  # a deletion at record 3 may hold STATE from there once the batch settles
+    gate.add_state(4, {"at": 4})
+    gate.hold("deletions", 3)
+    gate.settle("batch")
+    assert out == [{"at": 2}]
