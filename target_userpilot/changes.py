@@ -32,6 +32,10 @@ class Store(Protocol):
         """Forget the digests of ids whose deletion was accepted."""
         ...
 
+    def check_session(self) -> None:
+        """Before anything more is sent: the run lock is held, or this raises."""
+        ...
+
     def close(self) -> None:
         """Release the store."""
         ...

@@ -286,10 +286,16 @@ class JobRunner:
         logger: logging.Logger,
         clock: Callable[[], float] = time.monotonic,
         deleter: Deleter | None = None,
+        before_send: Callable[[], None] = lambda: None,
     ) -> None:
-        """Start nothing yet; `start()` launches the thread. `deleter`: for `ship_deletion`."""
+        """Start nothing yet; `start()` launches the thread. `deleter`: for `ship_deletion`.
+
+        `before_send` runs before each upload and delete request (the fingerprint store's
+        check that the run still holds its lock); what it raises stops the run.
+        """
         self._client = client
         self._deleter = deleter
+        self._before_send = before_send
         self._job_timeout = job_timeout
         self._job_retries = job_retries
         self._poll = poll
@@ -390,6 +396,7 @@ class JobRunner:
 
     def _delete(self, chunk: DeletionChunk) -> None:
         assert self._deleter is not None  # noqa: S101 - checked by ship_deletion
+        self._before_send()
         accepted = self._deleter.delete(chunk.kind, chunk.ids)
         self.outcomes.put(DeletionAccepted(chunk, accepted))
 
@@ -410,6 +417,7 @@ class JobRunner:
     def _run_job(self, batch: SealedBatch) -> JobOutcome:
         for attempt in range(1, self._job_retries + 2):
             queued_at = self._clock()
+            self._before_send()
             job_id = self._client.submit(batch.kind, batch.path, rows=batch.rows)
             submitted_at = self._clock()
             self.outcomes.put(JobStarted(job_id))

@@ -130,6 +130,7 @@ class Pipeline:
                 poll=PollPlan(max_interval=settings.poll_max_interval),
                 logger=logger,
                 deleter=deleter,
+                before_send=fingerprints.check_session if fingerprints is not None else _nothing,
             )
 
     def start(self) -> None:
@@ -533,3 +534,7 @@ class Pipeline:
             except queue.Empty:
                 continue
             self._apply(outcome)
+
+
+def _nothing() -> None:
+    """No fingerprint store: nothing to check before sending."""

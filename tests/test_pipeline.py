@@ -15,6 +15,7 @@ from fake_userpilot import FakeClient, FakeDeleter, MemoryStore, settings_for
 
 from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError
 from target_userpilot.deletions import DeletionGuardError
+from target_userpilot.fingerprints import FingerprintStoreError
 from target_userpilot.jobs import JobFailedError
 from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import Profile
@@ -321,3 +322,34 @@ def test_one_refused_row_among_good_ones_in_one_row_batches_goes_on(tmp_path: Pa
     pipeline.close()
     assert states[-1] == {"n": 20}
     assert pipeline.dead_letters.written == 1
+
+
+class LosingStore(MemoryStore):
+    """A store whose run lock is gone (taken by another run) after `held` checks."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__()
+        self.held = held
+
+    def check_session(self) -> None:
+        if self.held == 0:
+            msg = "another run took the run lock meanwhile"
+            raise FingerprintStoreError(msg)
+        self.held -= 1
+
+
+def test_a_run_that_lost_its_store_lock_sends_nothing_more(tmp_path: Path) -> None:
+    client = FakeClient()
+    states: list[dict[str, Any]] = []
+    pipeline = pipeline_for(tmp_path, client, states, LosingStore(held=2), max_batch_rows=2)
+
+    def run() -> None:
+        records_with_states(pipeline, 10)
+        pipeline.finish()
+
+    with pytest.raises(FingerprintStoreError, match="another run took the run lock"):
+        run()
+    pipeline.fail()
+    pipeline.close()
+    assert client.uploads == 2
+    assert states[-1] == {"n": 4}

@@ -14,7 +14,11 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from target_userpilot.fingerprints import FingerprintStoreError, fingerprint
+from target_userpilot.fingerprints import (
+    FingerprintStoreBusyError,
+    FingerprintStoreError,
+    fingerprint,
+)
 from target_userpilot.fingerprints.sql_store import (
     SqlFingerprintStore,
     describe,
@@ -231,3 +235,41 @@ def test_a_malformed_store_url_reaches_no_output_at_any_log_level(tmp_path: Path
         assert "percent-encode" in run.stderr
         output = run.stdout + run.stderr
         assert not [part for part in fragments(password) if part in output], url
+
+
+def lose_sessions(conn: Connection) -> None:
+    """End the store's sessions, as a database restart does (their advisory locks go with them)."""
+    with conn.begin():
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'target-userpilot' AND pid <> pg_backend_pid()"
+            )
+        )
+
+
+def test_a_lost_session_takes_the_lock_again_when_no_other_run_holds_it(
+    pg_url: str, conn: Connection
+) -> None:
+    with SqlFingerprintStore(pg_url, SCOPE) as store:
+        store.confirm("users", [("u1", fingerprint(b"x"))])
+        lose_sessions(conn)
+        store.check_session()
+        assert store.is_unchanged("users", "u1", fingerprint(b"x"))
+        with pytest.raises(FingerprintStoreBusyError):
+            SqlFingerprintStore(pg_url, SCOPE)
+
+
+def test_a_lost_session_whose_lock_another_run_took_stops_the_run(
+    pg_url: str, conn: Connection
+) -> None:
+    store = SqlFingerprintStore(pg_url, SCOPE)
+    try:
+        lose_sessions(conn)
+        with (
+            SqlFingerprintStore(pg_url, SCOPE),
+            pytest.raises(FingerprintStoreError, match="another run took the run lock"),
+        ):
+            store.check_session()
+    finally:
+        store.close()

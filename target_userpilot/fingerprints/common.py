@@ -242,6 +242,17 @@ class FingerprintStore(abc.ABC):
             self._delete_scope()
             self._known.clear()
 
+    def check_session(self) -> None:
+        """Before Userpilot is sent anything more: is the run lock still held?
+
+        Raises FingerprintStoreError when it is lost and cannot be taken again.
+        """
+        with self._lock:
+            if not self._closed and self._session_lost():
+                # Another run may have confirmed fingerprints meanwhile: read them again.
+                self._known.clear()
+                self._retake()
+
     def close(self) -> None:
         """Close the database and release the run lock; safe to call twice."""
         with self._lock:
@@ -287,6 +298,15 @@ class FingerprintStore(abc.ABC):
     @abc.abstractmethod
     def _close(self) -> None:
         """Close the database and release the run lock."""
+
+    def _session_lost(self) -> bool:
+        """Whether the run lock went with a lost session (a file lock never does)."""
+        return False
+
+    def _retake(self) -> None:
+        """Take the run lock again after `_session_lost`, or raise FingerprintStoreError."""
+        msg = f"The run lock on the fingerprint store ({self.where}) was lost; rerun."
+        raise FingerprintStoreError(msg)
 
     # --- internals --------------------------------------------------------------------
 

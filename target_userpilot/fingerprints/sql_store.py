@@ -304,6 +304,36 @@ class SqlFingerprintStore(FingerprintStore):
         finally:
             self._disconnect()
 
+    def _session_lost(self) -> bool:
+        # The advisory lock dies with the session (a database restart, a dropped connection):
+        # a cheap query on the locked connection tells.
+        if not self._postgres:
+            return False
+        try:
+            with self._conn.begin():
+                self._conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return True
+        return False
+
+    def _retake(self) -> None:
+        self._logger.warning(
+            "The fingerprint store's session was lost (a database restart?): taking the run "
+            "lock again before sending anything more."
+        )
+        with contextlib.suppress(SQLAlchemyError):
+            self._conn.close()
+        with self._errors("connecting again after losing its session"):
+            self._conn = self._engine.connect()
+        try:
+            self._take_lock(0.0)
+        except FingerprintStoreBusyError as busy:
+            msg = (
+                "The fingerprint store's session was lost (a database restart?) and another run "
+                f"took the run lock meanwhile; stopped before sending anything more. {busy}"
+            )
+            raise FingerprintStoreError(msg) from None
+
     # --- internals --------------------------------------------------------------------
 
     def _ids_in(self, kind: str, ids: list[str]) -> ColumnElement[bool]:
@@ -337,8 +367,12 @@ class SqlFingerprintStore(FingerprintStore):
                     )
                     raise FingerprintStoreError(msg)
             _METADATA.create_all(conn, checkfirst=True)
-        if not self._postgres:
-            return
+        if self._postgres:
+            self._take_lock(lock_timeout)
+
+    def _take_lock(self, lock_timeout: float) -> None:
+        """The scope's advisory lock on this run's connection, with the run named as holder."""
+        conn = self._conn
         key = _lock_key(self.scope)
         with self._errors("taking the run lock"):
             if not poll_until(lambda: self._try_lock(key), lock_timeout):
