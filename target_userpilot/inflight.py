@@ -110,11 +110,6 @@ class InFlight:
         part, outcome = done.part, done.outcome
         self.current_job = None
         errors = outcome.status.errors or 0
-        lines = part.lines() if errors or self._changes is not None else []
-        rejected = self._rejections.rejected_by_job(part, outcome, lines)
-        if self._changes is not None and rejected is not None:
-            # A job that rejected rows without saying which confirms none of them.
-            self._changes.confirm(part, lines, rejected)
         if part.rows > errors:
             self.all_refused.accepted()
         counters = self._counters
@@ -135,5 +130,11 @@ class InFlight:
             errors,
             f", rate ~{outcome.rate * 60:,.0f} rows/min" if outcome.rate else "",
         )
+        # Counted above, before anything that may fail: the job completed in Userpilot.
+        lines = part.lines() if errors or self._changes is not None else []
+        rejected = self._rejections.rejected_by_job(part, outcome, lines)
+        if self._changes is not None and rejected is not None:
+            # A job that rejected rows without saying which confirms none of them.
+            self._changes.confirm(part, lines, rejected)
         if part is not done.batch:
             part.delete()

@@ -23,6 +23,7 @@ from target_userpilot.rejections import TooManyInvalidError
 from target_userpilot.wire.errors import DeletionRefusedError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
 
 
@@ -353,3 +354,25 @@ def test_a_run_that_lost_its_store_lock_sends_nothing_more(tmp_path: Path) -> No
     pipeline.close()
     assert client.uploads == 2
     assert states[-1] == {"n": 4}
+
+
+class VanishingStore(MemoryStore):
+    """A store whose database went away: every write fails."""
+
+    def confirm(self, kind: str, entries: Iterable[tuple[str, bytes]]) -> int:
+        msg = "The fingerprint store failed while saving a job's fingerprints"
+        raise FingerprintStoreError(msg)
+
+
+def test_a_job_confirmed_before_a_store_failure_is_counted_as_sent(tmp_path: Path) -> None:
+    client = FakeClient()
+    states: list[dict[str, Any]] = []
+    pipeline = pipeline_for(tmp_path, client, states, VanishingStore())
+    records_with_states(pipeline, 3)
+    with pytest.raises(FingerprintStoreError):
+        pipeline.finish()
+    pipeline.fail()
+    pipeline.close()
+    assert pipeline.counters.jobs == 1
+    assert pipeline.counters.profiles_sent["users"] == 3
+    assert states == [], "not fingerprinted: no STATE past them"

@@ -625,3 +625,16 @@ def test_lost_submit_response_is_recovered_from_the_job_list(
         assert wait_done(client, job_id).state == "completed"
     assert client.stats.lost_submissions_recovered == 1
     assert any(job_id in r.getMessage() for r in caplog.records)
+
+
+def test_an_html_page_from_a_wrong_api_url_is_one_line_naming_its_title(scripted: Script) -> None:
+    page = (
+        "<!DOCTYPE html>\n<html>\n<head>\n<title>404 Not Found</title>\n</head>\n"
+        "<body>\n<h1>Not Found</h1>\n<p>The requested URL was not found.</p>\n</body>\n</html>\n"
+    )
+    scripted.default["GET /v1/background_jobs/"] = (404, {}, page)
+    client = client_for(scripted.url)
+    with pytest.raises(UserpilotError) as wrong:
+        client.preflight()
+    assert "\n" not in str(wrong.value)
+    assert str(wrong.value).endswith("answered HTTP 404: an HTML page (404 Not Found)")

@@ -8,6 +8,7 @@ texts (which may quote a header) are reduced to their type name.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 import requests
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 UploadFormat = Literal["multipart", "json"]
 
 BODY_LIMIT = 2048  # characters of a server answer quoted in an error message
+HTML_TEXT_LIMIT = 200  # characters of an HTML page without a title (a proxy's, a wrong host's)
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
 NDJSON = "application/x-ndjson"
 UPLOAD_BLOCK = 1 << 20  # bytes per socket write of an upload body
 
@@ -271,11 +275,11 @@ class Transport:
             )
 
     def body(self, answer: requests.Response) -> str:
-        """The server's answer, truncated, with the key blotted out should it be echoed."""
+        """The server's answer on one line, truncated, with the key blotted out if echoed."""
         try:
-            text = answer.text
+            text = one_line(answer.text)
         except (requests.RequestException, UnicodeError):
-            text = "<unreadable body>"
+            text = "(unreadable body)"
         return self.scrub(text[:BODY_LIMIT] + (" [...]" if len(text) > BODY_LIMIT else ""))
 
     def scrub(self, text: str) -> str:
@@ -289,3 +293,16 @@ class Transport:
             return answer.json()
         except (ValueError, json.JSONDecodeError):
             return None
+
+
+def one_line(text: str) -> str:
+    """A server's answer for a one-line message.
+
+    An HTML page (a wrong `api_url`, a proxy) becomes its title or the start of its text;
+    anything else has its whitespace collapsed.
+    """
+    if not text.lstrip().startswith("<"):
+        return " ".join(text.split())
+    title = _TITLE.search(text)
+    words = " ".join((title.group(1) if title else _TAG.sub(" ", text)).split())
+    return f"an HTML page ({words[:HTML_TEXT_LIMIT]})" if words else "an HTML page"
