@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from target_userpilot.emulator.cli import main
+
 OPTIONS = [
     "--host",
     "--port",
@@ -127,3 +129,10 @@ def test_serves_logs_and_stops_on_a_signal(sig: signal.Signals) -> None:
     assert "stopped" in stderr
     assert "cli-token" not in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_port_out_of_range_is_one_usage_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--port", "99999"])
+    assert stopped.value.code == 2
+    assert "--port: must be 0 to 65535" in capsys.readouterr().err

@@ -112,3 +112,17 @@ def test_the_emulator_without_its_extra_names_the_extra() -> None:
     )
     assert run.returncode == 1
     assert "pip install 'target-userpilot[emulator]'" in run.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", ["emulator", "demo"])
+def test_the_extras_commands_without_it_say_so_in_one_line(command: str) -> None:
+    code = (
+        'import sys; sys.modules["werkzeug"] = None; from target_userpilot import extras; '
+        f"sys.exit(extras.{command}())"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert "pip install 'target-userpilot[emulator]'" in run.stderr

@@ -29,10 +29,21 @@ if TYPE_CHECKING:
 _DEFAULTS = EmulatorConfig()
 
 
+MAX_PORT = 65535
+
+
 def _rate(text: str) -> float:
     value = float(text)
     if value < 0:
         msg = "must be >= 0 (0 or inf: unlimited)"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_PORT:
+        msg = f"must be 0 to {MAX_PORT} (0 picks a free one)"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -61,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server = p.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only)")
-    server.add_argument("--port", type=int, default=8080, help="port to bind; 0 picks a free one")
+    server.add_argument("--port", type=_port, default=8080, help="port to bind; 0 picks a free one")
     server.add_argument(
         "--allow-remote",
         action="store_true",
