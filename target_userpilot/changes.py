@@ -82,6 +82,14 @@ class ChangeFilter:
             ),
         )
 
+    def seen(self, kind: str, key: str) -> bool:
+        """Whether Userpilot accepted the thing named `key` (an event) in an earlier run."""
+        return self._store.is_unchanged(kind, key, fingerprint(key.encode()))
+
+    def remember(self, kind: str, key: str) -> None:
+        """Userpilot accepted the thing named `key` (an event): a later run skips it."""
+        self._store.confirm(kind, [(key, fingerprint(key.encode()))])
+
     def forget(self, kind: str, ids: Iterable[str]) -> None:
         """Userpilot accepted these ids' deletion: a re-created profile must be sent again."""
         self._store.forget(kind, ids)

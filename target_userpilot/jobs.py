@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from target_userpilot.deletions import DeletionChunk
 from target_userpilot.signals import WaitStopped
@@ -287,11 +287,13 @@ class JobRunner:
         clock: Callable[[], float] = time.monotonic,
         deleter: Deleter | None = None,
         before_send: Callable[[], None] = lambda: None,
+        outcomes: queue.SimpleQueue[Any] | None = None,
     ) -> None:
         """Start nothing yet; `start()` launches the thread. `deleter`: for `ship_deletion`.
 
         `before_send` runs before each upload and delete request (the fingerprint store's
         check that the run still holds its lock); what it raises stops the run.
+        `outcomes`: the run's outcome queue, when another thread (events) reports on it too.
         """
         self._client = client
         self._deleter = deleter
@@ -305,7 +307,9 @@ class JobRunner:
         self._stop = threading.Event()
         self._last = threading.Event()  # finish the batch in hand, take no other
         self._thread = threading.Thread(target=self._run, name="userpilot-jobs", daemon=True)
-        self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self.outcomes: queue.SimpleQueue[Any] = (
+            outcomes if outcomes is not None else queue.SimpleQueue()
+        )
         self.rate = RateEstimate()  # the job thread's own: read it only there
 
     def start(self) -> None:

@@ -11,6 +11,9 @@ main path, and `close` removes the run's batch folder whichever way the run ends
 Streams of the same kind share one batch (two tap streams mapped to `users` fill the same
 upload).
 
+Events (`event_flow.py`) go to a thread of their own (`event_worker.py`), which reports on the
+same outcome queue as the job thread; an event waits for the batch holding its user.
+
 With `hard_delete`, deletion records go to a `DeletionLedger` (see `deletions.py` for the rule
 and the design): a pending deletion holds STATE back like a record in an open batch; at the end
 of input, once the guard allows it and every job before has completed, its chunks go to the
@@ -30,6 +33,8 @@ from target_userpilot.changes import ChangeFilter
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.deadletters import DeadLetters, InvalidRecordError
 from target_userpilot.deletions import DeletionLedger, Upsert, count_of
+from target_userpilot.event_flow import MAX_PENDING, EventFlow
+from target_userpilot.event_worker import EventRefused, EventSent, EventWorker
 from target_userpilot.inflight import InFlight
 from target_userpilot.jobs import BatchDone, DeletionAccepted, JobRunner, PollPlan
 from target_userpilot.metrics import log_counters
@@ -54,10 +59,13 @@ if TYPE_CHECKING:
 
     from target_userpilot.changes import Store
     from target_userpilot.deletions import DeletionChunk
+    from target_userpilot.event_worker import EventOutcome
+    from target_userpilot.events import Event
     from target_userpilot.jobs import Deleter, Outcome
     from target_userpilot.profiles import Kind, Profile
     from target_userpilot.settings import Settings
     from target_userpilot.wire import UserpilotClient
+    from target_userpilot.wire.track import TrackSender
 
 # The checkpoint lag is looked at after this many records, or this many seconds, if sooner.
 LAG_CHECK_RECORDS = 256
@@ -84,10 +92,12 @@ class Pipeline:
         fingerprints: Store | None = None,
         stop: StopRequest | None = None,
         deleter: Deleter | None = None,
+        track: Callable[[Callable[[float], None]], TrackSender] | None = None,
     ) -> None:
         """`client` is None for a dry run (nothing is uploaded). Nothing starts until `start`.
 
         `deleter` sends a `hard_delete` run's deletions (None: a dry run, or no `hard_delete`).
+        `track` opens the event thread's Track API sender around its sleep (None: a dry run).
         """
         self.settings = settings
         self.logger = logger
@@ -122,7 +132,11 @@ class Pipeline:
         self._deletions_hold = math.inf  # the position DELETIONS_HOLD holds from
         self._ended = False  # `finish` began: every record was read
         self.runner: JobRunner | None = None
+        self._events_worker: EventWorker | None = None
+        outcomes: queue.SimpleQueue[Outcome | EventOutcome] = queue.SimpleQueue()
         if client is not None and not settings.dry_run:
+            if track is not None:
+                self._events_worker = EventWorker(track, outcomes)
             self.runner = JobRunner(
                 client,
                 job_timeout=settings.job_timeout,
@@ -131,7 +145,17 @@ class Pipeline:
                 logger=logger,
                 deleter=deleter,
                 before_send=fingerprints.check_session if fingerprints is not None else _nothing,
+                outcomes=outcomes,
             )
+        self._events = EventFlow(
+            checkpoints=self.checkpoints,
+            counters=self.counters,
+            letters=self.dead_letters,
+            changes=self._changes,
+            worker=self._events_worker,
+            dry_run_dir=settings.dry_run_dir if settings.dry_run else None,
+            logger=logger,
+        )
 
     def start(self) -> None:
         """Create the run's batch folder (removing dead runs' ones) and start the job thread."""
@@ -146,6 +170,8 @@ class Pipeline:
             self.settings.dry_run_dir.mkdir(parents=True, exist_ok=True)
         if self.runner is not None:
             self.runner.start()
+        if self._events_worker is not None:
+            self._events_worker.start()
 
     # --- the Singer side calls these, in the main thread -------------------------------
 
@@ -218,8 +244,20 @@ class Pipeline:
             self._open[kind] = batch
             self._opened_at[kind] = time.monotonic()
             self.checkpoints.hold(batch.path, position)
+        self._events.gates.added(kind, profile.id, batch.path)
         if batch.rows >= self.settings.limits.max_rows:
             self._ship(kind)
+
+    def add_event(self, stream: str, position: int, event: Event, identity: str) -> None:
+        """An event: sent once its user's batch (if any) completed; the reader may wait."""
+        self._invalid_share.seen(stream, position, invalid=False)
+        if self.runner is not None and self._events.pending >= MAX_PENDING:
+            blocking = self._events.blocking_batch()
+            for kind, batch in list(self._open.items()):
+                if batch.path == blocking:  # the events wait for it: it must go now
+                    self._ship(kind)
+            self._wait_until(lambda: self._events.pending < MAX_PENDING)
+        self._events.add(stream, position, event, identity)
 
     def delete(self, kind: Kind, stream: str, position: int, profile_id: str) -> None:
         """A record (`hard_delete`) deletes this profile, at the end of input (see `finish`)."""
@@ -234,7 +272,7 @@ class Pipeline:
 
     def reject(  # noqa: PLR0913 - the record's place, and what `fail` raises
         self,
-        kind: Kind,
+        kind: str,
         stream: str,
         position: int,
         reason: str,
@@ -268,6 +306,8 @@ class Pipeline:
             self.runner.close()
             self._wait_until(lambda: not self._busy())
         self._in_flight.all_refused.finish()
+        if self._events_worker is not None:
+            self._events_worker.close()
         self.checkpoints.release()
         self._log_end()
 
@@ -296,6 +336,9 @@ class Pipeline:
         self.stop_request.abandon()
         if self.runner is not None:
             self.runner.stop()
+        if self._events_worker is not None:
+            self._events_worker.stop()
+        self._events.close()
         self._open.clear()
         self._folder.remove()
         self.dead_letters.close()
@@ -403,8 +446,10 @@ class Pipeline:
             self.checkpoints.release()
 
     def _busy(self) -> bool:
-        """Whether a batch waits or the job thread holds a batch or deletion not reported yet."""
+        """Whether a batch waits, the job thread holds a batch or deletion, or an event waits."""
         if self._in_flight or self._spool:
+            return True
+        if self._events_worker is not None and self._events.pending:
             return True
         # A dry run seals its chunks too, but writes them to files: nothing is held.
         ledger = self._deletions
@@ -429,6 +474,7 @@ class Pipeline:
             self.counters.files_written += 1
             self.counters.profiles_sent[kind] += sealed.rows
             self.checkpoints.settle(sealed.path)
+            self._events.batch_settled(sealed.path)
             return
         self._spool.put(batch)
         self._feed()
@@ -506,14 +552,18 @@ class Pipeline:
         while not outcomes.empty():
             self._apply(outcomes.get_nowait())
 
-    def _apply(self, outcome: Outcome) -> None:
+    def _apply(self, outcome: Outcome | EventOutcome) -> None:
         if isinstance(outcome, DeletionAccepted):
             self._deletion_accepted(outcome.chunk)
+        elif isinstance(outcome, (EventSent, EventRefused)):
+            self._events.apply(outcome)
         else:
             self._in_flight.apply(outcome)
             self._feed()
             if isinstance(outcome, BatchDone) and self._ended and self._spool:
                 self._log_waiting("Still to load")
+            if isinstance(outcome, BatchDone):
+                self._events.batch_settled(outcome.batch.path)
 
     def _wait_until(
         self,

@@ -518,8 +518,11 @@ def _id_hint(settings: MappingSettings) -> str:
 
 def _profile_id(record: Mapping[str, Any], settings: MappingSettings) -> str:
     """The profile id as a string; raises _RejectError."""
-    noun = _ID_NOUN[settings.kind]
-    id_property = settings.id_property
+    return _required_id(record, settings.id_property, _ID_NOUN[settings.kind], _id_hint(settings))
+
+
+def _required_id(record: Mapping[str, Any], id_property: str, noun: str, hint: str) -> str:
+    """The id-like value of `id_property` as a string; raises _RejectError naming `noun`."""
     raw_id = record.get(id_property)
     if _plain_id(raw_id):
         return raw_id
@@ -531,7 +534,7 @@ def _profile_id(record: Mapping[str, Any], settings: MappingSettings) -> str:
         problem = _id_problem(raw_id)
         noun = "invalid " + noun
     if problem is not None:
-        msg = f"{noun}: property {id_property!r} {problem} ({_id_hint(settings)})"
+        msg = f"{noun}: property {id_property!r} {problem} ({hint})"
         raise _RejectError(msg)
     return _id_text(raw_id)
 
@@ -582,6 +585,24 @@ def deletion_id(record: Mapping[str, Any], settings: MappingSettings) -> str | R
     """The id a deletion record deletes, read as a profile's; or why it has none."""
     try:
         return _profile_id(record, settings)
+    except _RejectError as exc:
+        return Rejection(str(exc))
+
+
+def required_id(
+    record: Mapping[str, Any], id_property: str, noun: str, hint: str
+) -> str | Rejection:
+    """An id-like value (an event's user id or name) read as a profile id is; or why not."""
+    try:
+        return _required_id(record, id_property, noun, hint)
+    except _RejectError as exc:
+        return Rejection(str(exc))
+
+
+def metadata_of(record: Mapping[str, Any], settings: MappingSettings) -> Metadata | Rejection:
+    """Every property but the dropped ones, converted as a profile's metadata; or why not."""
+    try:
+        return _metadata(record, settings)
     except _RejectError as exc:
         return Rejection(str(exc))
 

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from target_userpilot.checkpoints import Checkpoints
     from target_userpilot.deadletters import DeadLetters
     from target_userpilot.jobs import JobOutcome
-    from target_userpilot.profiles import Kind
 
 # Longest detail of a job's rejected rows quoted into the log.
 DETAIL_LOG_CHARS = 2000
@@ -163,7 +162,7 @@ class Rejections:
 
     def invalid_record(  # noqa: PLR0913 - the record's place, and what `fail` raises
         self,
-        kind: Kind,
+        kind: str,
         stream: str,
         position: int,
         reason: str,

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 DEFAULT_API_URL = "https://analytex.userpilot.io"
 KINDS: tuple[Kind, ...] = ("users", "companies")
+EVENTS = "events"  # the third kind: each record is one Track API request
+DEFAULT_TRACK_PER_MINUTE = 540  # a tenth below Userpilot's 600, shared with real-time identify
 # Outside a Meltano project, in the working folder (inside one: `.meltano/target-userpilot/`).
 DEAD_LETTERS_OUTSIDE_MELTANO = "userpilot-dead-letters.ndjson"
 DRY_RUN_OUTSIDE_MELTANO = "userpilot-dry-run"
@@ -60,8 +62,9 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.ObjectType(additional_properties=th.StringType),
         default={},
         title="Stream kinds",
-        description='Maps stream names to `users` or `companies`, e.g. `{"contacts": "users", '
-        '"accounts": "companies"}`. Streams named `users` and `companies` need no entry.',
+        description='Maps stream names to `users`, `companies` or `events`, e.g. `{"contacts": '
+        '"users", "accounts": "companies", "product_events": "events"}`. Streams named `users`, '
+        "`companies` and `events` need no entry.",
     ),
     th.Property(
         "default_kind",
@@ -126,6 +129,37 @@ CONFIG_SCHEMA = th.PropertiesList(
         default="send",
         title="Nulls",
         description="`send`: null values are sent (they clear the attribute); `drop`: left out.",
+    ),
+    th.Property(
+        "event_user_property",
+        th.StringType,
+        default="user_id",
+        title="Event user property",
+        description="Property of an `events` record holding the id of the user who did it.",
+    ),
+    th.Property(
+        "event_names",
+        th.ObjectType(additional_properties=th.StringType),
+        default={},
+        title="Event names",
+        description='A fixed event name per `events` stream, e.g. `{"invoices": "invoice_paid"}`; '
+        "it wins over `event_name_property`.",
+    ),
+    th.Property(
+        "event_name_property",
+        th.StringType,
+        default="event_name",
+        title="Event name property",
+        description="Property of an `events` record holding the event name (streams not named "
+        "in `event_names`).",
+    ),
+    th.Property(
+        "track_requests_per_minute",
+        th.IntegerType(minimum=1, maximum=600),
+        default=DEFAULT_TRACK_PER_MINUTE,
+        title="Track requests per minute",
+        description="Events sent a minute, evenly spaced, beside the bulk jobs. Userpilot allows "
+        "600 a minute per API key, shared with its real-time identify calls.",
     ),
     th.Property(
         "on_invalid_record",
@@ -353,12 +387,17 @@ class Settings:
 
     api_url: str
     stream_kinds: Mapping[str, Kind]
+    event_streams: frozenset[str]  # mapped to `events` in `stream_kinds`
     default_kind: Kind | None
     user_id_property: str | None
     company_id_property: str | None
     user_company_property: str
     include_properties: frozenset[str] | None
     exclude_properties: frozenset[str]
+    event_user_property: str
+    event_names: Mapping[str, str]
+    event_name_property: str
+    track_requests_per_minute: int
     metadata_separator: str
     arrays: Literal["json", "drop"]
     nulls: Literal["send", "drop"]
@@ -396,11 +435,15 @@ class Settings:
         Numbers are made floats here: the SDK reads config files with Decimal for decimals.
         """
         kinds: dict[str, Kind] = {}
+        event_streams: set[str] = set()
         for stream, kind in dict(config.get("stream_kinds") or {}).items():
+            if kind == EVENTS:
+                event_streams.add(stream)
+                continue
             if kind not in KINDS:
                 msg = (
                     f"`stream_kinds` maps stream {stream!r} to {kind!r}; "
-                    "use 'users' or 'companies'."
+                    "use 'users', 'companies' or 'events'."
                 )
                 raise ValueError(msg)
             kinds[stream] = kind
@@ -408,12 +451,19 @@ class Settings:
         return cls(
             api_url=config["api_url"],
             stream_kinds=kinds,
+            event_streams=frozenset(event_streams),
             default_kind=config.get("default_kind"),
             user_id_property=config.get("user_id_property"),
             company_id_property=config.get("company_id_property"),
             user_company_property=config["user_company_property"],
             include_properties=frozenset(include) if include is not None else None,
             exclude_properties=frozenset(config["exclude_properties"]),
+            event_user_property=config.get("event_user_property") or "user_id",
+            event_names=dict(config.get("event_names") or {}),
+            event_name_property=config.get("event_name_property") or "event_name",
+            track_requests_per_minute=int(
+                config.get("track_requests_per_minute", DEFAULT_TRACK_PER_MINUTE)
+            ),
             metadata_separator=config["metadata_separator"],
             arrays=config["arrays"],
             nulls=config["nulls"],
@@ -461,8 +511,14 @@ class Settings:
             ),
         )
 
+    def is_events(self, stream_name: str) -> bool:
+        """Whether the stream's records are events (mapped to `events`, or named so)."""
+        return stream_name in self.event_streams or (
+            stream_name == EVENTS and stream_name not in self.stream_kinds
+        )
+
     def kind_of(self, stream_name: str) -> Kind:
-        """The kind a stream loads as; raises ValueError naming the settings to use."""
+        """The kind a profile stream loads as; raises ValueError naming the settings to use."""
         if stream_name in self.stream_kinds:
             return self.stream_kinds[stream_name]
         if stream_name == "users":
@@ -472,9 +528,10 @@ class Settings:
         if self.default_kind is not None:
             return self.default_kind
         msg = (
-            f"Stream {stream_name!r} is neither 'users' nor 'companies'. Map it with the "
-            f'`stream_kinds` setting, e.g. {{"{stream_name}": "users"}}, set `default_kind`, '
-            "or rename it with a stream map; to load nothing from it, drop it with a stream "
+            f"Stream {stream_name!r} is neither 'users', 'companies' nor 'events'. Map it "
+            f'with the `stream_kinds` setting, e.g. {{"{stream_name}": "users"}}, set '
+            "`default_kind`, or rename it with a stream map; to load nothing from it, drop it "
+            "with a stream "
             f'map: `"stream_maps": {{"{stream_name}": "__NULL__"}}`.'
         )
         raise ValueError(msg)

@@ -1,4 +1,4 @@
-"""Thin SDK sinks: each record becomes a profile (or a rejection) and goes to the pipeline."""
+"""Thin SDK sinks: each record becomes a profile or an event (or a rejection) for the pipeline."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from singer_sdk.sinks.core import JSONSchemaValidator
 
 from target_userpilot.deadletters import InvalidRecordError, MissingKeyError
 from target_userpilot.deletions import DELETED_AT, DeletionMarkError, is_deletion
+from target_userpilot.events import event_mapping, identity, to_event
 from target_userpilot.fastcheck import FastPathValidator, compile_check
 from target_userpilot.profiles import (
     MappingSettings,
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
     from target_userpilot.target import TargetUserpilot
 
 
-class ProfileSink(BatchSink):
-    """Sink for one stream that loads as `users` or `companies`."""
+class RecordSink(BatchSink):
+    """What both sinks share: the tap's schema checks, turned into dead letters."""
 
     def __init__(
         self,
@@ -44,33 +45,9 @@ class ProfileSink(BatchSink):
         schema: dict[str, Any],
         key_properties: Sequence[str] | None,
     ) -> None:
-        """Resolve the stream's kind and id properties once."""
+        """Find the stream's date-like properties once."""
         super().__init__(target, stream_name, schema, key_properties)
-        settings = target.settings
-        self.kind = settings.kind_of(stream_name)
         self._pipeline = target.pipeline
-        configured = (
-            settings.user_id_property if self.kind == "users" else settings.company_id_property
-        )
-        properties = schema.get("properties") or {}
-        id_property = resolve_id_property(self.kind, configured, properties, key_properties or [])
-        self._hard_delete = settings.hard_delete
-        self._deleted_property = settings.deleted_property if settings.hard_delete else None
-        # The record's `_sdc_deleted_at`, kept aside before the SDK strips it (see below).
-        self._deleted_at: object = None
-        exclude = settings.exclude_properties
-        if self._deleted_property:  # a deletion mark, never a trait
-            exclude = exclude | {self._deleted_property}
-        self.mapping = MappingSettings(
-            kind=self.kind,
-            id_property=id_property,
-            company_property=settings.user_company_property if self.kind == "users" else None,
-            include=settings.include_properties,
-            exclude=exclude,
-            separator=settings.metadata_separator,
-            arrays=settings.arrays,
-            nulls=settings.nulls,
-        )
         self._invalid: str | None = None
         # What `on_invalid_record: fail` raises for it: the SDK's own error where it has one.
         self._invalid_error: type[InvalidRecordError] = InvalidRecordError
@@ -78,15 +55,6 @@ class ProfileSink(BatchSink):
         # date-like top-level properties and their parsers are found once here instead.
         self._properties: dict[str, Any] = dict(self.schema.get("properties") or {})
         self._date_parsers = _date_parsers(self._properties)
-        self.logger.info(
-            "Stream '%s' loads as %s, id from property '%s'.",
-            stream_name,
-            self.kind,
-            id_property,
-        )
-        note = id_choice_note(self.kind, configured, id_property, properties)
-        if note is not None:
-            self.logger.info("Stream '%s': %s.", stream_name, note)
 
     @property
     def is_full(self) -> bool:
@@ -156,6 +124,53 @@ class ProfileSink(BatchSink):
             self._invalid = f"lacks key properties {missing}"
             self._invalid_error = MissingKeyError
 
+
+class ProfileSink(RecordSink):
+    """Sink for one stream that loads as `users` or `companies`."""
+
+    def __init__(
+        self,
+        target: TargetUserpilot,
+        stream_name: str,
+        schema: dict[str, Any],
+        key_properties: Sequence[str] | None,
+    ) -> None:
+        """Resolve the stream's kind and id properties once."""
+        super().__init__(target, stream_name, schema, key_properties)
+        settings = target.settings
+        self.kind = settings.kind_of(stream_name)
+        configured = (
+            settings.user_id_property if self.kind == "users" else settings.company_id_property
+        )
+        properties = schema.get("properties") or {}
+        id_property = resolve_id_property(self.kind, configured, properties, key_properties or [])
+        self._hard_delete = settings.hard_delete
+        self._deleted_property = settings.deleted_property if settings.hard_delete else None
+        # The record's `_sdc_deleted_at`, kept aside before the SDK strips it (see below).
+        self._deleted_at: object = None
+        exclude = settings.exclude_properties
+        if self._deleted_property:  # a deletion mark, never a trait
+            exclude = exclude | {self._deleted_property}
+        self.mapping = MappingSettings(
+            kind=self.kind,
+            id_property=id_property,
+            company_property=settings.user_company_property if self.kind == "users" else None,
+            include=settings.include_properties,
+            exclude=exclude,
+            separator=settings.metadata_separator,
+            arrays=settings.arrays,
+            nulls=settings.nulls,
+        )
+        self.logger.info(
+            "Stream '%s' loads as %s, id from property '%s'.",
+            stream_name,
+            self.kind,
+            id_property,
+        )
+        note = id_choice_note(self.kind, configured, id_property, properties)
+        if note is not None:
+            self.logger.info("Stream '%s': %s.", stream_name, note)
+
     def _remove_sdc_metadata_from_record(self, record: dict[str, Any]) -> None:
         # Both record paths (the SDK's and `fastpath.py`) strip `_sdc_*` keys through this
         # hook, before `process_record`: the deletion mark is kept aside first.
@@ -217,6 +232,48 @@ class NothingToLoadSink(Sink):
 
     def process_batch(self, context: dict[str, Any]) -> None:
         """Nothing to send."""
+
+
+class EventSink(RecordSink):
+    """Sink for one stream of events: each record is one Track API request."""
+
+    def __init__(
+        self,
+        target: TargetUserpilot,
+        stream_name: str,
+        schema: dict[str, Any],
+        key_properties: Sequence[str] | None,
+    ) -> None:
+        """Resolve the stream's user, name and metadata rules once."""
+        super().__init__(target, stream_name, schema, key_properties)
+        settings = target.settings
+        self.mapping = event_mapping(stream_name, key_properties or (), settings)
+        named = (
+            f"named {self.mapping.fixed_name!r}"
+            if self.mapping.fixed_name
+            else f"named by property '{self.mapping.name_property}'"
+        )
+        self.logger.info(
+            "Stream '%s' loads as events %s, user id from property '%s'.",
+            stream_name,
+            named,
+            self.mapping.user_property,
+        )
+
+    def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:  # noqa: ARG002
+        """Map the record and hand it over; rejections follow `on_invalid_record`."""
+        position = self._pipeline.position
+        if self._invalid is not None:
+            self._pipeline.reject("events", self.stream_name, position, self._invalid, record)
+            return
+        result = to_event(record, self.mapping)
+        if isinstance(result, Rejection):
+            self._pipeline.reject("events", self.stream_name, position, result.reason, record)
+            return
+        self._pipeline.add_event(self.stream_name, position, result, identity(record, self.mapping))
+
+    def process_batch(self, context: dict[str, Any]) -> None:
+        """An SDK drain: nothing to do, events are sent one by one."""
 
 
 def _date_parsers(properties: dict[str, Any]) -> list[tuple[str, Callable[[Any], Any]]]:

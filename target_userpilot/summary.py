@@ -52,6 +52,10 @@ class Counters:
     deleted: dict[str, int] = field(default_factory=lambda: {"users": 0, "companies": 0})
     delete_requests: int = 0
     deletions_cancelled: int = 0  # deletions a later record of the same id cancelled
+    # Events: accepted by the Track API (a dry run: written), sent before, refused (400).
+    events_accepted: int = 0
+    events_skipped: int = 0
+    events_refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,23 @@ def summary_line(c: Counters, letters: DeadLetters, facts: RunFacts) -> str:
         f"{plural(c.profiles_sent['companies'], 'company')} in {plural(c.jobs, 'job')}"
     )
     return (
-        f"Summary: {plural(c.records_in, 'record')} in; {sent}; {_deleted(c, facts)}"
+        f"Summary: {plural(c.records_in, 'record')} in; {sent}; {_events(c, facts)}"
+        f"{_deleted(c, facts)}"
         f"{plural(c.merged, 'duplicate')} merged; {c.unchanged:,} unchanged skipped; "
         f"{c.invalid:,} invalid and {c.rejected_by_userpilot:,} rejected by Userpilot "
         f"(dead letters: {where}); {plural(facts.retries, 'request')} retried; "
         f"{plural(c.jobs_resubmitted, 'job')} resubmitted; {facts.elapsed:.1f} s elapsed."
+    )
+
+
+def _events(c: Counters, facts: RunFacts) -> str:
+    """The events part of the summary (with its `; `), empty for a run without any."""
+    if not (c.events_accepted or c.events_skipped or c.events_refused):
+        return ""
+    done = "would track" if facts.dry_run_dir is not None else "tracked"
+    return (
+        f"{done} {plural(c.events_accepted, 'event')} ({c.events_skipped:,} sent before "
+        f"skipped, {c.events_refused:,} refused by Userpilot); "
     )
 
 

@@ -36,12 +36,14 @@ from target_userpilot.profiles import encode_exact
 from target_userpilot.reader import InputError, LineReader
 from target_userpilot.settings import CONFIG_SCHEMA, Settings, whole_integer_settings
 from target_userpilot.signals import RunStopped, StopRequest
-from target_userpilot.sinks import NothingToLoadSink, ProfileSink
+from target_userpilot.sinks import EventSink, NothingToLoadSink, ProfileSink
 from target_userpilot.ticking import lines
 from target_userpilot.wire import RetryPolicy, UserpilotClient, UserpilotError, check_api_url
+from target_userpilot.wire.track import TrackSender
 from target_userpilot.wire.transport import clean_api_key
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType
 
     from singer_sdk.helpers.capabilities import CapabilitiesEnum
@@ -105,7 +107,7 @@ class TargetUserpilot(Target):
             raise UserpilotError(str(exc)) from None
         check_paths(self.settings)
         with contextlib.ExitStack() as started:  # closed again unless start-up completes
-            client = deleter = None
+            client = deleter = track = None
             if not self.settings.dry_run:
                 client = UserpilotClient(
                     api_url,
@@ -123,6 +125,7 @@ class TargetUserpilot(Target):
                 client.preflight()
                 if self.settings.hard_delete:
                     deleter = client.deleter()
+                track = self._track_opener(api_url)
             fingerprints = self._open_fingerprints(api_url)
             if fingerprints is not None:
                 started.callback(fingerprints.close)
@@ -137,6 +140,7 @@ class TargetUserpilot(Target):
             fingerprints=fingerprints,
             stop=self._stop_request,
             deleter=deleter,
+            track=track,
         )
         self.fast_records = RecordFastPath(self)
         for name in self.UNSUPPORTED_BUILTIN_SETTINGS:
@@ -191,6 +195,25 @@ class TargetUserpilot(Target):
             raise ConfigValidationError(msg, errors=[str(exc)], schema={}) from None
         return super()._validate_config(raise_errors=raise_errors)
 
+    def _track_opener(self, api_url: str) -> Callable[[Callable[[float], None]], TrackSender]:
+        """How the event thread opens its Track API sender, around the thread's own sleep."""
+        settings = self.settings
+        key = self.config["api_key"]
+
+        def open_sender(sleep: Callable[[float], None]) -> TrackSender:
+            return TrackSender(
+                api_url,
+                key,
+                per_minute=settings.track_requests_per_minute,
+                retry=RetryPolicy(max_time=settings.request_retry_max_time),
+                timeout=(10.0, settings.request_timeout),
+                user_agent=f"{self.name}/{self.plugin_version}",
+                logger=self.logger,
+                sleep=sleep,
+            )
+
+        return open_sender
+
     def _open_fingerprints(self, api_url: str) -> FingerprintStore | None:
         settings = self.settings
         if not settings.send_only_changes or (settings.dry_run and settings.resend_all):
@@ -207,7 +230,7 @@ class TargetUserpilot(Target):
         return store
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:
-        """Every stream loads through ProfileSink once its kind is known.
+        """Events streams load through EventSink, the others through ProfileSink.
 
         The SDK makes a sink even for a stream that a stream map drops (`__NULL__`, null,
         `__else__`), though no record of it will arrive: that one gets a sink that loads nothing.
@@ -226,6 +249,8 @@ class TargetUserpilot(Target):
                 checked,
             )
             return NothingToLoadSink
+        if self.settings.is_events(stream_name):
+            return EventSink
         try:
             self.settings.kind_of(stream_name)
         except ValueError as exc:

@@ -41,6 +41,8 @@ DIGEST_SIZE = 16
 SECONDS_PER_DAY = 86_400.0
 LOCK_POLL_SECONDS = 0.05
 _LOW_64 = (1 << 64) - 1
+# Kinds whose fingerprints say "already sent", not "last sent as": never resent because old.
+NEVER_AGING = frozenset({"events"})
 
 
 class FingerprintStoreError(Exception):
@@ -312,7 +314,8 @@ class FingerprintStore(abc.ABC):
 
     def _load(self, kind: str) -> set[int]:
         since = None
-        if self.max_age_days is not None:
+        # An event's fingerprint never ages: `resend_after_days` resends profiles, never events.
+        if self.max_age_days is not None and kind not in NEVER_AGING:
             since = self._now() - self.max_age_days * SECONDS_PER_DAY
         started = time.monotonic()
         known = {_key(pid, digest) for pid, digest in self._rows(kind, since)}

@@ -1,0 +1,204 @@
+"""Events through the Track API, end to end: the target CLI against the emulator."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from pg_fixtures import (  # noqa: F401 - fixtures, found by name
+    StoreLocation,
+    pg_server_url_fixture,
+    pg_url_fixture,
+    store_location_fixture,
+    store_settings,
+)
+from singer_io import USER_SCHEMA, record, run_target, schema, state, user
+from test_target import config_for
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from singer_io import StateSeen
+
+    from target_userpilot.emulator import Emulator
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event_id": {"type": "string"},
+        "user_id": {"type": ["integer", "string", "null"]},
+        "event_name": {"type": ["string", "null"]},
+        "amount": {"type": ["number", "null"]},
+        "paid_at": {"type": ["string", "null"], "format": "date-time"},
+        "lines": {"type": ["array", "null"]},
+        "_sdc_extracted_at": {"type": ["string", "null"]},
+    },
+}
+FAST = {"track_requests_per_minute": 600}  # the pace is the wire tests' subject; be quick
+
+
+def paid(event_id: str, user_id: object, name: str | None = "invoice_paid") -> dict[str, Any]:
+    rec: dict[str, Any] = {"event_id": event_id, "user_id": user_id, "amount": 12.5}
+    if name is not None:
+        rec["event_name"] = name
+    return record("events", rec)
+
+
+def users_then_events(count: int) -> list[dict[str, Any]]:
+    return [
+        schema("users", USER_SCHEMA),
+        *(record("users", user(i)) for i in range(1, count + 1)),
+        state({"users": "done"}),
+        schema("events", EVENT_SCHEMA, key="event_id"),
+        *(paid(f"e{i}", i) for i in range(1, count + 1)),
+        state({"events": "done"}),
+    ]
+
+
+def events_of(emu: Emulator) -> list[dict[str, Any]]:
+    return list(emu.events["events"])
+
+
+def letters(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "dead-letters.ndjson"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_events_arrive_once_each_after_their_users_and_gate_state(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    # 300 rows a minute: the users' job takes a second, while events are ready at once.
+    emu = make_emulator(rows_per_minute=300)
+    tracked_at_state: list[int] = []
+
+    def seen(_: StateSeen, __: subprocess.Popen[bytes]) -> None:
+        tracked_at_state.append(emu.events["count"])
+
+    run = run_target(
+        config_for(emu, tmp_path, **FAST), users_then_events(5), tmp_path, on_state=seen
+    )
+    assert run.returncode == 0, run.stderr
+    events = events_of(emu)
+    assert sorted(e["user_id"] for e in events) == ["1", "2", "3", "4", "5"]
+    assert all(e["user_existed"] for e in events), "an event came before its user"
+    assert [s.value for s in run.states][-1] == {"events": "done"}
+    assert tracked_at_state[-1] == 5, "STATE passed events not yet accepted"
+    assert "tracked 5 events (0 sent before skipped, 0 refused by Userpilot)" in run.stderr
+
+
+def test_metadata_follows_the_profile_rules_and_names_come_from_settings(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    messages = [
+        schema("payments", EVENT_SCHEMA, key="event_id"),
+        record(
+            "payments",
+            {
+                "event_id": "e1",
+                "user_id": 7,
+                "event_name": "ignored",
+                "amount": 12.5,
+                "paid_at": "2026-03-04T12:00:00+01:00",
+                "lines": [1, 2],
+                "_sdc_extracted_at": "2026-03-04T12:00:00Z",
+            },
+        ),
+    ]
+    cfg = config_for(
+        emulator,
+        tmp_path,
+        stream_kinds={"payments": "events"},
+        event_names={"payments": "invoice_paid"},
+        **FAST,
+    )
+    run = run_target(cfg, messages, tmp_path)
+    assert run.returncode == 0, run.stderr
+    [event] = events_of(emulator)
+    assert event["user_id"] == "7"
+    assert event["event_name"] == "invoice_paid"
+    assert event["metadata"] == {
+        "event_id": "e1",
+        "event_name": "ignored",  # a fixed name leaves the property as metadata
+        "amount": 12.5,
+        "paid_at": "2026-03-04T11:00:00Z",
+        "lines": "[1,2]",
+    }
+
+
+def test_a_rerun_with_send_only_changes_sends_no_event_twice(
+    emulator: Emulator, tmp_path: Path, store_location: StoreLocation
+) -> None:
+    cfg = config_for(
+        emulator, tmp_path, send_only_changes=True, **store_settings(store_location), **FAST
+    )
+    first = run_target(cfg, users_then_events(3), tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert emulator.events["count"] == 3
+
+    messages = [*users_then_events(3)[:-1], paid("e4", 1), state({"events": "again"})]
+    again = run_target(cfg, messages, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert [e["metadata"]["event_id"] for e in events_of(emulator)] == ["e1", "e2", "e3", "e4"]
+    assert "tracked 1 event (3 sent before skipped, 0 refused by Userpilot)" in again.stderr
+    assert [s.value for s in again.states][-1] == {"events": "again"}
+
+
+def test_refused_and_invalid_events_are_dead_letters_and_the_run_goes_on(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    emu = make_emulator(rows_per_minute=float("inf"), reject_ids=frozenset({"bad"}))
+    messages = [
+        schema("events", EVENT_SCHEMA, key="event_id"),
+        *(paid(f"e{i}", f"u{i}") for i in range(1, 5)),
+        paid("e5", "bad"),
+        paid("e6", None),
+        paid("e7", "u7", name=None),
+        state({"events": "done"}),
+    ]
+    run = run_target(config_for(emu, tmp_path, **FAST), messages, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert emu.events["count"] == 4
+    found = {
+        letter["record" if "record" in letter else "profile"].get("user_id"): letter
+        for letter in letters(tmp_path)
+    }
+    assert "refused by Userpilot" in found["bad"]["reason"]
+    assert found["bad"]["kind"] == "events"
+    assert "missing event user id: property 'user_id' is null" in found[None]["reason"]
+    assert "missing event name" in found["u7"]["reason"]
+    assert [s.value for s in run.states] == [{"events": "done"}]
+
+
+def test_systematic_refusals_stop_the_run_without_state(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    emu = make_emulator(rows_per_minute=float("inf"), reject_ids=frozenset({"u1", "u2", "u3"}))
+    messages = [
+        schema("events", EVENT_SCHEMA, key="event_id"),
+        *(paid(f"e{i}", f"u{i}") for i in range(1, 4)),
+        state({"events": "done"}),
+    ]
+    run = run_target(config_for(emu, tmp_path, **FAST), messages, tmp_path)
+    assert run.returncode == 1
+    assert "systematic problem" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.states == []
+
+
+def test_a_dry_run_writes_the_request_bodies(emulator: Emulator, tmp_path: Path) -> None:
+    cfg = config_for(emulator, tmp_path, dry_run=True, dry_run_dir=str(tmp_path / "dry"))
+    run = run_target(cfg, users_then_events(2), tmp_path)
+    assert run.returncode == 0, run.stderr
+    bodies = (tmp_path / "dry" / "track-events.ndjson").read_text().splitlines()
+    assert [json.loads(b) for b in bodies] == [
+        {
+            "user_id": str(i),
+            "event_name": "invoice_paid",
+            "metadata": {"event_id": f"e{i}", "amount": 12.5},
+        }
+        for i in (1, 2)
+    ]
+    assert emulator.events["count"] == 0
+    assert "would track 2 events" in run.stderr
