@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import signal
 import sys
 from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn, cast
@@ -49,6 +50,11 @@ if TYPE_CHECKING:
     from singer_sdk.helpers.capabilities import CapabilitiesEnum
     from singer_sdk.sinks import Sink
 
+
+class StateOutputError(Exception):
+    """Standard output, where STATE goes, cannot be written."""
+
+
 # Failures a user can act on: logged as one clear line, exit status 1, no traceback (but
 # with one at LOGLEVEL=DEBUG).
 USER_FACING_ERRORS = (
@@ -62,6 +68,7 @@ USER_FACING_ERRORS = (
     PathSettingError,
     DeadLetterFileError,
     DeletionGuardError,
+    StateOutputError,
 )
 
 # Seconds a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
@@ -97,6 +104,7 @@ class TargetUserpilot(Target):
         """Set up the pipeline: client, job slot, checkpoints, dead letters."""
         # Before the SDK installs the signal handlers, which only set this flag.
         self._stop_request = StopRequest()
+        self._stdout_closed = False
         super().__init__(**kwargs)
         # Sinks are drained one at a time; jobs go through the pipeline's single slot anyway.
         self.max_parallelism = 1
@@ -329,8 +337,22 @@ class TargetUserpilot(Target):
         # Decimal), numbers no float holds, lone surrogates (escaped; ASCII then).
         line = encode_exact(state).decode()
         self.logger.debug("Emitting STATE %s", line)
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        if self._stdout_closed:
+            return  # the first failed write already stops the run
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except OSError as exc:
+            self._stdout_closed = True
+            # Python's own flush at exit would fail again, with a message of its own.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            msg = (
+                f"cannot write STATE to standard output ({exc.strerror or exc}): whatever "
+                "reads it (Meltano, a pipe) stopped. No STATE was lost: rerun from the last "
+                "one it stored."
+            )
+            raise StateOutputError(msg) from None
 
     def process_endofpipe(self) -> None:
         """End of input: drain the sinks, wait for the last job, emit the last STATE."""

@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -232,4 +233,34 @@ def test_a_signal_during_the_start_up_check_stops_it_saying_nothing_was_sent(
     assert "nothing was sent to Userpilot" in run.stderr
     assert "Traceback" not in run.stderr
     assert run.states == []
+    assert leftovers(tmp_path) == []
+
+
+def test_a_closed_stdout_stops_the_run_with_one_error_line(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    emu = make_emulator(token=TOKEN, rows_per_minute=float("inf"))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(config_for(emu, tmp_path)))
+    messages = [*users(150), state({"n": 150})]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # whatever reads STATE is gone
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "target_userpilot.target", "--config", str(config)],
+            input="".join(json.dumps(m) + "\n" for m in messages),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert run.returncode == 1, run.stderr[-2000:]
+    errors = [line for line in run.stderr.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1, errors
+    assert "cannot write STATE to standard output" in errors[0]
+    assert "Traceback" not in run.stderr
+    assert "Exception ignored" not in run.stderr
     assert leftovers(tmp_path) == []
