@@ -5,8 +5,8 @@ profile and when. The backends (a SQLite file, a SQL database through SQLAlchemy
 write rows; the lookup logic lives here, once:
 
 - Lookups are in memory: on the first lookup of a kind, that kind's rows are loaded in bulk into a
-  set of 128-bit keys (each digest with its id's hash folded in): ~80 MB and about a second for a
-  million ids. A lookup is then one hash and one set probe, never a round trip to the database.
+  flat table of fixed-size keys (`keyset.py`: each digest with its id's hash folded in), ~16
+  bytes an id. A lookup is then one hash and a probe or two, never a round trip to the database.
 - Rows are written only by `confirm`, once per completed job, in one transaction: nothing is
   remembered for a job Userpilot did not complete. `forget` removes the rows of ids whose
   deletion Userpilot accepted, in one transaction, so a re-created profile is sent again.
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from target_userpilot.fingerprints.keyset import KeySet, slot_key
 from target_userpilot.places import PLUGIN_DIR, default_path
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ DB_NAME = "fingerprints.sqlite"
 DIGEST_SIZE = 16
 SECONDS_PER_DAY = 86_400.0
 LOCK_POLL_SECONDS = 0.05
-_LOW_64 = (1 << 64) - 1
 # Kinds whose fingerprints say "already sent", not "last sent as": never resent because old.
 NEVER_AGING = frozenset({"events"})
 
@@ -97,17 +97,6 @@ def storable(profile_id: str) -> bool:
     except UnicodeEncodeError:
         return False
     return "\x00" not in profile_id
-
-
-def _key(profile_id: str, digest: bytes) -> int:
-    """The in-memory key of a (id, digest) pair, for this process only.
-
-    The digest's 128 bits with the id's string hash (keyed per process) folded into the low
-    64: two different pairs share a key with a chance of about 2**-128, or 2**-64 when they
-    share a digest (lines naming different ids never do). A second blake2b over the pair cost
-    a fifth of an unchanged record's time.
-    """
-    return int.from_bytes(digest, "big") ^ (hash(profile_id) & _LOW_64)
 
 
 @dataclass(frozen=True)
@@ -179,7 +168,7 @@ class FingerprintStore(abc.ABC):
         self._lock = threading.Lock()
         self._closed = False
         # kind -> keys of the (id, digest) pairs that count as unchanged; loaded on first use.
-        self._known: dict[str, set[int]] = {}
+        self._known: dict[str, KeySet] = {}
 
     @property
     @abc.abstractmethod
@@ -194,12 +183,11 @@ class FingerprintStore(abc.ABC):
         With `max_age_days`, a fingerprint confirmed longer ago than that counts as changed; the
         age is judged when the kind is first looked up in this store (once per run).
         """
-        key = _key(profile_id, digest)
         with self._lock:
             known = self._known.get(kind)
             if known is None:
                 known = self._load(kind)
-            return key in known
+            return known.has(profile_id, digest)
 
     def confirm(self, kind: str, entries: Iterable[tuple[str, bytes]]) -> int:
         """Remember the (id, digest) pairs of one completed job, all or nothing.
@@ -217,8 +205,9 @@ class FingerprintStore(abc.ABC):
             if known is not None:
                 # The set follows the database only once the transaction committed.
                 for pid, old in previous.items():
-                    known.discard(_key(pid, old))
-                known.update(_key(pid, digest) for pid, digest in latest.items())
+                    known.discard(slot_key(pid, old))
+                for pid, digest in latest.items():
+                    known.add(slot_key(pid, digest))
         return len(latest)
 
     def forget(self, kind: str, ids: Iterable[str]) -> int:
@@ -235,7 +224,7 @@ class FingerprintStore(abc.ABC):
             if known is not None:
                 # The set follows the database only once the transaction committed.
                 for pid, digest in removed.items():
-                    known.discard(_key(pid, digest))
+                    known.discard(slot_key(pid, digest))
         return len(removed)
 
     def forget_all(self) -> None:
@@ -280,6 +269,10 @@ class FingerprintStore(abc.ABC):
     # --- what a backend provides ------------------------------------------------------
 
     @abc.abstractmethod
+    def _count(self, kind: str, since: float | None) -> int:
+        """How many rows `_rows` would give."""
+
+    @abc.abstractmethod
     def _rows(self, kind: str, since: float | None) -> Iterable[tuple[str, bytes]]:
         """(id, digest) of this scope and kind, confirmed after `since` when given."""
 
@@ -312,13 +305,15 @@ class FingerprintStore(abc.ABC):
 
     # --- internals --------------------------------------------------------------------
 
-    def _load(self, kind: str) -> set[int]:
+    def _load(self, kind: str) -> KeySet:
         since = None
         # An event's fingerprint never ages: `resend_after_days` resends profiles, never events.
         if self.max_age_days is not None and kind not in NEVER_AGING:
             since = self._now() - self.max_age_days * SECONDS_PER_DAY
         started = time.monotonic()
-        known = {_key(pid, digest) for pid, digest in self._rows(kind, since)}
+        # Counted first: the table is sized once, never grown (and copied) while it loads.
+        known = KeySet(self._count(kind, since))
+        known.load(self._rows(kind, since))
         self._known[kind] = known
         self._logger.debug(
             "Loaded %s %s fingerprints from %s in %.1f s.",

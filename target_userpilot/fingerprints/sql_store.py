@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     delete,
+    func,
     insert,
     inspect,
     select,
@@ -55,7 +56,7 @@ from target_userpilot.fingerprints.store_url import SETTING, check_store_url
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from sqlalchemy import ColumnElement
+    from sqlalchemy import ColumnElement, Select
     from sqlalchemy.engine import Connection
 
 _LOGGER = logging.getLogger(__name__)
@@ -239,13 +240,19 @@ class SqlFingerprintStore(FingerprintStore):
 
     # --- backend ----------------------------------------------------------------------
 
+    def _of_kind(self, query: Select[Any], kind: str, since: float | None) -> Select[Any]:
+        table = FINGERPRINTS
+        query = query.where(table.c.scope == self.scope, table.c.kind == kind)
+        return query.where(table.c.confirmed_at > since) if since is not None else query
+
+    def _count(self, kind: str, since: float | None) -> int:
+        query = self._of_kind(select(func.count()).select_from(FINGERPRINTS), kind, since)
+        with self._errors("counting fingerprints"), self._conn.begin():
+            return int(self._conn.execute(query).scalar_one())
+
     def _rows(self, kind: str, since: float | None) -> Iterator[tuple[str, bytes]]:
         table = FINGERPRINTS
-        query = select(table.c.id, table.c.digest).where(
-            table.c.scope == self.scope, table.c.kind == kind
-        )
-        if since is not None:
-            query = query.where(table.c.confirmed_at > since)
+        query = self._of_kind(select(table.c.id, table.c.digest), kind, since)
         with self._errors("loading fingerprints"), self._conn.begin():
             # yield_per on the statement (on the connection it would stick to every later one).
             result = self._conn.execute(query.execution_options(yield_per=_YIELD_PER))

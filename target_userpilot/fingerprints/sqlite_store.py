@@ -152,13 +152,20 @@ class SqliteFingerprintStore(FingerprintStore):
 
     # --- backend ----------------------------------------------------------------------
 
+    def _count(self, kind: str, since: float | None) -> int:
+        query, params = self._select("COUNT(*)", kind, since)
+        return int(self._conn.execute(query, params).fetchone()[0])
+
     def _rows(self, kind: str, since: float | None) -> Iterable[tuple[str, bytes]]:
-        query = "SELECT id, digest FROM fingerprints WHERE scope = ? AND kind = ?"
+        return self._conn.execute(*self._select("id, digest", kind, since))
+
+    def _select(self, what: str, kind: str, since: float | None) -> tuple[str, tuple[object, ...]]:
+        query = f"SELECT {what} FROM fingerprints WHERE scope = ? AND kind = ?"  # noqa: S608 - `what` is ours
         params: tuple[object, ...] = (self.scope, kind)
         if since is not None:
             query += " AND confirmed_at > ?"
             params = (*params, since)
-        return self._conn.execute(query, params)
+        return query, params
 
     def _write(
         self, kind: str, latest: dict[str, bytes], confirmed_at: float, *, previous: bool
