@@ -44,6 +44,7 @@ OPTIONS = [
     "--max-value-chars",
     "--string-values-only",
     "--reject-key",
+    "--refuse-uploads",
     "--refuse-multipart",
     "--proxy-body-limit",
 ]

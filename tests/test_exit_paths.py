@@ -55,6 +55,13 @@ FAILURES: list[tuple[str, dict[str, Any], dict[str, Any], list[Any]]] = [
     ("unknown message type", {}, {}, [*users(150), {"type": "SURPRISE"}]),
     ("STATE without value", {}, {}, [*users(150), {"type": "STATE"}]),
     ("every job failing", {"fail_jobs": 1_000}, {"job_retries": 1}, [*users(250), state({})]),
+    ("every upload refused, one record", {"refuse_uploads": True}, {}, [*users(1), state({})]),
+    (
+        "every upload refused, one-row batches",
+        {"refuse_uploads": True},
+        {"max_batch_rows": 1},
+        [*users(20), state({"n": 20})],
+    ),
     ("job_timeout", {"rows_per_minute": 60}, {"job_timeout": 1}, [*users(150), state({})]),
     (
         "slot_wait_timeout",

@@ -556,7 +556,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def _rules(cfg: EmulatorConfig) -> Rules:
-    return Rules(cfg.max_value_chars, cfg.string_values_only, cfg.reject_keys)
+    return Rules(cfg.max_value_chars, cfg.string_values_only, cfg.reject_keys, cfg.refuse_uploads)
 
 
 def _identify_problem(payload: object) -> str | None:  # noqa: PLR0911

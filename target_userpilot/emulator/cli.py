@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="400 naming the line for a metadata string longer than this (0: no limit)",
     )
     rules.add_argument(
+        "--refuse-uploads",
+        action="store_true",
+        help="400 naming the first line for every upload (a server refusing everything)",
+    )
+    rules.add_argument(
         "--string-values-only",
         action="store_true",
         help="400 naming the line for a metadata value that is not a string or null",
@@ -278,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_value_chars=args.max_value_chars,
             string_values_only=args.string_values_only,
             reject_keys=frozenset(args.reject_key),
+            refuse_uploads=args.refuse_uploads,
             refuse_multipart=args.refuse_multipart,
             proxy_body_limit=args.proxy_body_limit,
             track_per_minute=args.track_per_minute,

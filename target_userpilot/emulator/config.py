@@ -124,6 +124,8 @@ class EmulatorConfig:
             string (null allowed) answers 400 naming the line.
         reject_keys: Rejection rule: an upload with one of these metadata keys answers 400
             naming the line.
+        refuse_uploads: Rejection rule: every upload answers 400 naming its first line (an
+            account or format the server refuses outright).
         refuse_multipart: 415 or 400: a multipart upload is refused with that status (a
             server taking JSON bodies only); 0: multipart is accepted.
         proxy_body_limit: A proxy in front of the API answers 413 (an HTML page) to any upload
@@ -157,6 +159,7 @@ class EmulatorConfig:
     max_value_chars: int = 0
     string_values_only: bool = False
     reject_keys: frozenset[str] = frozenset()
+    refuse_uploads: bool = False
     refuse_multipart: int = 0
     proxy_body_limit: int = 0
     track_per_minute: int = 600

@@ -81,18 +81,24 @@ class Rules:
         max_value_chars: Longest metadata string allowed (0: no limit).
         string_values_only: Metadata values must be strings (or null).
         reject_keys: Metadata keys refused outright.
+        refuse_all: Every line is refused.
     """
 
     max_value_chars: int = 0
     string_values_only: bool = False
     reject_keys: frozenset[str] = frozenset()
+    refuse_all: bool = False
 
     def __bool__(self) -> bool:
         """Whether any rule is on."""
-        return bool(self.max_value_chars or self.string_values_only or self.reject_keys)
+        return bool(
+            self.max_value_chars or self.string_values_only or self.reject_keys or self.refuse_all
+        )
 
     def problem(self, record: dict[str, Any]) -> str | None:
         """The first rule `record`'s metadata breaks, or None."""
+        if self.refuse_all:
+            return "this account refuses every upload"
         metadata = record.get("metadata") or {}
         for key, value in metadata.items():
             if key in self.reject_keys:
