@@ -2,9 +2,10 @@
 
 Pure: no I/O, no SDK, no HTTP, no logging (ids may be personal data; the caller logs counts).
 
-With `hard_delete` on, a record deletes its user or company when its `_sdc_deleted_at` is set
-(the SDK's mark for a row deleted at the source, e.g. tap-postgres' log-based replication) or
-when the `deleted_property` setting names a property that holds true or a timestamp.
+With `hard_delete` on, a record deletes its user or company when its `_sdc_deleted_at` (the
+SDK's mark for a row deleted at the source, e.g. tap-postgres' log-based replication) or the
+property `deleted_property` names says so by the one mark table (`mark_says_deleted`), read
+from the record as the tap sent it, before any stream map.
 
 The rule for an id that is deleted and re-created in one run: **the last word for an id in a
 run wins**. A deletion not sent yet is cancelled by a later record of the same id. A deletion
@@ -55,15 +56,16 @@ the whole run's count is known, and a run over the limit stops before any is sen
 - `hard_delete` is the SDK's built-in setting (`TARGET_HARD_DELETE_CONFIG`), but singer-sdk
   0.54.9 merges it only into SQL targets' schemas, so settings.py declares it; add
   `TargetCapabilities.HARD_DELETE` to the target's capabilities to advertise `hard-delete`.
-- The SDK strips `_sdc_deleted_at` from a record before `process_record` unless
-  `add_record_metadata` is on (`Sink._remove_sdc_metadata_from_record`): the sink must read it
-  before that (override that method to keep the value aside), never via record metadata.
+- The marks are read from the raw RECORD before stream maps (`premap.py`): a map that drops
+  or renames `_sdc_deleted_at` cannot turn a deletion into an update, and a key-only
+  deletion record never reaches the mapping code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import decimal
 import enum
 import json
 import math
@@ -93,45 +95,60 @@ def count_of(kind: Kind, count: int) -> str:
 
 
 class DeletionMarkError(ValueError):
-    """The `deleted_property` of a record holds something that is neither a flag nor a time."""
+    """A record's deletion mark holds something that is neither a yes nor a no."""
 
 
 class DeletionGuardError(Exception):
     """The run would delete more than `max_deletes_per_run` allows; nothing was sent."""
 
 
-def is_deletion(record: Mapping[str, Any], deleted_property: str | None) -> bool:
-    """Whether `record` deletes its profile.
+# The mark table: one rule for `_sdc_deleted_at` and `deleted_property` alike. Words are
+# compared stripped and in any case; a number only as 0 or 1.
+NOT_DELETED_WORDS = frozenset({"", "false", "0", "no"})
+DELETED_WORDS = frozenset({"true", "1", "yes"})
 
-    `_sdc_deleted_at` counts when set (anything but null or ""). `deleted_property` counts when
-    it holds true (or "true"), a date or timestamp (object or ISO 8601 string); false, "false",
-    null, "" or a missing property do not.
+
+def is_deletion(record: Mapping[str, Any], deleted_property: str | None) -> bool:
+    """Whether `record` (as the tap sent it, before any stream map) deletes its profile.
+
+    Either mark may say so (`mark_says_deleted`); a mark that is neither a yes nor a no makes
+    the record invalid, even when the other mark says deleted.
 
     Raises:
-        DeletionMarkError: `deleted_property` holds anything else (a number, "yes", ...).
+        DeletionMarkError: a mark holds something else; the message names the property.
     """
-    if record.get(DELETED_AT) not in (None, ""):
-        return True
-    if not deleted_property:
-        return False
-    return _marks_deleted(deleted_property, record.get(deleted_property))
+    deleted = mark_says_deleted(DELETED_AT, record.get(DELETED_AT))
+    if deleted_property:
+        deleted = mark_says_deleted(deleted_property, record.get(deleted_property)) or deleted
+    return deleted
 
 
-def _marks_deleted(name: str, value: object) -> bool:
+def mark_says_deleted(name: str, value: object) -> bool:
+    """The mark table: whether this value of property `name` marks its record deleted.
+
+    Not deleted: null (or absent), false, 0, "false", "0", "no", "" (any case, spaces
+    stripped). Deleted: true, 1, "true", "1", "yes", a date or a timestamp (an object or an
+    ISO 8601 string).
+
+    Raises:
+        DeletionMarkError: anything else ("None", "maybe", 2, a list, ...), naming `name`.
+    """
     if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, (int, float, decimal.Decimal)) and value in (0, 1):
         return bool(value)
     if isinstance(value, dt.date):  # datetime included
         return True
     if isinstance(value, str):
         text = value.strip()
-        if text.lower() in {"", "false"}:
+        if text.lower() in NOT_DELETED_WORDS:
             return False
-        if text.lower() == "true" or _is_timestamp(text):
+        if text.lower() in DELETED_WORDS or _is_timestamp(text):
             return True
-    shown = repr(value)[:40]
+    what = f"`{DELETED_AT}`" if name == DELETED_AT else f"`deleted_property` {name!r}"
     msg = (
-        f"`deleted_property` {name!r} holds {shown}: expected true/false, a timestamp or null. "
-        "Point `deleted_property` at a flag or deletion-time property."
+        f"{what} holds {repr(value)[:40]}, which marks a record neither deleted nor kept: "
+        "expected null, true/false, yes/no, 0/1 or a timestamp. The record is not deleted."
     )
     raise DeletionMarkError(msg)
 

@@ -4,7 +4,8 @@ For every RECORD the SDK copies the record, runs it through the stream's maps, l
 up, tries to pop seven `_sdc_` keys, checks whether records are too old, and logs at debug
 level. With no stream map, no flattening and no record metadata configured for a stream, all
 of that leaves the record as it was (but for `_sdc_` keys, which are stripped here too when a
-record has any, through the sink's own hook, which keeps `_sdc_deleted_at` aside first). For
+record has any, through the sink's own hook; deletion records never come here, `premap.py`
+takes them first). For
 such a stream `RecordFastPath` calls the sink's own steps directly, in the
 SDK's order (batch context, validate and parse dates, `preprocess_record`, key check,
 `process_record`, the read tally and the `record_count` metric, a drain when the sink is

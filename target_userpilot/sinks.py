@@ -15,7 +15,6 @@ from singer_sdk.sinks import BatchSink, Sink
 from singer_sdk.sinks.core import JSONSchemaValidator
 
 from target_userpilot.deadletters import InvalidRecordError, MissingKeyError
-from target_userpilot.deletions import DELETED_AT, DeletionMarkError, is_deletion
 from target_userpilot.events import event_mapping, identity, to_event
 from target_userpilot.fastcheck import FastPathValidator, compile_check
 from target_userpilot.profiles import (
@@ -144,10 +143,8 @@ class ProfileSink(RecordSink):
         )
         properties = schema.get("properties") or {}
         id_property = resolve_id_property(self.kind, configured, properties, key_properties or [])
-        self._hard_delete = settings.hard_delete
+        # Read by `premap.py` before the maps; never a trait, nor checked against the schema.
         self._deleted_property = settings.deleted_property if settings.hard_delete else None
-        # The record's `_sdc_deleted_at`, kept aside before the SDK strips it (see below).
-        self._deleted_at: object = None
         exclude = settings.exclude_properties
         if self._deleted_property:  # a deletion mark, never a trait
             exclude = exclude | {self._deleted_property}
@@ -171,28 +168,15 @@ class ProfileSink(RecordSink):
         if note is not None:
             self.logger.info("Stream '%s': %s.", stream_name, note)
 
-    def _remove_sdc_metadata_from_record(self, record: dict[str, Any]) -> None:
-        # Both record paths (the SDK's and `fastpath.py`) strip `_sdc_*` keys through this
-        # hook, before `process_record`: the deletion mark is kept aside first.
-        self._deleted_at = record.get(DELETED_AT)
-        super()._remove_sdc_metadata_from_record(record)
-
-    def _is_deletion(self, record: dict[str, Any]) -> bool:
-        """Whether this record deletes its profile (`hard_delete`); DeletionMarkError."""
-        deleted_at, self._deleted_at = self._deleted_at, None
-        if not self._hard_delete:
-            return False
-        # With `add_record_metadata` the SDK keeps `_sdc_deleted_at` in the record itself.
-        return deleted_at not in (None, "") or is_deletion(record, self._deleted_property)
+    def _validate_and_parse(self, record: dict[str, Any]) -> dict[str, Any]:
+        if self._deleted_property:
+            # Its mark was read already ("no" in a date-time property is a valid "not deleted").
+            record.pop(self._deleted_property, None)
+        return super()._validate_and_parse(record)
 
     def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:  # noqa: ARG002
         """Map the record and hand it over; rejections follow `on_invalid_record`."""
         position = self._pipeline.position
-        try:
-            deletion = self._is_deletion(record)
-        except DeletionMarkError as exc:
-            self._invalid = self._invalid or str(exc)
-            deletion = False
         if self._invalid is not None:
             self._pipeline.reject(
                 self.kind,
@@ -203,17 +187,32 @@ class ProfileSink(RecordSink):
                 error=self._invalid_error,
             )
             return
-        if deletion:
-            self._delete(position, record)
-            return
         result = to_profile(record, self.mapping)
         if isinstance(result, Rejection):
             self._pipeline.reject(self.kind, self.stream_name, position, result.reason, record)
             return
         self._pipeline.add(self.kind, self.stream_name, position, result)
 
-    def _delete(self, position: int, record: dict[str, Any]) -> None:
-        profile_id = deletion_id(record, self.mapping)
+    def take_deletion(
+        self,
+        record: dict[str, Any],
+        position: int,
+        invalid: str | None,
+        source_keys: Sequence[str],
+    ) -> None:
+        """A record marked deleted as the tap sent it (`premap.py`), or why its mark is invalid.
+
+        The id is the stream's id property; where a stream map renamed it, the source's only
+        key property holds it.
+        """
+        if invalid is not None:
+            self._pipeline.reject(self.kind, self.stream_name, position, invalid, record)
+            return
+        id_property = self.mapping.id_property
+        keyed = record
+        if id_property not in record and len(source_keys) == 1 and source_keys[0] in record:
+            keyed = {id_property: record[source_keys[0]]}
+        profile_id = deletion_id(keyed, self.mapping)
         if isinstance(profile_id, Rejection):
             self._pipeline.reject(self.kind, self.stream_name, position, profile_id.reason, record)
             return

@@ -33,6 +33,7 @@ from target_userpilot.fingerprints import (
 from target_userpilot.jobs import JobFailedError
 from target_userpilot.paths import PathSettingError, check_paths
 from target_userpilot.pipeline import Pipeline
+from target_userpilot.premap import DeletionRecords
 from target_userpilot.profiles import encode_exact
 from target_userpilot.reader import InputError, LineReader
 from target_userpilot.settings import CONFIG_SCHEMA, Settings, whole_integer_settings
@@ -151,6 +152,12 @@ class TargetUserpilot(Target):
             track=track,
         )
         self.fast_records = RecordFastPath(self)
+        # Before stream maps: a map cannot turn a deletion into an update.
+        self.deletion_records = (
+            DeletionRecords(self, self.settings.deleted_property)
+            if self.settings.hard_delete
+            else None
+        )
         for name in self.UNSUPPORTED_BUILTIN_SETTINGS:
             if self.config.get(name) is not None:
                 self.logger.warning("Setting `%s` does nothing in target-userpilot.", name)
@@ -303,7 +310,9 @@ class TargetUserpilot(Target):
         return cast("IO[str]", lines(fd, self.pipeline.tick))
 
     def _process_record_message(self, message_dict: dict[str, Any]) -> None:
-        self.pipeline.next_position()
+        position = self.pipeline.next_position()
+        if self.deletion_records is not None and self.deletion_records.take(message_dict, position):
+            return
         if not self.fast_records.handle(message_dict):
             super()._process_record_message(message_dict)
 

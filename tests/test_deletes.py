@@ -247,3 +247,129 @@ def test_every_record_path_sees_the_deletion_mark(
     assert scheduled(emulator) == ["p1"]
     assert set(emulator.users) == {"p2"}
     assert not any(k.startswith("_sdc") for k in emulator.users["p2"]["metadata"])
+
+
+# --- deletions you can trust (issue 21) ------------------------------------------------------
+
+# Every row of the mark table, for `_sdc_deleted_at` (declared `format: date-time`, as taps do)
+# and `deleted_property` alike: (value, outcome), outcome "kept", "deleted" or "invalid".
+MARK_TABLE: list[tuple[Any, str]] = [
+    (None, "kept"),
+    (False, "kept"),
+    (0, "kept"),
+    ("false", "kept"),
+    ("FALSE", "kept"),
+    ("0", "kept"),
+    ("no", "kept"),
+    ("No", "kept"),
+    ("", "kept"),
+    (" ", "kept"),
+    (True, "deleted"),
+    (1, "deleted"),
+    ("true", "deleted"),
+    ("1", "deleted"),
+    ("YES", "deleted"),
+    (GONE, "deleted"),
+    ("2026-03-04", "deleted"),
+    ("None", "invalid"),  # what a stream map's str(None) gives
+    ("maybe", "invalid"),
+    (2, "invalid"),
+]
+ANY_MARK: dict[str, Any] = {"type": ["string", "boolean", "integer", "null"]}
+
+
+def test_one_mark_table_decides_for_both_marks_through_the_cli(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    users = {
+        **PEOPLE,
+        "properties": {
+            **PEOPLE["properties"],
+            "_sdc_deleted_at": {**ANY_MARK, "format": "date-time"},
+        },
+    }
+    orgs = {**ORGS, "properties": {**ORGS["properties"], "is_deleted": ANY_MARK}}
+    messages: list[dict[str, Any]] = [schema("users", users), schema("companies", orgs)]
+    for n, (value, _) in enumerate(MARK_TABLE):
+        messages.append(record("users", {"id": f"u{n}", "email": "x", "_sdc_deleted_at": value}))
+        messages.append(record("companies", {"id": f"c{n}", "name": "x", "is_deleted": value}))
+    messages.append(state({"done": True}))
+    cfg = config_for(
+        emulator,
+        tmp_path,
+        hard_delete=True,
+        deleted_property="is_deleted",
+        max_deletes_per_run=100,
+        max_invalid_percent=100,
+    )
+    run = run_target(cfg, messages, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    letters = [json.loads(line) for line in (tmp_path / "dead-letters.ndjson").open()]
+    for prefix, named in (("u", "`_sdc_deleted_at`"), ("c", "`deleted_property` 'is_deleted'")):
+        outcome = {f"{prefix}{n}": expected for n, (_, expected) in enumerate(MARK_TABLE)}
+        loaded = emulator.users if prefix == "u" else emulator.companies
+        assert {i for i in scheduled(emulator) if i[0] == prefix} == {
+            i for i, o in outcome.items() if o == "deleted"
+        }
+        assert {i for i in loaded if i[0] == prefix} == {
+            i for i, o in outcome.items() if o == "kept"
+        }
+        dead = [x for x in letters if str(x["record"]["id"]).startswith(prefix)]
+        assert {x["record"]["id"] for x in dead} == {
+            i for i, o in outcome.items() if o == "invalid"
+        }
+        assert all(named in x["reason"] for x in dead)
+
+
+@pytest.mark.parametrize(
+    "stream_maps",
+    [
+        {"users": {"id": "id", "email": "email", "__else__": None}},  # drops the mark
+        {"users": {"email": "email.upper()"}},  # key-only records lack `email`
+        {"users": {"user_id": "id", "id": "__NULL__", "__key_properties__": ["user_id"]}},
+    ],
+    ids=["whitelist", "one field", "renamed id"],
+)
+def test_a_stream_map_never_turns_a_deletion_into_an_update(
+    emulator: Emulator, tmp_path: Path, stream_maps: dict[str, Any]
+) -> None:
+    setup = people(person(p) for p in ("p1", "p2", "p3"))
+    assert run_target(config_for(emulator, tmp_path), setup, tmp_path).returncode == 0
+    key_only = record("users", {"id": "p3", "_sdc_deleted_at": GONE})
+    messages = people([person("p1", deleted=True), person("p2", email="new@x.io"), key_only])
+    cfg = config_for(
+        emulator, tmp_path, hard_delete=True, max_deletes_per_run=5, stream_maps=stream_maps
+    )
+    run = run_target(cfg, messages, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    assert sorted(scheduled(emulator)) == ["p1", "p3"]
+    assert emulator.users["p1"]["metadata"]["email"] == "p1@example.com"  # not nulled
+    emulator.run_daily_deletions()
+    assert sorted(emulator.users) == ["p2"]
+
+
+@pytest.mark.parametrize("fault", ["html200", "empty200", "302"])
+def test_an_answer_that_is_no_acceptance_never_releases_state(
+    emulator: Emulator, tmp_path: Path, fault: str
+) -> None:
+    emulator.set_faults(fail_rate=1.0, fault_kinds=(fault,))
+    cfg = config_for(
+        emulator, tmp_path, hard_delete=True, max_deletes_per_run=5, request_retry_max_time=1
+    )
+    run = run_target(cfg, people([person("p1"), person("p2", deleted=True)]), tmp_path)
+
+    assert run.returncode == 1
+    assert "accepted the deletion" not in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not run.states
+    assert not scheduled(emulator)
+    assert set(emulator.users) == {"p1"}
+    if fault == "302":
+        assert "redirect (HTTP 302)" in run.stderr
+        methods = [r.method for r in emulator.requests]
+        assert methods[methods.index("DELETE") :] == ["DELETE"]  # the redirect not followed
+    else:
+        assert "no acceptance" in run.stderr

@@ -27,32 +27,42 @@ from target_userpilot.settings import CONFIG_SCHEMA, Settings
 STAMP = "2026-03-04T10:20:30Z"
 
 
+# The mark table, the same for `_sdc_deleted_at` and `deleted_property`.
+NOT_DELETED = [None, False, 0, 0.0, "false", "FALSE", " false ", "0", "no", "No", "", " "]
+DELETED = [
+    True,
+    1,
+    "true",
+    "TRUE",
+    "1",
+    "yes",
+    "Yes",
+    STAMP,
+    "2026-03-04",
+    "2026-03-04T10:20:30.123456+02:00",
+    dt.datetime(2026, 3, 4, tzinfo=dt.timezone.utc),
+    dt.date(2026, 3, 4),
+]
+NEITHER = ["None", "null", "maybe", "deleted", 2, -1, 2.5, ["x"], {"at": STAMP}]
+MARKS = ["_sdc_deleted_at", "is_deleted"]
+
+
+@pytest.mark.parametrize("mark", MARKS)
 @pytest.mark.parametrize(
-    ("record", "deleted"),
-    [
-        ({"id": "1", "_sdc_deleted_at": STAMP}, True),
-        ({"id": "1", "_sdc_deleted_at": None}, False),
-        ({"id": "1", "_sdc_deleted_at": ""}, False),
-        ({"id": "1"}, False),
-        ({"id": "1", "is_deleted": True}, True),
-        ({"id": "1", "is_deleted": False}, False),
-        ({"id": "1", "is_deleted": None}, False),
-        ({"id": "1", "is_deleted": "TRUE"}, True),
-        ({"id": "1", "is_deleted": " false "}, False),
-        ({"id": "1", "is_deleted": ""}, False),
-        ({"id": "1", "is_deleted": STAMP}, True),
-        ({"id": "1", "is_deleted": "2026-03-04"}, True),
-        ({"id": "1", "is_deleted": "2026-03-04T10:20:30.123456+02:00"}, True),
-        ({"id": "1", "is_deleted": dt.datetime(2026, 3, 4, tzinfo=dt.timezone.utc)}, True),
-        ({"id": "1", "is_deleted": dt.date(2026, 3, 4)}, True),
-        ({"id": "1", "is_deleted": False, "_sdc_deleted_at": STAMP}, True),
-    ],
+    ("value", "deleted"), [(v, False) for v in NOT_DELETED] + [(v, True) for v in DELETED]
 )
-def test_a_record_deletes_when_the_tap_or_the_configured_property_says_so(
-    record: dict[str, object],
+def test_one_mark_table_for_both_marks(
+    mark: str,
+    value: object,
     deleted: bool,  # noqa: FBT001 - a parameter of the table
 ) -> None:
-    assert is_deletion(record, "is_deleted") is deleted
+    assert is_deletion({"id": "1", mark: value}, "is_deleted") is deleted
+
+
+def test_an_absent_mark_is_not_a_deletion_and_either_mark_deletes() -> None:
+    assert is_deletion({"id": "1"}, "is_deleted") is False
+    assert is_deletion({"is_deleted": False, "_sdc_deleted_at": STAMP}, "is_deleted") is True
+    assert is_deletion({"is_deleted": "yes", "_sdc_deleted_at": None}, "is_deleted") is True
 
 
 def test_without_deleted_property_only_sdc_deleted_at_counts() -> None:
@@ -60,10 +70,21 @@ def test_without_deleted_property_only_sdc_deleted_at_counts() -> None:
     assert is_deletion({"_sdc_deleted_at": STAMP}, None) is True
 
 
-@pytest.mark.parametrize("value", [1, 0, "yes", "deleted", 2.5, ["x"]])
-def test_an_unreadable_deleted_property_is_an_error_naming_the_setting(value: object) -> None:
-    with pytest.raises(DeletionMarkError, match=r"`deleted_property` 'is_deleted'"):
-        is_deletion({"is_deleted": value}, "is_deleted")
+@pytest.mark.parametrize(
+    ("mark", "named"),
+    [("is_deleted", r"`deleted_property` 'is_deleted'"), ("_sdc_deleted_at", "`_sdc_deleted_at`")],
+)
+@pytest.mark.parametrize("value", NEITHER)
+def test_a_mark_neither_yes_nor_no_is_an_error_naming_the_property(
+    mark: str, named: str, value: object
+) -> None:
+    with pytest.raises(DeletionMarkError, match=named):
+        is_deletion({mark: value}, "is_deleted")
+
+
+def test_an_unreadable_mark_wins_over_a_deleting_one() -> None:
+    with pytest.raises(DeletionMarkError):
+        is_deletion({"is_deleted": "None", "_sdc_deleted_at": STAMP}, "is_deleted")
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import logging
 import socket
 import tempfile
 import time
+from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
@@ -240,7 +241,11 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         cfg = self.store.config
         path = self.path.split("?", 1)[0]
-        fault = None if is_emulator_path(path) else self.store.request_fault()
+        fault = (
+            None
+            if is_emulator_path(path)
+            else self.store.request_fault(deletion=self.command == "DELETE")
+        )
         if fault == "drop":
             self._drop("drop")
             return
@@ -302,10 +307,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def _fault(self, fault: str, retry_after: int) -> None:
         status = RETRYABLE_STATUSES[fault]
-        if status == 429:  # noqa: PLR2004
+        if fault == "429date":
+            when = formatdate(self.store.now() + retry_after, usegmt=True)
+            self._error(429, "Too Many Requests", headers={"Retry-After": when}, fault=fault)
+        elif status == 429:  # noqa: PLR2004
             send = self.store.retry_after_sent()
             headers = {"Retry-After": str(retry_after)} if send else None
             self._error(429, "Too Many Requests", headers=headers, fault=fault)
+        elif fault == "html200":
+            page = b"<html><body><h1>Down for maintenance</h1></body></html>\n"
+            self._send(200, page, "text/html", fault=fault)
+        elif fault == "empty200":
+            self._send(200, b"", "application/json", fault=fault)
+        elif fault == "302":
+            headers = {"Location": JOBS_PATH + "/"}
+            self._send(302, b"", "text/html", headers=headers, fault=fault)
         elif status == 500:  # noqa: PLR2004
             self._error(500, "Internal Server Error", fault=fault)
         elif status == 502:  # noqa: PLR2004

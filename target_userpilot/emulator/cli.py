@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_kinds,
         default=",".join(_DEFAULTS.fault_kinds),
         help="comma-separated faults to draw from: 500, 502, 503, 429 (with Retry-After), "
-        "drop (connection closed, no response)",
+        "drop (connection closed, no response), 429date (Retry-After as an HTTP date); and for "
+        "delete requests only, answers that are no acceptance: html200, empty200, 302",
     )
     faults.add_argument(
         "--retry-after-seconds",

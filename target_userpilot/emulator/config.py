@@ -21,6 +21,11 @@ PROFILES: tuple[str, ...] = ("reference", "legacy")
 EXPORT_JOBS: tuple[str, ...] = ("none", "completed", "stuck")
 REFUSALS: tuple[int, ...] = (0, 400, 415)
 FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429", "drop")
+"""The faults drawn unless `fault_kinds` says otherwise."""
+DELETE_ANSWER_FAULTS: tuple[str, ...] = ("html200", "empty200", "302")
+"""Answers to a delete request that are no acceptance (only delete requests draw them): a
+maintenance page with 200, a 200 without a body, a redirect to the job list."""
+KNOWN_FAULT_KINDS: tuple[str, ...] = (*FAULT_KINDS, "429date", *DELETE_ANSWER_FAULTS)
 
 MAX_RECORDS = 10_000
 """At most this many records per bulk request (JSON array or NDJSON file); more answers 413."""
@@ -109,7 +114,9 @@ class EmulatorConfig:
         seed: Seed of the fault plan and of generated job ids.
         fail_rate: Share of requests answered with a fault from `fault_kinds`, decided by a
             `random.Random(seed)`; a faulted request changes no state.
-        fault_kinds: Faults to draw from: `500`, `502`, `503`, `429`, `drop`.
+        fault_kinds: Faults to draw from: `500`, `502`, `503`, `429`, `drop`; also `429date`
+            (Retry-After as an HTTP date) and, for delete requests only, `html200`,
+            `empty200`, `302`.
         retry_after_seconds: `Retry-After` sent with a 429.
         slow_seconds: Latency added before every response.
         fail_jobs: The next N jobs end `failed`; their rows are not applied.
@@ -243,9 +250,9 @@ def _problems(cfg: EmulatorConfig) -> list[str]:  # noqa: C901, PLR0912 - one ch
         problems.append("refuse_multipart must be 0, 400 or 415")
     if not 0.0 <= cfg.fail_rate <= 1.0:
         problems.append("fail_rate must be between 0 and 1")
-    bad = [k for k in cfg.fault_kinds if k not in FAULT_KINDS]
+    bad = [k for k in cfg.fault_kinds if k not in KNOWN_FAULT_KINDS]
     if bad or (cfg.fail_rate > 0 and not cfg.fault_kinds):
-        problems.append(f"fault_kinds must be a non-empty subset of {', '.join(FAULT_KINDS)}")
+        problems.append(f"fault_kinds must be a non-empty subset of {', '.join(KNOWN_FAULT_KINDS)}")
     if cfg.retry_after_seconds < 0:
         problems.append("retry_after_seconds must be >= 0")
     if not cfg.slow_seconds >= 0:

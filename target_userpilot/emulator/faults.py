@@ -5,10 +5,21 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
+from target_userpilot.emulator.config import DELETE_ANSWER_FAULTS
+
 if TYPE_CHECKING:
     from target_userpilot.emulator.config import EmulatorConfig
 
-RETRYABLE_STATUSES: dict[str, int] = {"500": 500, "502": 502, "503": 503, "429": 429}
+RETRYABLE_STATUSES: dict[str, int] = {
+    "500": 500,
+    "502": 502,
+    "503": 503,
+    "429": 429,
+    "429date": 429,
+    "html200": 200,
+    "empty200": 200,
+    "302": 302,
+}
 
 
 class FaultPlan:
@@ -32,13 +43,17 @@ class FaultPlan:
         if "drop_submit_responses" in changed:
             self.drop_submits_left = config.drop_submit_responses
 
-    def request_fault(self, config: EmulatorConfig) -> str | None:
-        """The fault for the next request (`500`, `502`, `503`, `429`, `drop`), or None."""
+    def request_fault(self, config: EmulatorConfig, *, deletion: bool = False) -> str | None:
+        """The fault for the next request (one of `fault_kinds`), or None.
+
+        Only a delete request (`deletion`) draws the answers that are no acceptance.
+        """
         if config.fail_rate <= 0 or not config.fault_kinds:
             return None
         if self._rng.random() >= config.fail_rate:
             return None
-        return self._rng.choice(config.fault_kinds)
+        kinds = [k for k in config.fault_kinds if deletion or k not in DELETE_ANSWER_FAULTS]
+        return self._rng.choice(kinds) if kinds else None
 
     def retry_after_sent(self, config: EmulatorConfig) -> bool:
         """Whether the 429 being answered carries Retry-After (the real-time API documents none)."""

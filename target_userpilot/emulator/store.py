@@ -500,10 +500,10 @@ class Store:
 
     # -- faults and request log ------------------------------------------------------------
 
-    def request_fault(self) -> str | None:
-        """The injected fault for the request now arriving, if any."""
+    def request_fault(self, *, deletion: bool = False) -> str | None:
+        """The injected fault for the request now arriving (`deletion`: a delete), if any."""
         with self.lock:
-            return self._faults.request_fault(self._config)
+            return self._faults.request_fault(self._config, deletion=deletion)
 
     def retry_after_sent(self) -> bool:
         """Whether the 429 now being answered carries Retry-After."""
