@@ -20,13 +20,18 @@ Measurements (`--only` takes one of these names):
   job records), counting the first jobs; the target's own idle time per gap (a job's end to
   the next upload starting to arrive); polls per job; draws `slot-timeline.png`.
 - memory: peak RSS of the target process at 1,000,000 records (emulator unlimited).
+- tap: how long the tap is held (its input not read in full) for 200,000 users against an
+  emulator at 4,000 rows/s, beside an instant one: waiting batches spool to disk.
 - duplicates: rows sent / records received on an input where 20% of the records are later
-  updates of an id seen shortly before.
+  updates of an id seen shortly before, against an instant emulator and a 4,000 rows/s one.
 - changes: `send_only_changes` over three runs: everything, the same input, 1% changed.
 - rerun: `send_only_changes` on 1,000,000 users sent before: records/s and peak RSS of the
   run that finds every profile unchanged.
 - stores: `rerun` with the fingerprints in PostgreSQL (`TARGET_USERPILOT_TEST_PG_URL`, else a
   local server that `.ci/postgres` starts; skipped without one).
+- large_reruns: `rerun` at 3,000,000 users (and 10,000,000 with `--long`, outside CI: hours
+  and ~4 GB of scratch input), with SQLite and with PostgreSQL.
+- states: peak RSS of 300,000 users with a 2 KB STATE after every record.
 
 Each figure the project set a goal for is also listed under `goals` in `results.json`, with
 whether it was met.
@@ -39,6 +44,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import gc
 import io
@@ -125,6 +131,9 @@ class Sizes:
     rerun: int
     repeats: int
     stores: int
+    tap: int = 200_000
+    large_reruns: tuple[int, ...] = (3_000_000,)
+    states: int = 300_000
 
 
 FULL = Sizes(
@@ -150,7 +159,13 @@ QUICK = Sizes(
     rerun=5_000,
     repeats=1,
     stores=3_000,
+    tap=5_000,
+    large_reruns=(10_000,),
+    states=5_000,
 )
+LONG_RERUNS = (3_000_000, 10_000_000)
+# Userpilot's pace is 20 to 30 rows/s; this is it sped up ~160 times, for a run of a minute.
+PACED_ROWS_PER_MINUTE = 240_000
 
 
 # --- input ---------------------------------------------------------------------------------
@@ -202,8 +217,12 @@ def write_input(
     records: Iterable[dict[str, Any]],
     state_every: int = 10_000,
     schema: dict[str, Any] = USER_SCHEMA,
+    state_streams: int = 0,
 ) -> int:
-    """SCHEMA, the RECORDs with a STATE every `state_every`, a final STATE; returns the count."""
+    """SCHEMA, the RECORDs with a STATE every `state_every`, a final STATE; returns the count.
+
+    `state_streams`: each STATE also holds a bookmark for that many streams (~50 bytes each).
+    """
     count = 0
     with path.open("w") as out:
         header = {
@@ -217,9 +236,17 @@ def write_input(
             out.write(json.dumps({"type": "RECORD", "stream": "users", "record": rec}) + "\n")
             count += 1
             if count % state_every == 0:
-                out.write(json.dumps({"type": "STATE", "value": {"offset": count}}) + "\n")
-        out.write(json.dumps({"type": "STATE", "value": {"offset": count}}) + "\n")
+                out.write(json.dumps(_state(count, state_streams)) + "\n")
+        out.write(json.dumps(_state(count, state_streams)) + "\n")
     return count
+
+
+def _state(count: int, streams: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"offset": count}
+    if streams:
+        bookmark = {"replication_key_value": f"2024-06-01T00:00:00.{count:06d}Z"}
+        value["bookmarks"] = {f"public-table_{k:03d}": bookmark for k in range(streams)}
+    return {"type": "STATE", "value": value}
 
 
 def plain_users(n: int, make: Callable[[int], dict[str, Any]] = user) -> Iterator[dict[str, Any]]:
@@ -286,6 +313,7 @@ class RunResult:
     stderr: str
     stdout_lines: int
     cpu_seconds: float = 0.0
+    held_seconds: float = 0.0  # from the start until the input was read in full
     jobs: list[JobRecord] = field(default_factory=list)
 
     @property
@@ -317,6 +345,7 @@ def run_process(
     """Run `command` with `input_path` piped to its stdin; wall time and peak RSS."""
     stderr_path = workdir / "stderr.log"
     lines = 0
+    fed_at = 0.0
 
     def drain(stream: IO[bytes]) -> None:
         nonlocal lines
@@ -338,9 +367,11 @@ def run_process(
         stdin = proc.stdin
 
         def feed() -> None:
+            nonlocal fed_at
             try:
                 shutil.copyfileobj(source, stdin, 1 << 20)
                 stdin.close()
+                fed_at = time.perf_counter()
             except (BrokenPipeError, ValueError):
                 pass  # the target stopped reading; its return code says why
 
@@ -359,6 +390,7 @@ def run_process(
         returncode=status,
         peak_rss_mb=peak_kib / 1024,
         cpu_seconds=cpu,
+        held_seconds=fed_at - started if fed_at else seconds,
         stderr=stderr_path.read_text(errors="replace"),
         stdout_lines=lines,
     )
@@ -896,32 +928,77 @@ def measure_memory(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) ->
     return figures
 
 
+def paced() -> EmulatorConfig:
+    """An emulator at `PACED_ROWS_PER_MINUTE`: slower than the target, as Userpilot is."""
+    return EmulatorConfig(token=TOKEN, rows_per_minute=PACED_ROWS_PER_MINUTE)
+
+
+def measure_tap(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
+    """How long the tap is held: until the target has read its input in full."""
+    n = sizes.tap
+    path = scratch / "tap.singer"
+    write_shape(path, "flat", n)
+    figures: dict[str, Any] = {"records": n, "paced_rows_per_minute": PACED_ROWS_PER_MINUTE}
+    for label, config in (("instant", unlimited()), ("paced", paced())):
+        with serve(config, port=0) as emu:
+            result = run_userpilot(emu, path, n, scratch)
+        figures[label] = _run_figures(result) | {"held_seconds": round(result.held_seconds, 2)}
+        table.append(
+            (
+                f"tap held, {n:,} users, {label} emulator",
+                f"{result.held_seconds:.1f} s (run {result.seconds:.1f} s)",
+            )
+        )
+    path.unlink()
+    figures["held_over_instant"] = round(
+        figures["paced"]["held_seconds"] - figures["instant"]["held_seconds"], 2
+    )
+    return figures
+
+
 def measure_duplicates(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
     """Rows sent per record received when 20% of records update an id seen shortly before."""
     n = sizes.duplicates
     path = scratch / "duplicates.singer"
     write_input(path, duplicated_users(n, 0.2))
+    figures: dict[str, Any] = {"records": n, "duplicate_share": 0.2, "window": 20_000}
+    for label, config in (("instant", unlimited()), ("paced", paced())):
+        with serve(config, port=0) as emu:
+            result = run_userpilot(emu, path, n, scratch)
+            distinct = len(emu.users)
+        figures[label] = _run_figures(result) | {
+            "distinct_ids": distinct,
+            "sent_per_received": result.rows_sent / n,
+            "sent_per_distinct": result.rows_sent / distinct,
+        }
+        table.append(
+            (
+                f"rows sent / records (20% dups), {label} emulator",
+                (
+                    f"{result.rows_sent / n:.3f} ({result.rows_sent:,} of {n:,}; "
+                    f"{distinct:,} distinct ids)"
+                ),
+            )
+        )
+    path.unlink()
+    return figures
+
+
+def measure_states(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
+    """Peak RSS with a 2 KB STATE (40 streams' bookmarks) after every record."""
+    n = sizes.states
+    path = scratch / "states.singer"
+    write_input(path, plain_users(n), state_every=1, state_streams=40)
     with serve(unlimited(), port=0) as emu:
         result = run_userpilot(emu, path, n, scratch)
-        distinct = len(emu.users)
-    figures = _run_figures(result) | {
-        "records": n,
-        "duplicate_share": 0.2,
-        "window": 20_000,
-        "distinct_ids": distinct,
-        "sent_per_received": result.rows_sent / n,
-        "sent_per_distinct": result.rows_sent / distinct,
-    }
+    path.unlink()
     table.append(
         (
-            "rows sent / records (20% dups)",
-            (
-                f"{figures['sent_per_received']:.3f} ({result.rows_sent:,} of {n:,}; "
-                f"{distinct:,} distinct ids)"
-            ),
+            f"STATE after every record, {n:,} users",
+            f"peak RSS {result.peak_rss_mb:.0f} MB ({result.records_per_second:,.0f} rec/s)",
         )
     )
-    return figures
+    return _run_figures(result) | {"records": n}
 
 
 def measure_changes(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
@@ -997,6 +1074,26 @@ def measure_stores(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) ->
         return _unchanged_rerun(sizes.stores, scratch, table, "PostgreSQL store", store)
 
 
+def measure_large_reruns(
+    sizes: Sizes, scratch: Path, _out_dir: Path, table: Table
+) -> dict[str, Any]:
+    """`rerun` at each of `sizes.large_reruns`, with SQLite, then with PostgreSQL."""
+    figures: dict[str, Any] = {}
+    for n in sizes.large_reruns:
+        store = Path(tempfile.mkdtemp(prefix="fingerprints-", dir=scratch)) / "fp.sqlite"
+        sqlite = {"fingerprint_store_path": str(store)}
+        figures[f"sqlite_{n}"] = _unchanged_rerun(n, scratch, table, "SQLite store", sqlite)
+        store.unlink()
+    with postgres_url() as pg_url:
+        for n in sizes.large_reruns:
+            if pg_url:
+                store_url = {"fingerprint_store_url": pg_url}
+                figures[f"postgres_{n}"] = _unchanged_rerun(
+                    n, scratch, table, "PostgreSQL store", store_url
+                )
+    return figures
+
+
 def measure_rerun(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
     """`send_only_changes` on users all sent before: the speed and memory of finding nothing."""
     store = Path(tempfile.mkdtemp(prefix="fingerprints-", dir=scratch)) / "fp.sqlite"
@@ -1052,6 +1149,34 @@ GOALS = (
     Goal("target idle share of the span", ("slots", "target_idle_share"), "<=", 0.01, ".2%"),
     Goal("target's longest idle gap, s", ("slots", "target_idle_max_seconds"), "<=", 0.5, ".3f"),
     Goal("memory run: peak RSS MB", ("memory", "peak_rss_mb"), "<=", 150, ".0f"),
+    Goal("tap held past an instant emulator, s", ("tap", "held_over_instant"), "<=", 5, ".1f"),
+    Goal(
+        "rows / record, 20% dups, paced",
+        ("duplicates", "paced", "sent_per_received"),
+        "<=",
+        0.82,
+        ".3f",
+    ),
+    Goal("STATE per record: peak RSS MB", ("states", "peak_rss_mb"), "<=", 150, ".0f"),
+    *(
+        Goal(
+            f"unchanged rerun {n:,}, {store}: peak RSS MB",
+            (key, f"{store}_{n}", "unchanged", "peak_rss_mb"),
+            "<=",
+            bound,
+            ".0f",
+        )
+        for key in ("large_reruns",)
+        for n, bound in ((3_000_000, 200), (10_000_000, 250))
+        for store in ("sqlite", "postgres")
+    ),
+    Goal(
+        "unchanged rerun 10,000,000, sqlite: rec/s",
+        ("large_reruns", "sqlite_10000000", "unchanged", "records_per_second"),
+        ">=",
+        45_000,
+        ",.0f",
+    ),
 )
 
 
@@ -1179,10 +1304,13 @@ MEASUREMENTS: dict[str, Measurement] = {
     "stages": measure_stages,
     "slots": measure_slots,
     "memory": measure_memory,
+    "tap": measure_tap,
     "duplicates": measure_duplicates,
     "changes": measure_changes,
     "rerun": measure_rerun,
     "stores": measure_stores,
+    "large_reruns": measure_large_reruns,
+    "states": measure_states,
 }
 NAMES = tuple(MEASUREMENTS)
 
@@ -1193,8 +1321,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--only", choices=NAMES, action="append", help="run only this (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench", help="where results go")
+    parser.add_argument(
+        "--long", action="store_true", help="large_reruns at 10,000,000 users too (hours)"
+    )
     args = parser.parse_args(argv)
-    run(list(args.only or NAMES), QUICK if args.quick else FULL, args.out)
+    sizes = QUICK if args.quick else FULL
+    if args.long:
+        sizes = dataclasses.replace(sizes, large_reruns=LONG_RERUNS)
+    run(list(args.only or NAMES), sizes, args.out)
     return 0
 
 

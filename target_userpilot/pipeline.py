@@ -115,7 +115,6 @@ class Pipeline:
         self._batch_dir: Path | None = None
         self._open: dict[Kind, BatchFile] = {}
         self._spool = Spool()
-        self._spool_full_since: float | None = None  # reading paused at `max_spool_bytes`
         self._opened_at: dict[Kind, float] = {}
         self._in_flight = InFlight(
             checkpoints=self.checkpoints,
