@@ -30,7 +30,8 @@ class Spool:
     def __init__(self) -> None:
         """Nothing waits yet."""
         self._batches: deque[BatchFile] = deque()
-        self._where: dict[tuple[Kind, str], BatchFile] = {}
+        # kind -> id -> its waiting batch (per kind: no (kind, id) tuple a row)
+        self._where: dict[Kind, dict[str, BatchFile]] = {}
         self.bytes = 0
 
     def __len__(self) -> int:
@@ -40,17 +41,18 @@ class Spool:
     @property
     def rows(self) -> int:
         """Rows waiting, over every batch."""
-        return len(self._where)
+        return sum(batch.rows for batch in self._batches)
 
     def __contains__(self, key: tuple[Kind, str]) -> bool:
         """Whether a line for this (kind, id) waits in a batch."""
-        return key in self._where
+        kind, profile_id = key
+        ids = self._where.get(kind)
+        return ids is not None and profile_id in ids
 
     def put(self, batch: BatchFile) -> None:
         """A full batch joins the end of the line; its ids are now found here."""
         self._batches.append(batch)
-        for profile_id in batch.ids():
-            self._where[batch.kind, profile_id] = batch
+        self._where.setdefault(batch.kind, {}).update(dict.fromkeys(batch.ids(), batch))
         self.bytes += batch.size
 
     def merge(self, kind: Kind, profile: Profile, position: int, stream: str, line: bytes) -> bool:
@@ -59,7 +61,7 @@ class Spool:
         A merge that would push that batch past its byte limit is not made: the record then
         goes to the open batch, and Userpilot applies the two rows in order.
         """
-        batch = self._where.get((kind, profile.id))
+        batch = self._where.get(kind, {}).get(profile.id)
         if batch is None:
             return False
         before = batch.size
@@ -71,8 +73,11 @@ class Spool:
     def take(self) -> BatchFile:
         """The oldest waiting batch, leaving the spool (to be sealed and shipped)."""
         batch = self._batches.popleft()
+        ids = self._where[batch.kind]
         for profile_id in batch.ids():
-            del self._where[batch.kind, profile_id]
+            # A later batch may hold the id too (a merge that did not fit): it stays found there.
+            if ids.get(profile_id) is batch:
+                del ids[profile_id]
         self.bytes -= batch.size
         return batch
 

@@ -150,6 +150,38 @@ def test_a_newer_record_of_a_waiting_id_merges_into_its_batch_and_state_waits_fo
     assert emitted == [({"at": 7}, {"v": 1}), ({"at": 8}, {"v": 1})]
 
 
+def test_an_id_in_two_waiting_batches_after_a_merge_that_did_not_fit_loads_both(
+    tmp_path: Path,
+) -> None:
+    client = GatedClient()
+    pipeline = Pipeline(
+        settings_for(tmp_path, max_batch_rows=2, max_batch_bytes=1024),
+        client=client,  # type: ignore[arg-type]
+        emit_state=lambda _: None,
+        logger=logging.getLogger("test-spool-overflow"),
+    )
+    pipeline.start()
+    try:
+        for pid in range(1, 5):  # [1 2] and [3 4] go to the job thread
+            add(pipeline, pid)
+        pipeline.add(
+            "users", "users", pipeline.next_position(), Profile("5", None, {"a": "x" * 600})
+        )
+        add(pipeline, 6)  # [5 6] waits
+        # Too large to merge into [5 6]: it starts [5 7], which waits too.
+        pipeline.add(
+            "users", "users", pipeline.next_position(), Profile("5", None, {"b": "y" * 600})
+        )
+        add(pipeline, 7)
+        add(pipeline, 5, version=2)  # merges into [5 7], the later of the two
+        client.gate.set()
+        pipeline.finish()
+    finally:
+        pipeline.close()
+    assert client.uploaded == [["1", "2"], ["3", "4"], ["5", "6"], ["5", "7"]]
+    assert client.profiles["users", "5"] == {"a": "x" * 600, "b": "y" * 600, "v": 2}
+
+
 def test_a_kill_with_batches_waiting_leaves_nothing_and_the_resume_loses_nothing(
     make_emulator: Callable[..., Emulator], tmp_path: Path
 ) -> None:
