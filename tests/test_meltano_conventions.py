@@ -73,8 +73,8 @@ def test_an_unmapped_stream_says_how_to_drop_it(
     emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(UserpilotError) as caught:
-        run(emulator, tmp_path, singer("events"), capsys)
-    assert '`"stream_maps": {"events": "__NULL__"}`' in str(caught.value)
+        run(emulator, tmp_path, singer("audit_log"), capsys)
+    assert '`"stream_maps": {"audit_log": "__NULL__"}`' in str(caught.value)
     assert "`stream_kinds`" in str(caught.value)
 
 
