@@ -311,6 +311,7 @@ class DeletionLedger:
         self,
         limit: DeleteLimit,
         *,
+        carried: int = 0,
         max_ids: int = DELETE_CHUNK_IDS,
         max_bytes: int = DELETE_CHUNK_BYTES,
     ) -> list[DeletionChunk]:
@@ -321,9 +322,9 @@ class DeletionLedger:
 
         Raises:
             DeletionGuardError: the run's deletions (sent before included) exceed `limit`;
-                nothing is sealed then.
+                nothing is sealed then. `carried`: see `check`.
         """
-        self.check(limit)
+        self.check(limit, carried=carried)
         chunks: list[DeletionChunk] = []
         for kind in _KINDS:
             pending, self._pending[kind] = self._pending[kind], {}
@@ -334,16 +335,22 @@ class DeletionLedger:
         self._in_flight.extend(chunks)
         return chunks
 
-    def check(self, limit: DeleteLimit) -> None:
-        """Raise DeletionGuardError, naming the settings to check, if the run deletes too much."""
+    def check(self, limit: DeleteLimit, *, carried: int = 0) -> None:
+        """Raise DeletionGuardError, naming the settings to check, if the run deletes too much.
+
+        `carried`: deletions the guard allowed an earlier run that did not see them all
+        accepted (`guardnote.py`); that many of this run's count as allowed already.
+        """
         per_kind = {k: len(self._pending[k]) + len(self._sent[k]) for k in _KINDS}
         total, records = sum(per_kind.values()), sum(self._records.values())
-        if limit.allows(total, records):
+        if limit.allows(max(total - carried, 0), records):
             return
         msg = (
             f"This run would delete {total:,} profiles ({count_of('users', per_kind['users'])}, "
             f"{count_of('companies', per_kind['companies'])}) out of {records:,} records, more "
-            f"than `max_deletes_per_run` ({limit}) allows. No deletion was sent. If the source "
+            f"than `max_deletes_per_run` ({limit}) allows"
+            + (f" beside the {carried:,} an unfinished earlier run was allowed" if carried else "")
+            + ". No deletion was sent. If the source "
             "really deleted them, raise `max_deletes_per_run`; if not, check `deleted_property` "
             "and the tap's `_sdc_deleted_at`."
         )

@@ -35,6 +35,7 @@ from target_userpilot.deadletters import DeadLetters, InvalidRecordError
 from target_userpilot.deletions import DeletionLedger, Upsert, count_of
 from target_userpilot.event_flow import MAX_PENDING, EventFlow
 from target_userpilot.event_worker import EventRefused, EventSent, EventWorker
+from target_userpilot.guardnote import GuardNote
 from target_userpilot.inflight import InFlight
 from target_userpilot.jobs import BatchDone, DeletionAccepted, JobRunner, PollPlan
 from target_userpilot.metrics import log_counters
@@ -128,6 +129,7 @@ class Pipeline:
         self._lag_checked_at = 0
         self._client = client
         self._deletions = DeletionLedger() if settings.hard_delete else None
+        self._guard_note = GuardNote(settings.batch_dir)
         self._deletions_hold = math.inf  # the position DELETIONS_HOLD holds from
         self._ended = False  # `finish` began: every record was read
         self.runner: JobRunner | None = None
@@ -308,6 +310,8 @@ class Pipeline:
         if self._events_worker is not None:
             self._events_worker.close()
         self.checkpoints.release()
+        if self._deletions is not None and self.runner is not None:
+            self._guard_note.clear()  # every deletion this run was allowed is accepted
         self._log_end()
 
     def stop(self, signum: int) -> None:
@@ -402,13 +406,24 @@ class Pipeline:
     def _send_deletions(self, ledger: DeletionLedger) -> None:
         """End of input: the guard, then every job before, then the deletions in record order."""
         limit = self.settings.max_deletes_per_run
+        carried = self._guard_note.carried()
+        if carried:
+            self.logger.info(
+                "An earlier run was allowed %s that it did not see all accepted (it was stopped "
+                "or killed): as many of this run's count as allowed (`max_deletes_per_run`).",
+                plural(carried, "deletion"),
+            )
         if self.runner is None:
-            self._write_deletions(ledger.seal(limit))
+            self._write_deletions(ledger.seal(limit, carried=carried))
             return
         # The jobs first: an upsert before a deletion of its id must not land after it, and a
         # run the guard stops still releases the STATE of every record before its deletions.
         self._wait_until(lambda: not (self._in_flight or self._spool))
-        for chunk in ledger.seal(limit):
+        chunks = ledger.seal(limit, carried=carried)
+        if chunks:
+            # Before the first request: a resume of this run must be allowed them again.
+            self._guard_note.allow(sum(len(chunk.ids) for chunk in chunks))
+        for chunk in chunks:
             self.runner.ship_deletion(chunk)
         self._hold_deletions()
 

@@ -373,3 +373,39 @@ def test_an_answer_that_is_no_acceptance_never_releases_state(
         assert methods[methods.index("DELETE") :] == ["DELETE"]  # the redirect not followed
     else:
         assert "no acceptance" in run.stderr
+
+
+def test_a_resume_of_a_run_the_guard_allowed_completes(emulator: Emulator, tmp_path: Path) -> None:
+    kept, gone = 16_000, 1_500  # 8.6% deletions, under the default 10%: two delete requests
+    ids = [f"p{i}" for i in range(1, kept + gone + 1)]
+
+    def messages(start: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [schema("users", PEOPLE)]
+        for n in range(start + 1, len(ids) + 1):
+            out.append(person(ids[n - 1], deleted=n > kept))
+            if n > kept or n % 1_000 == 0:
+                out.append(state({"records": n}))
+        return out
+
+    def kill_after_first_202(proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(emulator.deletions.pending) < 1_000:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+
+    cfg = config_for(emulator, tmp_path, hard_delete=True)
+    killed = run_target(cfg, messages(0), tmp_path, on_start=kill_after_first_202)
+    assert killed.returncode == -signal.SIGKILL
+    assert len(emulator.deletions.pending) == 1_000
+    last = killed.states[-1].value["records"]
+    assert kept <= last < kept + gone  # mostly deletions left: judged alone, over 10%
+
+    resumed = run_target(cfg, messages(last), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "An earlier run was allowed 1,500 deletions" in resumed.stderr
+    assert {s.id for s in emulator.deletions.pending} == set(ids[kept:])
+    assert resumed.states[-1].value == {"records": kept + gone}
+    # Done: the next run is judged alone again.
+    alone = run_target(cfg, people(person(i, deleted=True) for i in ids[:200]), tmp_path)
+    assert alone.returncode == 1
+    assert "would delete 200 profiles" in alone.stderr

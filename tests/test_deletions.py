@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from pathlib import Path
 
 import pytest
 from singer_sdk.helpers.capabilities import TARGET_HARD_DELETE_CONFIG
@@ -22,6 +23,7 @@ from target_userpilot.deletions import (
     is_deletion,
     recreated_warning,
 )
+from target_userpilot.guardnote import GuardNote
 from target_userpilot.settings import CONFIG_SCHEMA, Settings
 
 STAMP = "2026-03-04T10:20:30Z"
@@ -269,3 +271,23 @@ def test_chunks_go_in_record_order_across_kinds() -> None:
     ]
     ledger.accepted(chunks[0])
     assert ledger.watermark() == 2  # STATE may now cover record 1
+
+
+def test_the_guard_counts_an_unfinished_runs_allowance_as_allowed() -> None:
+    ledger = DeletionLedger()
+    for seq in range(500):
+        ledger.delete("users", f"u{seq}", seq)
+    with pytest.raises(DeletionGuardError, match="beside the 300 an unfinished earlier run"):
+        ledger.check(DeleteLimit(share=0.1), carried=300)
+    ledger.check(DeleteLimit(share=0.1), carried=1_500)
+
+
+def test_the_guard_note_carries_an_allowance_until_cleared(tmp_path: Path) -> None:
+    note = GuardNote(tmp_path / "batches")
+    assert note.carried() == 0
+    note.allow(1_500)
+    assert GuardNote(tmp_path / "batches").carried() == 1_500
+    note.clear()
+    assert note.carried() == 0
+    note.path.write_text("{not json")
+    assert note.carried() == 0  # unreadable: the run is judged alone
