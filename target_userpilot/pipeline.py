@@ -73,9 +73,13 @@ LAG_CHECK_RECORDS = 256
 LAG_CHECK_SECONDS = 1.0
 # Longest the main thread waits for an outcome before it looks at signals and the clock.
 WAIT_TICK = 0.25
-# Batches handed to the job thread and not settled: one in flight and one ready keep the slot
-# busy. The others wait in the spool, where newer records of their ids still merge into them.
-MAX_HANDED = 2
+# Batches handed to the job thread and not settled. While input comes, only the one in flight:
+# the others wait in the spool, where newer records of their ids still merge into them (a
+# second, sealed batch took 0.823 rows a record at 20% duplicates; one, 0.809). Once input
+# ended nothing can merge: one more, sealed ahead, spares each gap between jobs the seal
+# (0.08 s a gap measured, against 0.004 s with the next batch ready).
+MAX_HANDED_READING = 1
+MAX_HANDED_ENDED = 2
 # What holds STATE back for the run's deletions, in `Checkpoints`.
 DELETIONS_HOLD = "deletions"
 
@@ -298,6 +302,7 @@ class Pipeline:
         for kind in list(self._open):
             self._ship(kind)
         if self.runner is not None:
+            self._feed()  # nothing merges any more: the next batch may be sealed ahead
             self._log_waiting(f"Input read in full ({plural(self.position, 'record')})")
         if self._deletions is not None:
             self._send_deletions(self._deletions)
@@ -508,7 +513,8 @@ class Pipeline:
         """Seal the oldest waiting batches and hand them over, keeping the slot busy."""
         runner = self.runner
         assert runner is not None  # noqa: S101 - only called when jobs run
-        while self._spool and len(self._in_flight) < MAX_HANDED:
+        handed = MAX_HANDED_ENDED if self._ended else MAX_HANDED_READING
+        while self._spool and len(self._in_flight) < handed:
             sealed = self._spool.take().seal()
             self.counters.merged += sealed.merged
             self._in_flight.shipped(sealed)

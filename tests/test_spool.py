@@ -105,10 +105,10 @@ def test_reading_runs_ahead_of_userpilot_until_the_spool_cap_then_resumes(tmp_pa
     finally:
         pipeline.close()
         logger.removeHandler(handler)
-    # Two batches handed to the job thread, three waiting (1,080 bytes, over the 1,000 cap):
-    # 50 records read while Userpilot had completed nothing; before this change reading
+    # One batch handed to the job thread, three waiting (1,110 bytes, over the 1,000 cap):
+    # 40 records read while Userpilot had completed nothing; before the spool reading
     # stopped at 30.
-    assert paused[0] == (50, 0, 5)
+    assert paused[0] == (40, 0, 4)
     assert len(client.profiles) == 100, "reading resumed and every record was loaded"
     assert states[-1] == {"at": 100}
     assert list((tmp_path / "batches").iterdir()) == []
@@ -132,7 +132,7 @@ def test_a_newer_record_of_a_waiting_id_merges_into_its_batch_and_state_waits_fo
     )
     pipeline.start()
     try:
-        for pid in range(1, 7):  # [1 2] and [3 4] go to the job thread, [5 6] waits
+        for pid in range(1, 7):  # [1 2] goes to the job thread, [3 4] and [5 6] wait
             add(pipeline, pid)
         pipeline.add_state({"at": 6})
         add(pipeline, 5, version=1)  # record 7: merges into the waiting [5 6]
@@ -162,7 +162,7 @@ def test_an_id_in_two_waiting_batches_after_a_merge_that_did_not_fit_loads_both(
     )
     pipeline.start()
     try:
-        for pid in range(1, 5):  # [1 2] and [3 4] go to the job thread
+        for pid in range(1, 5):  # [1 2] goes to the job thread, [3 4] waits
             add(pipeline, pid)
         pipeline.add(
             "users", "users", pipeline.next_position(), Profile("5", None, {"a": "x" * 600})
