@@ -2,12 +2,20 @@
 
 One policy for every way a record can fail: invalid for the tap's own schema, impossible to
 turn into a profile, or rejected by Userpilot inside a completed job.
+
+Letters hold whole records (emails, names), so the file is readable by its owner only (0600).
+Each run that writes letters first appends one marker line, `{"run": ..., "started_at": ...,
+"target_version": ...}`, so the letters of each run can be told apart; a letter has a
+`stream`, a marker has none.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import uuid
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from singer_sdk.exceptions import MissingKeyPropertiesError
@@ -19,6 +27,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 Policy = Literal["dead_letter", "fail", "skip"]
+FILE_MODE = 0o600
+# A dry run's dead letters, in its `dry_run_dir`.
+DRY_RUN_LETTERS = "dead-letters.ndjson"
 
 
 class InvalidRecordError(ValueError):
@@ -44,6 +55,7 @@ class DeadLetters:
         """The file is created only when the first dead letter arrives."""
         self.path = path
         self.policy = policy
+        self.run = run_marker()
         self._handle: BinaryIO | None = None
         self.written = 0
         self.skipped = 0
@@ -93,8 +105,7 @@ class DeadLetters:
     def _append(self, line: bytes) -> None:
         try:
             if self._handle is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = self.path.open("ab")
+                self._handle = self._open()
             self._handle.write(line)
             self._handle.flush()
         except OSError as exc:
@@ -104,6 +115,22 @@ class DeadLetters:
                 f"{exc.strerror or exc}"
             )
             raise DeadLetterFileError(msg) from exc
+
+    def _open(self) -> BinaryIO:
+        """The file opened for appending, readable by its owner only, with this run's marker."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        handle = os.fdopen(fd, "ab")
+        try:
+            # A file an older version created (0644) is narrowed too; one owned by another
+            # user keeps its mode (only its owner may change it).
+            with contextlib.suppress(PermissionError):
+                os.fchmod(fd, FILE_MODE)
+            handle.write(encode_exact(self.run) + b"\n")
+        except BaseException:
+            handle.close()
+            raise
+        return handle
 
     @property
     def total(self) -> int:
@@ -121,3 +148,16 @@ class DeadLetters:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def run_marker() -> dict[str, str]:
+    """The line a run appends before its first dead letter: which run, since when, which code."""
+    try:
+        target_version = version("target-userpilot")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        target_version = "unknown"
+    return {
+        "run": uuid.uuid4().hex,
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "target_version": target_version,
+    }

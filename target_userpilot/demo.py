@@ -62,7 +62,9 @@ def run(input_path: Path, *, batch_rows: int, rows_per_minute: float) -> int:
             for profile in list(users.values())[:3] + list(companies.values())[:2]:
                 print(f"  {json.dumps(profile)}")
             if dead_letters.exists():
-                letters = dead_letters.read_text().splitlines()
+                # The run's marker line (no `stream`) is not a letter.
+                lines = dead_letters.read_text().splitlines()
+                letters = [line for line in lines if "stream" in json.loads(line)]
                 print(f"\nDead letters ({len(letters)}):")
                 for line in letters:
                     print(f"  {line}")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from target_userpilot.batches import BatchFile, LineTooLargeError
 from target_userpilot.changes import ChangeFilter
 from target_userpilot.checkpoints import Checkpoints
-from target_userpilot.deadletters import DeadLetters, InvalidRecordError
+from target_userpilot.deadletters import DRY_RUN_LETTERS, DeadLetters, InvalidRecordError
 from target_userpilot.deletions import DeletionLedger, Upsert, count_of
 from target_userpilot.event_flow import MAX_PENDING, EventFlow
 from target_userpilot.event_worker import EventRefused, EventSent, EventWorker
@@ -109,7 +109,13 @@ class Pipeline:
         self.position = 0
         self.counters = Counters()
         self.checkpoints = Checkpoints(emit_state)
-        self.dead_letters = DeadLetters(settings.dead_letter_path, settings.on_invalid_record)
+        # A dry run's letters go beside its files: the real file holds only real runs' letters.
+        letters_path = (
+            settings.dry_run_dir / DRY_RUN_LETTERS
+            if settings.dry_run
+            else settings.dead_letter_path
+        )
+        self.dead_letters = DeadLetters(letters_path, settings.on_invalid_record)
         self._rejections = Rejections(self.dead_letters, logger)
         self._invalid_share = InvalidShare(
             settings.max_invalid_share, self.checkpoints, self.dead_letters

@@ -123,5 +123,6 @@ def dead_letter_warning(letters: DeadLetters) -> str | None:
         return None
     return (
         f"{plural(letters.written, 'dead letter')} written to {letters.path} "
-        "(setting `dead_letter_path`): those records are not in Userpilot."
+        f'(after the marker line "run": "{letters.run["run"]}"): '
+        "those records are not in Userpilot."
     )

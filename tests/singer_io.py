@@ -216,3 +216,9 @@ def run_cli(
         timeout=120,
         check=False,
     )
+
+
+def dead_letters(path: Path, **loads: Any) -> list[dict[str, Any]]:
+    """The letters of a dead-letter file, without each run's marker line (which has no `stream`)."""
+    lines = [json.loads(raw, **loads) for raw in path.read_bytes().splitlines()]
+    return [line for line in lines if "stream" in line]

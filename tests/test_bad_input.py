@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from singer_io import run_target
+from singer_io import dead_letters, run_target
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -545,7 +545,7 @@ def test_bad_input_has_a_clear_outcome(case: Case, emulator: Emulator, tmp_path:
     assert run.stdout_lines == case.states
     if case.letter_reason is not None:
         raw = dead.read_bytes()
-        (letter,) = [json.loads(text, parse_float=Decimal) for text in raw.splitlines()]
+        (letter,) = dead_letters(dead, parse_float=Decimal)
         assert case.letter_reason in letter["reason"]
         assert letter["record"] == case.letter_record
         assert case.letter_text is None or case.letter_text in raw

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import tempfile
 from pathlib import Path
 
+from singer_io import dead_letters
 from singer_sdk.testing import get_target_test_class, target_test_streams
 from singer_sdk.testing.runners import TargetTestRunner
 
@@ -47,10 +47,7 @@ class TestTargetUserpilot(_StandardTests):  # type: ignore[misc,valid-type]
         # record and goes on, so one odd record never stops a long sync.
         runner.input_filepath = STANDARD_STREAMS / "record_missing_key_property.singer"
         runner.sync_all()
-        letters = [
-            json.loads(line)
-            for line in Path(str(SAMPLE_CONFIG["dead_letter_path"])).read_text().splitlines()
-        ]
+        letters = dead_letters(Path(str(SAMPLE_CONFIG["dead_letter_path"])))
         mine = [x for x in letters if x["stream"] == "test_record_missing_key_property"]
         assert mine
         assert mine[-1]["record"] == {"metric": 8214}

@@ -18,9 +18,14 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def read_letters(path: Path) -> list[dict[str, Any]]:
+def read_lines(path: Path) -> list[dict[str, Any]]:
     """The file as the Singer reader would read it (Decimals for fractions)."""
     return [json.loads(line, parse_float=Decimal) for line in path.read_bytes().splitlines()]
+
+
+def read_letters(path: Path) -> list[dict[str, Any]]:
+    """The letters, without the runs' marker lines."""
+    return [line for line in read_lines(path) if "stream" in line]
 
 
 @pytest.mark.parametrize(
@@ -54,7 +59,7 @@ def test_a_letter_holds_anything_the_reader_accepted(
     raw = path.read_bytes()
     assert line_holds in raw
     assert raw.endswith(b"\n")
-    assert raw.count(b"\n") == 1
+    assert raw.count(b"\n") == 2, "the run's marker, then the letter"
     (letter,) = read_letters(path)
     assert letter["stream"] == "users"
     assert letter["position"] == 3
@@ -88,10 +93,45 @@ def test_letters_are_appended_to_an_existing_file(tmp_path: Path) -> None:
     letters = DeadLetters(path, "dead_letter")
     letters.report(stream="s", kind="users", position=1, reason="r", record={"a": 1}, job_id="j")
     letters.close()
-    first, second = read_letters(path)
+    first, marker, second = read_lines(path)
     assert first == {"earlier": True}
+    assert marker == letters.run
     assert second["job_id"] == "j"
     assert second["record"] == {"a": 1}
+
+
+def test_each_run_marks_its_letters_and_the_file_is_its_owners_alone(tmp_path: Path) -> None:
+    path = tmp_path / "letters.ndjson"
+    path.write_text("")
+    path.chmod(0o644)  # as versions before 0600 left it
+    runs = []
+    for n in (1, 2):
+        letters = DeadLetters(path, "dead_letter")
+        for position in (n * 10, n * 10 + 1):
+            letters.report(stream="s", kind="users", position=position, reason="r", record={})
+        letters.close()
+        runs.append(letters.run)
+    assert runs[0]["run"] != runs[1]["run"]
+    lines = read_lines(path)
+    assert [line.get("run") or line["position"] for line in lines] == [
+        runs[0]["run"],
+        10,
+        11,
+        runs[1]["run"],
+        20,
+        21,
+    ]
+    assert set(runs[0]) == {"run", "started_at", "target_version"}
+    assert runs[0]["target_version"]
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_new_file_is_its_owners_alone(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "letters.ndjson"
+    letters = DeadLetters(path, "dead_letter")
+    letters.report(stream="s", kind="users", position=1, reason="r", record={"email": "a@b.c"})
+    letters.close()
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_no_file_without_a_letter(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from singer_io import record, run_target, schema, state
+from singer_io import dead_letters, record, run_target, schema, state
 from test_target import config_for
 
 if TYPE_CHECKING:
@@ -305,7 +305,7 @@ def test_one_mark_table_decides_for_both_marks_through_the_cli(
     run = run_target(cfg, messages, tmp_path)
 
     assert run.returncode == 0, run.stderr
-    letters = [json.loads(line) for line in (tmp_path / "dead-letters.ndjson").open()]
+    letters = dead_letters(tmp_path / "dead-letters.ndjson")
     for prefix, named in (("u", "`_sdc_deleted_at`"), ("c", "`deleted_property` 'is_deleted'")):
         outcome = {f"{prefix}{n}": expected for n, (_, expected) in enumerate(MARK_TABLE)}
         loaded = emulator.users if prefix == "u" else emulator.companies

@@ -70,7 +70,14 @@ class Meltano:
         self.executable, self.project, self.env = executable, project, env
 
     def __call__(self, *args: str, timeout: float = 240) -> str:
-        proc = subprocess.run(
+        proc = self.run(*args, timeout=timeout)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"meltano {' '.join(args)} exited {proc.returncode}:\n{output}"
+        return proc.stdout
+
+    def run(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        """`meltano args`, whatever its exit status."""
+        return subprocess.run(
             [str(self.executable), *args],
             cwd=self.project,
             env=self.env,
@@ -79,9 +86,6 @@ class Meltano:
             timeout=timeout,
             check=False,
         )
-        output = proc.stdout + proc.stderr
-        assert proc.returncode == 0, f"meltano {' '.join(args)} exited {proc.returncode}:\n{output}"
-        return proc.stdout
 
 
 # Every integer and boolean setting, set the way containers and prod environments set them: an
@@ -187,8 +191,11 @@ def test_meltano_run_loads_examples_keeps_state_and_skips_unchanged(tmp_path: Pa
         jobs_after_first_run = len(emu.jobs)
         # Dead letters default to the project's .meltano/ (Meltano's .gitignore covers it), not
         # the project root.
-        (letter,) = read_jsonl(project / ".meltano/target-userpilot/dead-letters.ndjson")
+        letters_file = project / ".meltano/target-userpilot/dead-letters.ndjson"
+        marker, letter = read_jsonl(letters_file)
         assert letter["record"]["email"] == "no-id@example.com"
+        assert set(marker) == {"run", "started_at", "target_version"}
+        assert letters_file.stat().st_mode & 0o777 == 0o600, "letters hold personal data"
         assert not list(project.glob("*dead-letters*"))
         assert jobs_after_first_run >= 2, "users and companies are separate jobs"
 
@@ -205,8 +212,84 @@ def test_meltano_run_loads_examples_keeps_state_and_skips_unchanged(tmp_path: Pa
         assert (project / ".meltano/target-userpilot/fingerprints.sqlite").is_file()
         meltano("--environment=dev", "run", "tap-jsonl", "target-userpilot")
         assert len(emu.jobs) == jobs_after_first_run
+        # Each run's letters follow its own marker line (this tap sends the record twice now).
+        lines = read_jsonl(letters_file)
+        markers = [n for n, line in enumerate(lines) if "stream" not in line]
+        assert markers == [0, 2], lines
+        assert lines[0]["run"] != lines[2]["run"]
+
+        dry_run_letters_stay_beside_the_dry_run(meltano, letters_file)
+        config_test_checks_the_key_and_sends_nothing(meltano, emu)
+        a_stream_dropped_by_a_stream_map_loads_nothing(meltano, emu)
 
         deletes_follow_the_source(meltano, emu, next(iter(expected_users)))
+
+
+def dry_run_letters_stay_beside_the_dry_run(meltano: Meltano, letters_file: Path) -> None:
+    """A dry run's dead letters go to its dry-run folder; the real file is left as it was."""
+    before = letters_file.read_bytes()
+    dry = Meltano(
+        meltano.executable, meltano.project, {**meltano.env, "TARGET_USERPILOT_DRY_RUN": "true"}
+    )
+    dry("--environment=dev", "run", "tap-jsonl", "target-userpilot")
+    assert letters_file.read_bytes() == before
+    dry_letters = letters_file.parent / "dry-run" / "dead-letters.ndjson"
+    letters = [line for line in read_jsonl(dry_letters) if "stream" in line]
+    assert letters
+    assert {letter["record"]["email"] for letter in letters} == {"no-id@example.com"}
+    assert dry_letters.stat().st_mode & 0o777 == 0o600
+
+
+def config_test_checks_the_key_and_sends_nothing(meltano: Meltano, emu: Emulator) -> None:
+    """`meltano config test`: Meltano's test stream is recognised, the key is what is tested.
+
+    Meltano 4.4.1 ends every loader test with its own `ProcessLookupError` and exit status 1
+    (README's Troubleshooting says so); its line "Test data was written" is the pass.
+    """
+    users, jobs = dict(emu.users), len(emu.jobs)
+    passed = meltano.run("config", "test", "target-userpilot")
+    assert "Test data was written to your target system" in passed.stdout + passed.stderr
+    assert "neither" not in passed.stdout + passed.stderr
+    assert (emu.users, len(emu.jobs)) == (users, jobs), "the test record is not sent"
+    wrong = Meltano(
+        meltano.executable, meltano.project, {**meltano.env, "TARGET_USERPILOT_API_KEY": "wrong"}
+    )
+    failed = wrong.run("--log-level=debug", "config", "test", "target-userpilot")
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "Test data was written" not in output
+    assert "Userpilot rejected the API key" in output
+
+
+def a_stream_dropped_by_a_stream_map_loads_nothing(meltano: Meltano, emu: Emulator) -> None:
+    """A stream the target cannot load, dropped by the target's own stream map: the run passes."""
+    yml = meltano.project / "meltano.yml"
+    text = yml.read_text(encoding="utf-8")
+    # The tap now also emits `events`, a copy of the users file, as a tap one cannot deselect
+    # streams of would.
+    clone = "        profiles: __NULL__\n"
+    assert text.count(clone) == 1
+    yml.write_text(
+        text.replace(
+            clone,
+            clone + "        events:\n          __source__: profiles\n"
+            "          __filter__: _sdc_filename.endswith('users.jsonl')\n",
+        ),
+        encoding="utf-8",
+    )
+    users, jobs = dict(emu.users), len(emu.jobs)
+    refused = meltano.run("--environment=dev", "run", "tap-jsonl", "target-userpilot")
+    assert refused.returncode != 0
+    assert '"stream_maps": {"events": "__NULL__"}' in refused.stdout + refused.stderr
+    dropping = Meltano(
+        meltano.executable,
+        meltano.project,
+        {**meltano.env, "TARGET_USERPILOT_STREAM_MAPS": '{"events": "__NULL__"}'},
+    )
+    dropping("--environment=dev", "run", "tap-jsonl", "target-userpilot")
+    assert len(emu.users) == len(users), "nothing of `events` became a user"
+    assert len(emu.jobs) == jobs, "unchanged profiles: nothing to send"
+    yml.write_text(text, encoding="utf-8")
 
 
 def deletes_follow_the_source(meltano: Meltano, emu: Emulator, gone: str) -> None:

@@ -12,7 +12,7 @@ from pg_fixtures import (  # noqa: F401 - fixtures, found by name
     store_location_fixture,
     store_settings,
 )
-from singer_io import USER_SCHEMA, record, run_target, schema, state, user
+from singer_io import USER_SCHEMA, dead_letters, record, run_target, schema, state, user
 from test_target import config_for
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def events_of(emu: Emulator) -> list[dict[str, Any]]:
 
 def letters(tmp_path: Path) -> list[dict[str, Any]]:
     path = tmp_path / "dead-letters.ndjson"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return dead_letters(path) if path.exists() else []
 
 
 def test_events_arrive_once_each_after_their_users_and_gate_state(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from singer_io import (
     USER_SCHEMA,
     StateSeen,
     assert_states_trail_data,
+    dead_letters,
     interleaved,
     record,
     run_target,
@@ -218,9 +218,7 @@ def test_dead_letter_file_has_record_reason_and_position(
     ]
     run = run_target(config_for(emulator, tmp_path), messages, tmp_path, emulator=emulator)
     assert run.returncode == 0, run.stderr
-    letters = [
-        json.loads(line) for line in (tmp_path / "dead-letters.ndjson").read_text().splitlines()
-    ]
+    letters = dead_letters(tmp_path / "dead-letters.ndjson")
     assert len(letters) == 1
     assert letters[0]["stream"] == "users"
     assert letters[0]["position"] == 2

@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from singer_io import record, run_target, schema, state
+from singer_io import dead_letters, record, run_target, schema, state
+
+from target_userpilot.deadletters import DRY_RUN_LETTERS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -170,8 +172,13 @@ def test_dry_run_writes_the_exact_lines_and_uploads_nothing(
     lines = [
         line
         for path in sorted((tmp_path / "dry").iterdir())
+        if path.name != DRY_RUN_LETTERS
         for line in path.read_text(encoding="utf-8").splitlines()
     ]
+    # The invalid records' letters are beside the dry run's files, not in the real file.
+    invalid = [case for case in CASES if case.reason is not None]
+    assert len(dead_letters(tmp_path / "dry" / DRY_RUN_LETTERS)) == len(invalid)
+    assert not (tmp_path / "dead.ndjson").exists()
     by_id = {json.loads(line)["user_id"]: line for line in lines}
     for case in CASES:
         if case.line is not None and case.name != "integer id":  # merged with its update
@@ -207,7 +214,7 @@ def test_every_good_record_arrives_and_every_bad_one_is_dead_lettered(
                 expected["metadata"]["name"] = "later"
             assert got == expected, case.name
     assert emu.users["70"] == json.loads(MERGED_70)
-    letters = [json.loads(line) for line in dead.read_text(encoding="utf-8").splitlines()]
+    letters = dead_letters(dead)
     invalid = [case for case in CASES if case.reason is not None]
     assert [letter["position"] for letter in letters] == [positions()[c.name] for c in invalid]
     for letter, case in zip(letters, invalid, strict=True):
@@ -276,7 +283,7 @@ def test_rows_userpilot_rejects_become_dead_letters(
     run = run_target(cfg, msgs, tmp_path, emulator=emu)
     assert run.returncode == 0, run.stderr
     assert set(emu.users) == {"1", "3"}
-    [letter] = [json.loads(line) for line in dead.read_text().splitlines()]
+    [letter] = dead_letters(dead)
     assert letter["position"] == 2
     assert letter["profile"] == {"user_id": "2", "metadata": {"name": "n2"}}
     assert "rejected by Userpilot" in letter["reason"]

@@ -12,6 +12,7 @@ from singer_io import (
     COMPANY_SCHEMA,
     USER_SCHEMA,
     assert_states_trail_data,
+    dead_letters,
     interleaved,
     record,
     run_target,
@@ -200,9 +201,8 @@ def test_a_first_profile_too_large_for_any_batch_is_a_dead_letter_not_an_empty_u
     assert [s.value for s in run.states] == [{"n": 1}, {"n": 5}]
     assert sorted(emulator.users) == ["2", "3", "4", "5"]
     assert all(r.status < 400 for r in emulator.requests), "no empty batch was uploaded"
-    letters = (tmp_path / "dead-letters.ndjson").read_text().splitlines()
-    assert len(letters) == 1
-    assert "max_batch_bytes" in json.loads(letters[0])["reason"]
+    (letter,) = dead_letters(tmp_path / "dead-letters.ndjson")
+    assert "max_batch_bytes" in letter["reason"]
     last = run.stderr.strip().splitlines()[-1]
     assert "WARNING" in last
     assert f"1 dead letter written to {tmp_path / 'dead-letters.ndjson'}" in last

@@ -10,7 +10,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from singer_io import USER_SCHEMA, Run, interleaved, record, run_target, schema, state, user
+from singer_io import (
+    USER_SCHEMA,
+    Run,
+    dead_letters,
+    interleaved,
+    record,
+    run_target,
+    schema,
+    state,
+    user,
+)
 
 from target_userpilot.batches import MAX_API_BYTES
 
@@ -198,9 +208,7 @@ def test_three_lines_a_stricter_server_refuses_among_25_000_become_dead_letters(
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(emu.users) == 24_997
     assert not {str(i) for i in poisoned} & set(emu.users)
-    letters = [
-        json.loads(line) for line in (tmp_path / "dead-letters.ndjson").read_text().splitlines()
-    ]
+    letters = dead_letters(tmp_path / "dead-letters.ndjson")
     assert sorted(letter["position"] for letter in letters) == sorted(poisoned)
     assert all("poison" in letter["reason"] for letter in letters), letters[0]["reason"]
     assert [s.value for s in run.states][-1] == {"bookmark": 25_000}

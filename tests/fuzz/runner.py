@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from singer_io import run_target
 
+from target_userpilot.deadletters import DRY_RUN_LETTERS
 from target_userpilot.emulator import EmulatorConfig
 from target_userpilot.target import TargetUserpilot
 
@@ -38,6 +39,7 @@ EMULATOR_LOGGER = "target_userpilot.emulator"
 DRY_RUN_DIR = "dry-run"
 BATCH_DIR = "batches"
 DEAD_LETTERS = "dead-letters.ndjson"
+RUN_MARKER_KEYS = {"run", "started_at", "target_version"}
 FINGERPRINTS = "fingerprints.sqlite"
 
 
@@ -100,8 +102,15 @@ def target_config(
     }
 
 
+def letters_path(case: Case, work: Path) -> Path:
+    """Where the run writes its dead letters: a dry run's are beside its files."""
+    if case.settings.get("dry_run"):
+        return work / DRY_RUN_DIR / DRY_RUN_LETTERS
+    return work / DEAD_LETTERS
+
+
 def _read_dead_letters(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Parsed dead letters, and sentences for lines that are not JSON."""
+    """Parsed dead letters (not the runs' marker lines), and sentences for lines not JSON."""
     if not path.exists():
         return [], []
     letters: list[dict[str, Any]] = []
@@ -113,15 +122,20 @@ def _read_dead_letters(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 def _parse_letter(raw: bytes, letters: list[dict[str, Any]], problems: list[str]) -> None:
     try:
-        letters.append(json.loads(raw))
+        letter = json.loads(raw)
     except ValueError as exc:
         problems.append(f"an unreadable dead letter ({exc}): {raw[:80]!r}")
+        return
+    if not (isinstance(letter, dict) and set(letter) == RUN_MARKER_KEYS):
+        letters.append(letter)
 
 
 def _dry_run_ids(folder: Path) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {"users": set(), "companies": set()}
     if folder.exists():
         for path in folder.iterdir():
+            if path.name == DRY_RUN_LETTERS:
+                continue
             for raw in path.read_bytes().splitlines():
                 line = json.loads(raw)
                 if "user_id" in line:
@@ -240,7 +254,7 @@ class InProcessRunner:
         # Only the capture listens while the target runs (pytest's log capture would keep
         # every line of thousands of runs).
         others, root.handlers = root.handlers, [capture]
-        tap = _StateTap(self.emu, work / DEAD_LETTERS)
+        tap = _StateTap(self.emu, letters_path(case, work))
         crash = None
         # The target installs SIGTERM/SIGINT handlers; they must not outlive its run here.
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -290,11 +304,11 @@ class InProcessRunner:
         seconds: float,
         rss_before: int,
     ) -> Outcome:
-        letters, unreadable = _read_dead_letters(work / DEAD_LETTERS)
+        dead = letters_path(case, work)
+        letters, unreadable = _read_dead_letters(dead)
         log = "\n".join(capture.lines)
         texts: dict[str, str | bytes] = {"stdout": tap.getvalue(), "log": log}
         texts.update(_files(work / DRY_RUN_DIR))
-        dead = work / DEAD_LETTERS
         if dead.exists():
             texts["dead letters"] = dead.read_bytes()
         return Outcome(
@@ -325,12 +339,13 @@ def run_subprocess(emu: Emulator, case: Case, work: Path) -> Outcome:
         target_config(case, key, emu.url, work), case.lines, work, emulator=emu, timeout=60
     )
     seconds = time.monotonic() - started
-    letters, unreadable = _read_dead_letters(work / DEAD_LETTERS)
+    dead = letters_path(case, work)
+    letters, unreadable = _read_dead_letters(dead)
     positions = {d["position"] for d in letters if isinstance(d.get("position"), int)}
     texts: dict[str, str | bytes] = {"stdout": "\n".join(run.stdout_lines), "stderr": run.stderr}
     texts.update(_files(work / DRY_RUN_DIR))
-    if (work / DEAD_LETTERS).exists():
-        texts["dead letters"] = (work / DEAD_LETTERS).read_bytes()
+    if dead.exists():
+        texts["dead letters"] = dead.read_bytes()
     return Outcome(
         exit_code=run.returncode,
         states=[
