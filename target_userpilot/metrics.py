@@ -29,6 +29,8 @@ class RunMetric(str, enum.Enum):
     REJECTED_BY_USERPILOT = "rejected_by_userpilot"
     JOBS_COMPLETED = "jobs_completed"
     DELETIONS_ACCEPTED = "deletions_accepted"
+    EVENTS_SENT = "events_sent"
+    EVENTS_REFUSED = "events_refused"
 
 
 def counter_points(counters: Counters, *, dry_run: bool) -> list[Point[int]]:
@@ -50,6 +52,8 @@ def counter_points(counters: Counters, *, dry_run: bool) -> list[Point[int]]:
         (RunMetric.INVALID_RECORDS, counters.invalid, {}),
         (RunMetric.REJECTED_BY_USERPILOT, counters.rejected_by_userpilot, {}),
         (RunMetric.JOBS_COMPLETED, counters.jobs, {}),
+        (RunMetric.EVENTS_SENT, counters.events_accepted, {}),
+        (RunMetric.EVENTS_REFUSED, counters.events_refused, {}),
     ]
     # The SDK's `Point` reads only the metric's `.value`; its type names the SDK's own enum.
     return [

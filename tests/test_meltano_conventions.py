@@ -169,6 +169,8 @@ def test_metric_lines_count_what_reached_userpilot(emulator: Emulator, tmp_path:
         ("invalid_records", None): 1,
         ("rejected_by_userpilot", None): 0,
         ("jobs_completed", None): 2,
+        ("events_sent", None): 0,
+        ("events_refused", None): 0,
     }
     # The same input again: nothing is sent, which the SDK's `record_count` (5) does not say.
     again = run_target(config, messages, tmp_path)
