@@ -52,7 +52,7 @@ class ChangeFilter:
         self._in_flight: Counter[tuple[str, str]] = Counter()
 
     def unchanged(self, kind: str, profile_id: str, line: bytes, *, waiting: bool) -> bool:
-        """Whether the profile can be skipped; `waiting`: its id is in an open batch."""
+        """Whether the profile can be skipped; `waiting`: its id is in an open or waiting batch."""
         if waiting or (kind, profile_id) in self._in_flight:
             # A newer value for this id is still on its way: this one must follow it, even
             # if it reverts to what was confirmed before.

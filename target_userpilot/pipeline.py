@@ -9,7 +9,8 @@ the same points; stopping, the grace wait, the summary and the cleanup all run h
 main path, and `close` removes the run's batch folder whichever way the run ends.
 
 Streams of the same kind share one batch (two tap streams mapped to `users` fill the same
-upload).
+upload). A full batch waits in the spool (`spool.py`) until the job thread needs it, so input
+is read at the target's speed, not Userpilot's; reading pauses only past `max_spool_bytes`.
 
 Events (`event_flow.py`) go to a thread of their own (`event_worker.py`), which reports on the
 same outcome queue as the job thread; an event waits for the batch holding its user.
