@@ -179,3 +179,19 @@ def test_metric_lines_count_what_reached_userpilot(emulator: Emulator, tmp_path:
     assert counters[("profiles_sent", "users")] == 0
     assert counters[("unchanged_skipped", None)] == 4
     assert counters[("jobs_completed", None)] == 0
+
+
+def test_fail_policy_on_a_record_lacking_its_key_is_one_line(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # In-process this is the SDK's MissingKeyPropertiesError (the standard suite in
+    # tests/test_core.py); at the CLI it is one line and exit status 1, as any `fail`.
+    config = {"api_key": TOKEN, "api_url": emulator.url, "on_invalid_record": "fail"}
+    messages = [schema("users", SCHEMA), record("users", {"name": "no key"}), state({"n": 1})]
+    run = run_target(config, messages, tmp_path)
+    assert run.returncode == 1
+    (error,) = [line for line in run.stderr.splitlines() if " ERROR " in f" {line} "]
+    assert "lacks key properties ['id']" in error
+    assert "on_invalid_record" in error
+    assert "Traceback" not in run.stderr
+    assert run.states == []

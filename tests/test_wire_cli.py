@@ -125,6 +125,7 @@ def test_a_wrong_key_stops_before_reading_input(
     assert run.returncode == 1
     assert "HTTP 401" in failure_line(run.stderr)
     assert "`api_key`" in failure_line(run.stderr)
+    assert "not the App Token" in failure_line(run.stderr), "the key most often mistaken for it"
     assert [r.path for r in emu.requests] == ["/v1/background_jobs/"]  # the preflight only
     assert TOKEN not in run.stderr
 

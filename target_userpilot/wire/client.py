@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from target_userpilot.wire.deletions import DeleteSender, deletion_policy
 from target_userpilot.wire.errors import (
+    KEY_HINT,
     AuthError,
     PayloadTooLargeError,
     RejectedUploadError,
@@ -464,8 +465,8 @@ class UserpilotClient:
         if answer.status_code in {401, 403}:
             msg = (
                 f"Userpilot rejected the API key (HTTP {answer.status_code}) for {self.api_url}: "
-                "check the `api_key` setting (and that `api_url` is your account's environment "
-                "host)"
+                f"check the `api_key` setting ({KEY_HINT}) and that `api_url` is your account's "
+                "environment host"
             )
             raise AuthError(msg)
 

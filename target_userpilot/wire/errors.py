@@ -7,6 +7,11 @@ class UserpilotError(Exception):
     """Base of every error the client raises; the message says what to fix."""
 
 
+# A 401 is most often the App Token (the one Userpilot's JavaScript snippet holds) pasted
+# where the API key belongs.
+KEY_HINT = "the API key of Userpilot > Settings > Environment, not the App Token"
+
+
 class AuthError(UserpilotError):
     """Userpilot rejected the API key (401/403). Never retried."""
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from target_userpilot.wire.errors import AuthError, UserpilotError
+from target_userpilot.wire.errors import KEY_HINT, AuthError, UserpilotError
 from target_userpilot.wire.jobs_api import server_words
 from target_userpilot.wire.retry import Failure, Pace, Retrier, RetryPolicy
 from target_userpilot.wire.transport import Transport, clean_api_key
@@ -158,7 +158,7 @@ class TrackSender:
         if code in {401, 403}:
             msg = (
                 f"Userpilot rejected the API key (HTTP {code}) for an event at {self._url}: "
-                "check the `api_key` setting"
+                f"check the `api_key` setting ({KEY_HINT})"
             )
             raise AuthError(msg)
         if code in REFUSING_STATUSES:
