@@ -40,7 +40,8 @@ the whole run's count is known, and a run over the limit stops before any is sen
 - kill -9 between a chunk's 202 and the STATE that covers it: chunks are sent in record order
   and STATE is released after each 202, so the resume replays from the STATE written after
   the previous chunk and sends again at most the chunks no STATE covered yet. Deleting an id
-  twice is harmless (Userpilot schedules it again); the guard counts the replayed input.
+  twice is harmless (Userpilot schedules it again); the guard allows the replay what it
+  allowed the killed run (`guardnote.py`).
 - The cost of the guard: a run whose input holds a deletion releases no STATE past that
   record until the end of input. A count-only guard could send full chunks early, but a run
   stopped by the guard would then have sent some deletions; the guard promises none.
@@ -52,7 +53,7 @@ the whole run's count is known, and a run over the limit stops before any is sen
   `DeletionMarkError` is an invalid record (`on_invalid_record`); `deleted_property` is left
   out of metadata. Summary: `DeletionLedger.counts(kind)`. Ids go to logs at DEBUG only.
 - Dry run: `seal(limit)` still checks the guard; `DeletionChunk.body()` is what would be sent,
-  written to `dry_run_dir` as `delete-<kind>-NNNN.json`.
+  written to the run's own folder in `dry_run_dir` as `delete-<kind>-NNNN.json`.
 - `hard_delete` is the SDK's built-in setting (`TARGET_HARD_DELETE_CONFIG`), but singer-sdk
   0.54.9 merges it only into SQL targets' schemas, so settings.py declares it; add
   `TargetCapabilities.HARD_DELETE` to the target's capabilities to advertise `hard-delete`.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import queue
 import time
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,7 @@ from target_userpilot.inflight import InFlight
 from target_userpilot.jobs import BatchDone, DeletionAccepted, JobRunner, PollPlan
 from target_userpilot.metrics import log_counters
 from target_userpilot.rejections import InvalidShare, Rejections
-from target_userpilot.rundir import RunFolder
+from target_userpilot.rundir import RunFolder, dry_run_folder
 from target_userpilot.signals import StopRequest
 from target_userpilot.spool import Spool
 from target_userpilot.summary import (
@@ -159,13 +160,15 @@ class Pipeline:
                 before_send=fingerprints.check_session if fingerprints is not None else _nothing,
                 outcomes=outcomes,
             )
+        # A fresh folder per dry run: no earlier run's files beside this one's, none overwritten.
+        self._dry_dir = dry_run_folder(settings.dry_run_dir, time.time(), os.getpid())
         self._events = EventFlow(
             checkpoints=self.checkpoints,
             counters=self.counters,
             letters=self.dead_letters,
             changes=self._changes,
             worker=self._events_worker,
-            dry_run_dir=settings.dry_run_dir if settings.dry_run else None,
+            dry_run_dir=self._dry_dir if settings.dry_run else None,
             logger=logger,
         )
 
@@ -179,7 +182,7 @@ class Pipeline:
                 self.settings.batch_dir,
             )
         if self.settings.dry_run:
-            self.settings.dry_run_dir.mkdir(parents=True, exist_ok=True)
+            self._dry_dir.mkdir(parents=True)
         if self.runner is not None:
             self.runner.start()
         if self._events_worker is not None:
@@ -329,16 +332,27 @@ class Pipeline:
     def stop(self, signum: int) -> None:
         """A termination signal: wait up to `termination_grace` for the job in flight, report."""
         grace = self.settings.termination_grace
-        current = self._in_flight.current_job
-        job = f"Userpilot job {current}" if current else "the job in flight"
         self.logger.warning(
             "Received signal %d: stopping; %s.",
             signum,
-            f"waiting up to {grace:g} s (setting `termination_grace`) for {job} to complete"
+            f"waiting up to {grace:g} s (setting `termination_grace`) for {self._in_hand()}"
             if self._busy()
-            else "no job in flight",
+            else "nothing in flight",
         )
-        self._stop_early("Stopped before the end of input")
+        self._stop_early(
+            "Stopped after reading the whole input"
+            if self._ended
+            else "Stopped before the end of input"
+        )
+
+    def _in_hand(self) -> str:
+        """What the job thread is busy with, as the stop report names it."""
+        if self._in_flight or self._spool:
+            current = self._in_flight.current_job
+            return f"Userpilot job {current}" if current else "the job in flight"
+        if self._deletions is not None and self._deletions.unanswered:
+            return "the delete request in flight"
+        return "the events waiting to be sent"
 
     def fail(self) -> None:
         """A fatal error on the main path: stop as `stop` does, then the caller re-raises."""
@@ -392,18 +406,34 @@ class Pipeline:
                 "checkpointed and will be sent again by the next run from the last STATE.",
                 current,
             )
+        self._report_unsent_deletions()
         self.logger.warning(
-            "%s: %s received, STATE released up to the last confirmed job; rerun from the "
+            "%s: %s received, STATE released up to what Userpilot confirmed; rerun from the "
             "last STATE to resume.",
             headline,
             plural(self.counters.records_in, "record"),
         )
         self._log_end()
 
+    def _report_unsent_deletions(self) -> None:
+        """Deletions read but never accepted: no STATE covers them, the next run sends them."""
+        if self._deletions is None or self.settings.dry_run:
+            return
+        kinds: tuple[Kind, ...] = ("users", "companies")
+        counts = {kind: self._deletions.counts(kind) for kind in kinds}
+        unsent = {kind: c.pending + c.sent - c.accepted for kind, c in counts.items()}
+        if any(unsent.values()):
+            self.logger.warning(
+                "The deletion of %s was not accepted by Userpilot (never sent, or no acceptance "
+                "came back): no STATE covers it, so the next run from the last STATE sends it "
+                "again.",
+                " and ".join(count_of(kind, n) for kind, n in unsent.items() if n),
+            )
+
     def _log_end(self) -> None:
         retries = self._client.stats.retries if self._client is not None else 0
         facts = RunFacts(
-            dry_run_dir=self.settings.dry_run_dir if self.settings.dry_run else None,
+            dry_run_dir=self._dry_dir if self.settings.dry_run else None,
             retries=retries,
             elapsed=time.monotonic() - self._started,
         )
@@ -440,9 +470,9 @@ class Pipeline:
         self._hold_deletions()
 
     def _write_deletions(self, chunks: list[DeletionChunk]) -> None:
-        """A dry run: each delete request's body as a file in `dry_run_dir`, nothing sent."""
+        """A dry run: each delete request's body as a file in its folder, nothing sent."""
         for number, chunk in enumerate(chunks, 1):
-            path = self.settings.dry_run_dir / f"delete-{chunk.kind}-{number:04d}.json"
+            path = self._dry_dir / f"delete-{chunk.kind}-{number:04d}.json"
             path.write_text(json.dumps(chunk.body()) + "\n")
             self.logger.debug(
                 "Would delete %s: %s", count_of(chunk.kind, len(chunk.ids)), chunk.ids
@@ -496,7 +526,7 @@ class Pipeline:
         if self.runner is None:  # a dry run
             sealed = batch.seal()
             self.counters.merged += sealed.merged
-            sealed.path.replace(self.settings.dry_run_dir / sealed.path.name)
+            sealed.path.replace(self._dry_dir / sealed.path.name)
             self.counters.files_written += 1
             self.counters.profiles_sent[kind] += sealed.rows
             self.checkpoints.settle(sealed.path)

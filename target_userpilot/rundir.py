@@ -9,6 +9,7 @@ with SIGKILL or lost with their machine. A live run's folder is never touched.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import os
 import shutil
@@ -18,6 +19,14 @@ from pathlib import Path
 from target_userpilot.batches import BatchFileError
 
 PREFIX = "userpilot-run-"
+
+
+def dry_run_folder(parent: Path, now: float, pid: int) -> Path:
+    """A dry run's own folder in `dry_run_dir`: `<UTC time>-<pid>`, never an earlier run's."""
+    moment = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc)
+    return parent / f"{moment:%Y%m%dT%H%M%S.%fZ}-{pid}"
+
+
 LOCK = ".lock"
 
 

@@ -201,9 +201,9 @@ CONFIG_SCHEMA = th.PropertiesList(
         "dry_run_dir",
         th.StringType,
         title="Dry-run folder",
-        description="Where a dry run writes the NDJSON files it would have uploaded (default: "
-        "`.meltano/target-userpilot/dry-run` in a Meltano project, else "
-        f"`{DRY_RUN_OUTSIDE_MELTANO}` in the working folder).",
+        description="Where a dry run writes the NDJSON files it would have uploaded, each run in "
+        "a new folder `<UTC time>-<pid>` (default: `.meltano/target-userpilot/dry-run` in a "
+        f"Meltano project, else `{DRY_RUN_OUTSIDE_MELTANO}` in the working folder).",
     ),
     th.Property(
         "max_batch_rows",

@@ -222,3 +222,9 @@ def dead_letters(path: Path, **loads: Any) -> list[dict[str, Any]]:
     """The letters of a dead-letter file, without each run's marker line (which has no `stream`)."""
     lines = [json.loads(raw, **loads) for raw in path.read_bytes().splitlines()]
     return [line for line in lines if "stream" in line]
+
+
+def dry_run_output(dry_run_dir: Path) -> Path:
+    """The folder the only dry run into `dry_run_dir` wrote (`<UTC time>-<pid>`)."""
+    (run,) = (path for path in dry_run_dir.iterdir() if path.is_dir())
+    return run

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from singer_io import dead_letters, record, run_target, schema, state
+from singer_io import dead_letters, dry_run_output, record, run_target, schema, state
 from test_target import config_for
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def test_a_dry_run_lists_the_deletions_and_sends_nothing(
 
     assert run.returncode == 0, run.stderr
     assert "would delete 2 users and 0 companies in 1 file" in run.stderr
-    listed = json.loads((dry / "delete-users-0001.json").read_text())
+    listed = json.loads((dry_run_output(dry) / "delete-users-0001.json").read_text())
     assert listed == {"users": ["p1", "p3"]}
     assert not deletes(emulator)
     assert not emulator.users
@@ -409,3 +409,59 @@ def test_a_resume_of_a_run_the_guard_allowed_completes(emulator: Emulator, tmp_p
     alone = run_target(cfg, people(person(i, deleted=True) for i in ids[:200]), tmp_path)
     assert alone.returncode == 1
     assert "would delete 200 profiles" in alone.stderr
+
+
+def test_a_stop_while_deletions_meet_429s_says_what_was_left(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    def term_during_429s(proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not emulator.requests:
+            time.sleep(0.005)  # the start-up check passed: from now on every request is a 429
+        emulator.set_faults(fail_rate=1.0, fault_kinds=("429", "429date"), retry_after_seconds=0)
+        while time.monotonic() < deadline and len(deletes(emulator)) < 2:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGTERM)
+
+    cfg = config_for(
+        emulator, tmp_path, hard_delete=True, max_deletes_per_run=1_000, termination_grace=1
+    )
+    messages = people(person(f"p{i}", deleted=True) for i in range(150))
+    run = run_target(cfg, messages, tmp_path, on_start=term_during_429s)
+
+    assert run.returncode == 128 + signal.SIGTERM
+    assert "Stopped after reading the whole input: 150 records received" in run.stderr
+    assert "for the delete request in flight" in run.stderr
+    assert "The deletion of 150 users was not accepted by Userpilot" in run.stderr
+    assert "sends it again" in run.stderr
+    assert "0 requests retried" not in run.stderr
+    assert not run.states
+
+
+def test_each_dry_run_writes_into_a_folder_of_its_own(emulator: Emulator, tmp_path: Path) -> None:
+    dry = tmp_path / "dry"
+    cfg = config_for(
+        emulator,
+        tmp_path,
+        hard_delete=True,
+        dry_run=True,
+        dry_run_dir=str(dry),
+        max_deletes_per_run=2_000,
+    )
+    first = run_target(cfg, people(person(f"p{i}", deleted=True) for i in range(1_001)), tmp_path)
+    assert first.returncode == 0, first.stderr
+    (earlier,) = dry.iterdir()
+    assert sorted(p.name for p in earlier.iterdir()) == [
+        "delete-users-0001.json",
+        "delete-users-0002.json",
+    ]
+
+    second = run_target(cfg, people([person("q1", deleted=True), person("q2")]), tmp_path)
+    assert second.returncode == 0, second.stderr
+    (later,) = set(dry.iterdir()) - {earlier}
+    written = sorted(p.name for p in later.iterdir())
+    assert len(written) == 2  # one batch file, one delete request
+    assert json.loads((later / "delete-users-0001.json").read_text()) == {"users": ["q1"]}
+    assert f"would send 1 user and 0 companies in 1 file in {later}" in second.stderr
+    assert "would delete 1 user and 0 companies in 1 file" in second.stderr
+    assert len(list(earlier.iterdir())) == 2  # the first run's files untouched

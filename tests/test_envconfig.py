@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from singer_io import USER_SCHEMA, record, run_cli, schema, state, user
+from singer_io import USER_SCHEMA, dry_run_output, record, run_cli, schema, state, user
 from singer_sdk.exceptions import ConfigValidationError
 
 from target_userpilot.envconfig import env_config, parse_scalar, scalar_type
@@ -134,7 +134,7 @@ def test_the_cli_takes_every_setting_from_env_vars(tmp_path: Path) -> None:
     run = run_cli(["--config", "ENV"], messages, tmp_path, env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "would send 1 user" in run.stderr
-    (batch,) = (tmp_path / "dry").iterdir()
+    (batch,) = dry_run_output(tmp_path / "dry").iterdir()
     assert json.loads(batch.read_text())["user_id"] == "1"
 
 

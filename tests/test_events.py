@@ -12,7 +12,16 @@ from pg_fixtures import (  # noqa: F401 - fixtures, found by name
     store_location_fixture,
     store_settings,
 )
-from singer_io import USER_SCHEMA, dead_letters, record, run_target, schema, state, user
+from singer_io import (
+    USER_SCHEMA,
+    dead_letters,
+    dry_run_output,
+    record,
+    run_target,
+    schema,
+    state,
+    user,
+)
 from test_target import config_for
 
 if TYPE_CHECKING:
@@ -191,7 +200,7 @@ def test_a_dry_run_writes_the_request_bodies(emulator: Emulator, tmp_path: Path)
     cfg = config_for(emulator, tmp_path, dry_run=True, dry_run_dir=str(tmp_path / "dry"))
     run = run_target(cfg, users_then_events(2), tmp_path)
     assert run.returncode == 0, run.stderr
-    bodies = (tmp_path / "dry" / "track-events.ndjson").read_text().splitlines()
+    bodies = (dry_run_output(tmp_path / "dry") / "track-events.ndjson").read_text().splitlines()
     assert [json.loads(b) for b in bodies] == [
         {
             "user_id": str(i),

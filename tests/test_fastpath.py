@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from singer_io import dead_letters
+from singer_io import dead_letters, dry_run_output
 
 from target_userpilot.deadletters import DRY_RUN_LETTERS
 from target_userpilot.fastpath import RecordFastPath
@@ -72,8 +72,7 @@ def dry_run(tmp_path: Path, name: str, text: str, **settings: Any) -> tuple[list
     TargetUserpilot(config=config).listen(io.StringIO(text))
     lines = [
         line
-        for path in sorted((out / "dry").iterdir())
-        if path.name != DRY_RUN_LETTERS
+        for path in sorted(dry_run_output(out / "dry").iterdir())
         for line in path.read_text().splitlines()
     ]
     dead_path = out / "dry" / DRY_RUN_LETTERS  # a dry run's letters are beside its files
@@ -165,9 +164,9 @@ def test_a_full_sink_is_drained_after_the_record_as_the_sdk_does(
     # run writes one file per profile, on either path.
     monkeypatch.setattr(ProfileSink, "is_full", property(lambda sink: sink.current_size >= 1))
     fast_lines, _ = dry_run(tmp_path, "fast", singer_lines())
-    files = len(list((tmp_path / "fast" / "dry").glob("userpilot-*")))
+    files = len(list(dry_run_output(tmp_path / "fast" / "dry").glob("userpilot-*")))
     without_fast_path(monkeypatch)
     full_lines, _ = dry_run(tmp_path, "full", singer_lines())
 
-    assert files == len(list((tmp_path / "full" / "dry").glob("userpilot-*"))) == 6
+    assert files == len(list(dry_run_output(tmp_path / "full" / "dry").glob("userpilot-*"))) == 6
     assert sorted(fast_lines) == sorted(full_lines)

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from singer_io import dead_letters, record, run_target, schema, state
+from singer_io import dead_letters, dry_run_output, record, run_target, schema, state
 
 from target_userpilot.deadletters import DRY_RUN_LETTERS
 
@@ -171,8 +171,7 @@ def test_dry_run_writes_the_exact_lines_and_uploads_nothing(
     assert run.stdout_lines == [], "a dry run moves no bookmark"
     lines = [
         line
-        for path in sorted((tmp_path / "dry").iterdir())
-        if path.name != DRY_RUN_LETTERS
+        for path in sorted(dry_run_output(tmp_path / "dry").iterdir())
         for line in path.read_text(encoding="utf-8").splitlines()
     ]
     # The invalid records' letters are beside the dry run's files, not in the real file.

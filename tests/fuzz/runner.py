@@ -133,9 +133,8 @@ def _parse_letter(raw: bytes, letters: list[dict[str, Any]], problems: list[str]
 def _dry_run_ids(folder: Path) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {"users": set(), "companies": set()}
     if folder.exists():
-        for path in folder.iterdir():
-            if path.name == DRY_RUN_LETTERS:
-                continue
+        # Each dry run's batch files are in a folder of its own (`<UTC time>-<pid>`).
+        for path in folder.glob("*/userpilot-*"):
             for raw in path.read_bytes().splitlines():
                 line = json.loads(raw)
                 if "user_id" in line:
