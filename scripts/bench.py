@@ -32,6 +32,10 @@ Measurements (`--only` takes one of these names):
 - large_reruns: `rerun` at 3,000,000 users (and 10,000,000 with `--long`, outside CI: hours
   and ~4 GB of scratch input), with SQLite and with PostgreSQL.
 - states: peak RSS of 300,000 users with a 2 KB STATE after every record.
+- events: an `events` stream beside a users stream, against the emulator's Track API limit of
+  600 a minute, at the default `track_requests_per_minute` (540): events accepted a minute
+  (first to last arrival), 429 answers, and the bulk slot's utilization beside the same users
+  loaded without events.
 
 Each figure the project set a goal for is also listed under `goals` in `results.json`, with
 whether it was met.
@@ -65,6 +69,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
+
+import requests
 
 from target_userpilot.emulator import EmulatorConfig, JobRecord, RequestRecord, serve
 from target_userpilot.profiles import Profile, to_profile
@@ -134,6 +140,8 @@ class Sizes:
     tap: int = 200_000
     large_reruns: tuple[int, ...] = (3_000_000,)
     states: int = 300_000
+    events: int = 1_620  # three minutes at 540 a minute
+    event_users: int = 60_000
 
 
 FULL = Sizes(
@@ -162,6 +170,8 @@ QUICK = Sizes(
     tap=5_000,
     large_reruns=(10_000,),
     states=5_000,
+    events=180,
+    event_users=6_000,
 )
 LONG_RERUNS = (3_000_000, 10_000_000)
 # Userpilot's pace is 20 to 30 rows/s; this is it sped up ~160 times, for a run of a minute.
@@ -1177,7 +1187,138 @@ GOALS = (
         45_000,
         ",.0f",
     ),
+    Goal(
+        "events: share of track_requests_per_minute",
+        ("events", "share_of_setting"),
+        ">=",
+        0.99,
+        ".2%",
+    ),
+    Goal("events: answers 429 at the default pace", ("events", "answered_429"), "<=", 0, "d"),
 )
+
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event_id": {"type": "string"},
+        "user_id": {"type": "string"},
+        "event_name": {"type": "string"},
+        "amount": {"type": ["number", "null"]},
+    },
+}
+
+
+def write_users_and_events(path: Path, users: int, events: int) -> None:
+    """Users, with events spread evenly among them (of users not in this run: none waits)."""
+    every = max(1, users // max(events, 1))
+    sent = 0
+    with path.open("w") as out:
+        for stream, schema, key in (
+            ("users", USER_SCHEMA, "user_id"),
+            ("events", EVENT_SCHEMA, "event_id"),
+        ):
+            header = {"type": "SCHEMA", "stream": stream, "schema": schema, "key_properties": [key]}
+            out.write(json.dumps(header) + "\n")
+        for i in range(users):
+            out.write(json.dumps({"type": "RECORD", "stream": "users", "record": user(i)}) + "\n")
+            if events and i % every == 0 and sent < events:
+                event = {
+                    "event_id": f"e{sent}",
+                    "user_id": f"known-{sent % 50}",
+                    "event_name": "seat_added",
+                    "amount": 1.5,
+                }
+                out.write(
+                    json.dumps({"type": "RECORD", "stream": "events", "record": event}) + "\n"
+                )
+                sent += 1
+        for rest in range(sent, events):
+            event = {
+                "event_id": f"e{rest}",
+                "user_id": f"known-{rest % 50}",
+                "event_name": "seat_added",
+                "amount": 1.5,
+            }
+            out.write(json.dumps({"type": "RECORD", "stream": "events", "record": event}) + "\n")
+        out.write(json.dumps({"type": "STATE", "value": {"offset": users + events}}) + "\n")
+
+
+def _slot_utilization(jobs: list[JobRecord]) -> float:
+    """Share of the span from the first upload to the last job's end that a job was running."""
+    ours = sorted((j for j in jobs if not j.foreign), key=lambda j: j.submitted_at)
+    busy = sum(float(j.finished_at or 0.0) - j.submitted_at for j in ours)
+    span = float(ours[-1].finished_at or 0.0) - ours[0].submitted_at if ours else 0.0
+    return busy / span if span else 0.0
+
+
+def measure_events(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
+    """Events a minute against the Track API's limit, and their effect on the bulk slot."""
+    n, users = sizes.events, sizes.event_users
+    seconds = n / 540 * 60
+    # Users jobs that last about as long as the events: both run side by side throughout.
+    rpm = users / (seconds / 60)
+    config = EmulatorConfig(token=TOKEN, rows_per_minute=rpm, queued_seconds=0)
+    both, alone = scratch / "events.singer", scratch / "events-users.singer"
+    write_users_and_events(both, users, n)
+    write_users_and_events(alone, users, 0)
+    with serve(config, port=0) as emu:
+        for k in range(50):
+            requests_identify(emu, f"known-{k}")
+        result = run_userpilot(emu, both, users + n, scratch, timeout=3 * seconds + 600)
+        view = emu.events
+    arrivals = sorted(
+        dt.datetime.fromisoformat(e["received_at"].replace("Z", "+00:00")).timestamp()
+        for e in view["events"]
+    )
+    per_minute = (
+        (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) * 60 if len(arrivals) > 1 else 0.0
+    )
+    with serve(config, port=0) as emu:
+        without = run_userpilot(emu, alone, users, scratch, timeout=3 * seconds + 600)
+    figures: dict[str, Any] = {
+        "events": n,
+        "users": users,
+        "rows_per_minute": round(rpm),
+        "accepted": view["count"],
+        "answered_429": view["answered_429"],
+        "events_per_minute": round(per_minute, 1),
+        "share_of_setting": per_minute / 540,
+        "slot_utilization_with_events": _slot_utilization(result.jobs),
+        "slot_utilization_without_events": _slot_utilization(without.jobs),
+        "wall_seconds": round(result.seconds, 3),
+        "wall_seconds_without_events": round(without.seconds, 3),
+    }
+    table.append(
+        (
+            "events",
+            (
+                f"{view['count']:,} accepted, {per_minute:,.1f}/min "
+                f"({figures['share_of_setting']:.2%} of 540), {view['answered_429']} answered 429 "
+                "(limit 600/min)"
+            ),
+        )
+    )
+    table.append(
+        (
+            "  bulk slot beside events",
+            (
+                f"{figures['slot_utilization_with_events']:.2%} busy with events, "
+                f"{figures['slot_utilization_without_events']:.2%} without"
+            ),
+        )
+    )
+    return figures
+
+
+def requests_identify(emu: Emulator, user_id: str) -> None:
+    """One real-time identify: a user Userpilot knows before the run."""
+    requests.post(
+        f"{emu.url}/v1/identify",
+        json={"user_id": user_id, "metadata": {}},
+        headers={"Authorization": f"Token {TOKEN}", "X-API-Version": "2020-09-22"},
+        timeout=10,
+    ).raise_for_status()
 
 
 def check_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1311,6 +1452,7 @@ MEASUREMENTS: dict[str, Measurement] = {
     "stores": measure_stores,
     "large_reruns": measure_large_reruns,
     "states": measure_states,
+    "events": measure_events,
 }
 NAMES = tuple(MEASUREMENTS)
 

@@ -68,6 +68,15 @@ def test_the_pacer_spaces_requests_evenly_and_allows_no_burst_after_a_pause(
     assert fake_clock.sleeps[-1] == pytest.approx(0.1)
 
 
+def test_a_slow_answer_does_not_lower_the_rate(fake_clock: FakeClock) -> None:
+    pacer = IntervalPacer(600, fake_clock, fake_clock.sleep)
+    started = fake_clock()
+    for number in range(100):
+        pacer.wait()
+        fake_clock.advance(0.15 if number % 10 == 0 else 0.02)  # every tenth answer is slow
+    assert fake_clock() - started == pytest.approx(10.0, abs=0.2)  # 100 in 10 s: 600 a minute
+
+
 def test_events_are_accepted_within_the_limit_and_shown_with_their_users(
     track_emulator: Emulator, fake_clock: FakeClock
 ) -> None:

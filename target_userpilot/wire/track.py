@@ -46,10 +46,12 @@ class EventRefusedError(UserpilotError):
 
 
 class IntervalPacer:
-    """At most one request every `60 / per_minute` seconds, spaced evenly.
+    """Requests on an even grid, one every `60 / per_minute` seconds.
 
-    Measured from the start of the previous request: the network's delay then does not lower
-    the rate, and the server never sees two requests closer than the interval on average.
+    A request that starts late (the one before took longer than the interval) lets the next
+    keep to the grid, so slow answers do not lower the rate; a pause longer than one interval
+    (no event to send) starts a new grid, so no credit is saved up for a burst. No window of
+    60 seconds then holds more than `per_minute + 1` request starts.
     """
 
     def __init__(
@@ -64,11 +66,11 @@ class IntervalPacer:
     def wait(self) -> None:
         """Sleep until the next request may start, and count it as started."""
         now = self._clock()
-        if self._next is not None and self._next > now:
+        if self._next is None or now - self._next > self.interval:
+            self._next = now
+        elif self._next > now:
             self._sleep(self._next - now)
-            now = self._clock()
-        # Never owed more than one interval: a pause (input was slow) allows no burst.
-        self._next = max(now, self._next or now) + self.interval
+        self._next += self.interval
 
 
 @dataclass

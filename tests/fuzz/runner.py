@@ -51,6 +51,8 @@ class StateSeen:
     users: set[str]
     companies: set[str]
     dead_letter_positions: set[int]
+    # Events the emulator's Track API had accepted (every run's); in process only.
+    events: int | None = None
 
 
 @dataclass
@@ -208,6 +210,7 @@ class _StateTap(io.StringIO):
                     set(self._emu.users),
                     set(self._emu.companies),
                     {d["position"] for d in letters if isinstance(d.get("position"), int)},
+                    self._emu.events["count"],
                 )
             )
         return super().write(text)
