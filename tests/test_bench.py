@@ -46,6 +46,8 @@ def test_bench_writes_every_figure_and_the_timeline(tmp_path: Path) -> None:
         tap=300,
         large_reruns=(300,),
         states=300,
+        events=10,
+        event_users=300,
     )
     bench.run(list(bench.NAMES), tiny, tmp_path)
 
@@ -80,6 +82,8 @@ def test_bench_writes_every_figure_and_the_timeline(tmp_path: Path) -> None:
     assert "held_over_instant" in results["tap"]
     assert results["states"]["peak_rss_mb"] > 0
     assert results["large_reruns"]["sqlite_300"]["unchanged"]["rows_sent"] == 0
+    assert results["events"]["accepted"] == 10
+    assert results["events"]["events_per_minute"] > 0
     changes = results["changes"]
     assert changes["first"]["rows_sent"] == 200
     assert changes["same_again"]["rows_sent"] == 0

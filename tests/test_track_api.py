@@ -12,7 +12,7 @@ import requests
 from emulated import EMULATOR_TOKEN, emulator_config
 
 from target_userpilot.emulator import serve
-from target_userpilot.wire import AuthError, RetryPolicy, TransientError
+from target_userpilot.wire import AuthError, RetryPolicy, TransientError, UserpilotError
 from target_userpilot.wire.track import EventRefusedError, IntervalPacer, TrackSender
 
 if TYPE_CHECKING:
@@ -163,3 +163,24 @@ def test_the_endpoint_requires_the_api_version_header(track_emulator: Emulator) 
     )
     assert answer.status_code == 400  # no X-API-Version
     assert "X-API-Version" in answer.text
+
+
+@pytest.mark.parametrize(
+    "canned", [(202, b"", True), (200, b"{}", True), (200, b"<html>portal</html>", False)]
+)
+def test_only_a_202_or_a_2xx_with_json_accepts(
+    track_emulator: Emulator,
+    fake_clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    canned: tuple[int, bytes, bool],
+) -> None:
+    status, body, accepted = canned
+    answer = requests.Response()
+    answer.status_code, answer._content = status, body
+    track = sender(track_emulator, fake_clock)
+    monkeypatch.setattr(track._transport, "exchange", lambda *_, **__: answer)
+    if accepted:
+        track.send(event())
+    else:
+        with pytest.raises(UserpilotError, match="does not answer like Userpilot's Track API"):
+            track.send(event())
