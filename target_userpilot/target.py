@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._classproperty import classproperty
@@ -293,7 +293,7 @@ class TargetUserpilot(Target):
             super().listen(file_input if file_input is not None else self._stdin())
         except RunStopped as stopped:
             pipeline.stop(stopped.signum)
-            _exit_stopped(stopped)
+            raise SystemExit(128 + stopped.signum) from None
         except BaseException:
             pipeline.fail()
             raise
@@ -384,7 +384,7 @@ class TargetUserpilot(Target):
                 "nothing was sent to Userpilot.",
                 stopped.signum,
             )
-            _exit_stopped(stopped)
+            raise SystemExit(128 + stopped.signum) from None
         except USER_FACING_ERRORS as exc:
             cls.logger.error(  # noqa: TRY400 - the traceback only when debugging
                 "target-userpilot failed: %s",
@@ -392,17 +392,12 @@ class TargetUserpilot(Target):
                 exc_info=cls.logger.isEnabledFor(logging.DEBUG),
             )
             sys.exit(1)
-
-
-def _exit_stopped(stopped: RunStopped) -> NoReturn:
-    """Exit 128 + signal; nothing is left to hurry, so later signals are ignored.
-
-    Python restores the default handlers while it shuts down: a later signal would kill the
-    exit and turn 128+signal into -signal.
-    """
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.SIG_IGN)
-    raise SystemExit(128 + stopped.signum) from None
+        finally:
+            # The run is over, however it ended: nothing is left to stop. Python restores the
+            # default handlers while it shuts down, and a signal then would turn the exit
+            # status (0, 1 or 128+signal) into -signal.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The whole target under generated input: every record accounted for, on any input.
 
-One invariant (issue 18), checked by `fuzz.oracle.check` from README's rules. Profiles, chosen
-by `HYPOTHESIS_PROFILE`: `dev` (default, about a hundred streams), `ci` (2,000+ streams,
-derandomized so CI is deterministic), `nightly` (20,000 streams, random, with a database).
+One invariant (issue 18), checked by `fuzz.oracle.check` from README's rules, on the main road
+and off it (issue 22): `fail` with rows Userpilot rejects, a server refusing every upload, BATCH
+messages, SIGTERM at a random moment through the CLI. Profiles, chosen by `HYPOTHESIS_PROFILE`:
+`dev` (default, about a hundred streams), `ci` (2,000+ streams, derandomized so CI is
+deterministic), `nightly` (20,000 streams, random, with a database).
 `FUZZ_FAILURES_DIR` collects each failing case as JSON; `FUZZ_STATS` writes the run's figures.
 """
 
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from fuzz.oracle import check
 from fuzz.runner import InProcessRunner, Outcome, run_subprocess
-from fuzz.strategies import Case, cases
+from fuzz.strategies import Case, cases, off_road_cases, signalled_cases
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
@@ -45,9 +47,15 @@ settings.register_profile(
     **_COMMON,
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
-IN_PROCESS = settings.get_profile(PROFILE)
-# One case in fifty also goes through the real CLI in a child process (about a second each).
-SUBPROCESS = settings(IN_PROCESS, max_examples=max(5, IN_PROCESS.max_examples // 50))
+_EXAMPLES = settings.get_profile(PROFILE).max_examples
+# Nine cases in ten on the main road, one off it (issue 22: `fail` with rejected rows, a server
+# refusing everything, BATCH messages); the profile's total stays the same.
+IN_PROCESS = settings(settings.get_profile(PROFILE), max_examples=_EXAMPLES * 9 // 10)
+OFF_ROAD = settings(IN_PROCESS, max_examples=max(10, _EXAMPLES // 10))
+# One case in fifty also goes through the real CLI in a child process (about a second each),
+# half of them with SIGTERM at a random moment.
+SUBPROCESS = settings(IN_PROCESS, max_examples=max(5, _EXAMPLES // 100))
+SIGNALLED = settings(IN_PROCESS, max_examples=max(5, _EXAMPLES // 100))
 # Seconds per test (pytest-timeout): a whole profile, not one example (the oracle bounds those).
 TIMEOUT = pytest.mark.timeout({"dev": 300, "ci": 1200, "nightly": 7200}.get(PROFILE, 7200))
 
@@ -63,6 +71,7 @@ class Figures:
         self.longest = (0.0, 0)
         self.faults: Counter[str] = Counter()
         self.exits: Counter[int] = Counter()
+        self.roads: Counter[str] = Counter()
 
     def add(self, case: Case, outcome: Outcome, *, second: bool) -> None:
         """Count one run; every 500 runs the figures so far go to `FUZZ_STATS`."""
@@ -71,6 +80,7 @@ class Figures:
         self.longest = max(self.longest, (outcome.seconds, len(case.lines)))
         self.faults.update(outcome.faults_drawn)
         self.exits[outcome.exit_code] += 1
+        self.roads[case.road] += 1
         if self.streams % 500 == 0:
             self.write()
 
@@ -92,6 +102,7 @@ class Figures:
             "longest_example_lines": self.longest[1],
             "faults_drawn": dict(self.faults),
             "exit_codes": {str(k): v for k, v in self.exits.items()},
+            "roads": dict(self.roads),
         }
 
 
@@ -155,6 +166,30 @@ def test_every_record_is_accounted_for_through_the_cli(
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="fuzz-cli-") as work:
         outcome = run_subprocess(shared_emulator, case, Path(work))
+        _verdict(case, outcome, figures)
+
+
+@TIMEOUT
+@given(case=off_road_cases())
+@OFF_ROAD
+def test_off_the_main_road_every_record_is_accounted_for(
+    shared_emulator: Emulator, figures: Figures, case: Case
+) -> None:
+    event(f"road: {case.road}")
+    with tempfile.TemporaryDirectory(prefix="fuzz-road-") as work:
+        outcome = _runner(shared_emulator).run(case, Path(work))
+        _verdict(case, outcome, figures)
+
+
+@TIMEOUT
+@given(case=signalled_cases())
+@SIGNALLED
+def test_a_sigterm_at_any_moment_keeps_every_promise(
+    shared_emulator: Emulator, figures: Figures, case: Case
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="fuzz-signal-") as work:
+        outcome = run_subprocess(shared_emulator, case, Path(work))
+        event(f"SIGTERM after {case.signal_after} s: exit {outcome.exit_code}")
         _verdict(case, outcome, figures)
 
 

@@ -14,13 +14,18 @@ import datetime as dt
 import functools
 import json
 import math
+import signal
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 import jsonschema
 
+from fuzz.strategies import WORK
+
 if TYPE_CHECKING:
+    from collections.abc import Container
+
     from fuzz.runner import Outcome, StateSeen
     from fuzz.strategies import Case
 
@@ -28,6 +33,8 @@ Status = Literal["valid", "invalid", "uncertain"]
 KINDS = ("users", "companies")
 WALL_BOUND_SECONDS = 60.0
 """No example may take longer than this (a hang)."""
+STOPPED_BY_SIGTERM = (128 + signal.SIGTERM, -signal.SIGTERM)
+"""Exit statuses of a run stopped by SIGTERM (before its handler: the default kill)."""
 MEMORY_BOUND_KB = 1_500_000
 """Peak RSS of a child running the target; in-process, what one run adds to the peak."""
 
@@ -289,31 +296,26 @@ def expect(case: Case) -> Expected:  # noqa: C901, PLR0912 - one walk over the i
             schemas[message["stream"]] = (message["schema"], message["key_properties"])
         elif kind_msg == "STATE":
             exp.states.append((position, message["value"]))
-        elif kind_msg == "RECORD":
-            position += 1
+        elif kind_msg in ("RECORD", "BATCH"):
+            records = [message["record"]] if kind_msg == "RECORD" else batch_records(case, message)
+            if records is None:
+                exp.fatal = "a BATCH message the target cannot read"
+                break
             stream = message["stream"]
             kind = kind_of(stream, settings)
             assert kind is not None
             schema, keys = schemas[stream]
-            try:
-                pid, profile = profile_of(kind, message["record"], schema, keys, settings)
-            except Invalid:
-                exp.placed.append(Placed(position, stream, kind, "invalid"))
-            except Uncertain:
-                loose = _loose_id(kind, message["record"], schema, keys)
-                exp.placed.append(Placed(position, stream, kind, "uncertain", loose))
-                if loose is not None:
-                    exp.unpinned[kind].add(loose)
-            else:
-                exp.placed.append(Placed(position, stream, kind, "valid", pid))
-                _merge(exp.profiles[kind], pid, profile)
+            for record in records:
+                position += 1
+                placed = Placed(position, stream, kind, "valid")
+                _place(exp, placed, record, settings=settings, schema=schema, keys=keys)
     for kind, profiles in exp.profiles.items():
         for pid, profile in profiles.items():
             if _line_size(pid, profile) > _line_limit(settings):
                 exp.unpinned[kind].add(pid)  # merged past `max_batch_bytes`: README is silent
     rejected = _rejected_ids(case)
     for placed in exp.placed:
-        if placed.pid in rejected:
+        if placed.pid is not None and placed.pid in rejected:
             exp.profiles[placed.kind].pop(placed.pid, None)
             exp.unpinned[placed.kind].discard(placed.pid)
     policy = settings.get("on_invalid_record", "dead_letter")
@@ -322,6 +324,8 @@ def expect(case: Case) -> Expected:  # noqa: C901, PLR0912 - one walk over the i
             exp.may_fail.append("an invalid record with on_invalid_record: fail")
         if any(p.pid in rejected for p in exp.placed):
             exp.may_fail.append("a rejected row with on_invalid_record: fail")
+    if case.faults.get("refuse_uploads"):
+        exp.may_fail.append("Userpilot refuses every upload")
     streams = {p.stream for p in exp.placed}
     if settings.get("max_invalid_percent", 50) < 100:  # README: 100 turns the check off
         # README (once `max_invalid_percent` lands): a stream whose every record is invalid
@@ -331,6 +335,48 @@ def expect(case: Case) -> Expected:  # noqa: C901, PLR0912 - one walk over the i
     if case.faults.get("fail_jobs", 0) > settings.get("job_retries", 2):
         exp.may_fail.append("more failed jobs than job_retries")
     return exp
+
+
+def batch_records(case: Case, message: dict[str, Any]) -> list[Any] | None:
+    """README "BATCH messages": the records of a local jsonl file; None for what it refuses."""
+    (entry,) = message["manifest"]
+    prefix = next(
+        (
+            p
+            for p in (f"file://{WORK}/", f"{WORK}/")
+            if isinstance(entry, str) and entry.startswith(p)
+        ),
+        None,
+    )
+    if prefix is None or message["encoding"].get("format") != "jsonl":
+        return None
+    text = case.files[entry[len(prefix) :]]
+    return [parse(line) for line in text.splitlines() if line.strip()]
+
+
+def _place(
+    exp: Expected,
+    placed: Placed,
+    record: Any,
+    *,
+    settings: dict[str, Any],
+    schema: dict[str, Any],
+    keys: list[str],
+) -> None:
+    """What README makes of one record: a profile, an invalid record, or an unpinned one."""
+    kind = placed.kind
+    try:
+        pid, profile = profile_of(kind, record, schema, keys, settings)
+    except Invalid:
+        placed.status = "invalid"
+    except Uncertain:
+        placed.status, placed.pid = "uncertain", _loose_id(kind, record, schema, keys)
+        if placed.pid is not None:
+            exp.unpinned[kind].add(placed.pid)
+    else:
+        placed.pid = pid
+        _merge(exp.profiles[kind], pid, profile)
+    exp.placed.append(placed)
 
 
 def _loose_id(
@@ -394,9 +440,10 @@ def check(case: Case, outcome: Outcome) -> list[str]:
     policy = case.settings.get("on_invalid_record", "dead_letter")
     succeeded = outcome.exit_code == 0
     dry = bool(case.settings.get("dry_run"))
+    stopped = case.signal_after is not None and outcome.exit_code in STOPPED_BY_SIGTERM
     return [
         *_check_hygiene(outcome),
-        *_check_exit(exp, outcome, policy),
+        *(_check_stopped(outcome) if stopped else _check_exit(exp, outcome, policy)),
         *_check_store(exp, outcome, dry=dry, succeeded=succeeded),
         *_check_dead_letters(case, exp, outcome, policy),
         *(
@@ -404,8 +451,31 @@ def check(case: Case, outcome: Outcome) -> list[str]:
             if succeeded and policy == "dead_letter"
             else []
         ),
-        *_check_states(exp, outcome, policy, complete=succeeded and not dry),
+        *_check_states(exp, outcome, policy, complete=succeeded and not dry, barred=_barred(case)),
+        *(
+            [f"exit 0 although Userpilot refused every one of {outcome.uploads} uploads"]
+            if case.faults.get("refuse_uploads") and outcome.uploads and succeeded
+            else []
+        ),
     ]
+
+
+def _check_stopped(outcome: Outcome) -> list[str]:
+    """SIGTERM: 143 once the target's handler is in place; before it, Python's default kill,
+    which must come before anything was sent."""
+    if outcome.exit_code == -signal.SIGTERM and (outcome.uploads or outcome.states):
+        return ["killed by SIGTERM (no handler yet) after it began sending"]
+    return []
+
+
+def _barred(case: Case) -> Container[str | None]:
+    """Ids no STATE may pass: rows Userpilot rejects under `fail` (the run stops on them, and
+    they are in no dead letter), and every row when it refuses every upload (none delivered)."""
+    if case.faults.get("refuse_uploads"):
+        return _Every()
+    if case.settings.get("on_invalid_record") == "fail":
+        return _rejected_ids(case)
+    return set()
 
 
 def _check_store(exp: Expected, outcome: Outcome, *, dry: bool, succeeded: bool) -> list[str]:
@@ -512,12 +582,24 @@ def _check_dead_letters(case: Case, exp: Expected, outcome: Outcome, policy: str
     return problems
 
 
-def _rejected_ids(case: Case) -> set[str]:
-    """The ids the emulator rejects inside a completed job (a fault drawn for the case)."""
+class _Every:
+    """Every id: a server refusing every upload."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def _rejected_ids(case: Case) -> Container[str | None]:
+    """The ids the emulator rejects inside a completed job or refuses (a fault of the case)."""
+    if case.faults.get("refuse_uploads"):
+        return _Every()
     return {str(i) for i in case.faults.get("reject_ids", ())}
 
 
-def _check_accounted(exp: Expected, outcome: Outcome, rejected: set[str]) -> list[str]:
+def _check_accounted(exp: Expected, outcome: Outcome, rejected: Container[str | None]) -> list[str]:
     """After a successful run every invalid record is a dead letter; an unpinned one arrived
     or is a dead letter (a letter naming only the job stands for the rows Userpilot rejected)."""
     problems = []
@@ -537,7 +619,14 @@ def _check_accounted(exp: Expected, outcome: Outcome, rejected: set[str]) -> lis
     return problems
 
 
-def _check_states(exp: Expected, outcome: Outcome, policy: str, *, complete: bool) -> list[str]:
+def _check_states(
+    exp: Expected,
+    outcome: Outcome,
+    policy: str,
+    *,
+    complete: bool,
+    barred: Container[str | None] = frozenset(),
+) -> list[str]:
     """Each STATE is one the tap sent, in order, non-empty, and gated; the last is the last."""
     problems = []
     cursor = 0
@@ -551,7 +640,8 @@ def _check_states(exp: Expected, outcome: Outcome, policy: str, *, complete: boo
             problems.append(f"STATE {seen.line[:80]} is invented or out of order")
             continue
         cursor = match
-        problems += _gating(exp, seen, exp.states[match][0], letters=policy == "dead_letter")
+        before = exp.states[match][0]
+        problems += _gating(exp, seen, before, letters=policy == "dead_letter", barred=barred)
     if complete:
         non_empty = [v for _, v in exp.states if v not in ({}, None)]
         last = outcome.states[-1].line if outcome.states else None
@@ -560,12 +650,24 @@ def _check_states(exp: Expected, outcome: Outcome, policy: str, *, complete: boo
     return problems
 
 
-def _gating(exp: Expected, seen: StateSeen, before: int, *, letters: bool) -> list[str]:
+def _gating(
+    exp: Expected,
+    seen: StateSeen,
+    before: int,
+    *,
+    letters: bool,
+    barred: Container[str | None],
+) -> list[str]:
     """Every record before this STATE was in Userpilot (or dead-lettered) when it came out."""
     problems = []
     for placed in exp.placed[:before]:
         held = seen.users if placed.kind == "users" else seen.companies
-        if placed.status == "valid" and placed.pid in exp.profiles[placed.kind]:
+        if placed.status == "valid" and placed.pid in barred:
+            problems.append(
+                f"STATE {seen.line[:60]} came out past record {placed.position} "
+                f"({placed.kind} {placed.pid!r}), which Userpilot did not take"
+            )
+        elif placed.status == "valid" and placed.pid in exp.profiles[placed.kind]:
             if placed.pid not in held:
                 problems.append(
                     f"STATE {seen.line[:60]} came out before record {placed.position} "

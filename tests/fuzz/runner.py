@@ -15,6 +15,7 @@ import json
 import logging
 import resource
 import signal
+import subprocess
 import time
 import traceback
 import uuid
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from singer_io import run_target
 
+from fuzz.strategies import WORK
 from target_userpilot.deadletters import DRY_RUN_LETTERS
 from target_userpilot.emulator import EmulatorConfig
 from target_userpilot.target import TargetUserpilot
@@ -168,6 +170,7 @@ def describe_faults(faults: dict[str, Any]) -> list[str]:
     named += ["failed job"] * bool(faults.get("fail_jobs"))
     named += ["lost submit response"] * bool(faults.get("drop_submit_responses"))
     named += ["rejected row"] * bool(faults.get("reject_ids"))
+    named += ["every upload refused"] * bool(faults.get("refuse_uploads"))
     return named
 
 
@@ -250,7 +253,8 @@ class InProcessRunner:
         config_path = work / "config.json"
         config_path.write_text(json.dumps(config))
         input_path = work / "input.jsonl"
-        input_path.write_text("\n".join(case.lines) + "\n", encoding="utf-8", errors="strict")
+        lines = input_lines(case, work)
+        input_path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="strict")
         capture = _Capture()
         root = logging.getLogger()
         # Only the capture listens while the target runs (pytest's log capture would keep
@@ -332,13 +336,43 @@ class InProcessRunner:
         )
 
 
+def input_lines(case: Case, work: Path) -> list[str]:
+    """The case's lines for a run in `work`, its BATCH files written there."""
+    for name, text in case.files.items():
+        (work / name).write_text(text, encoding="utf-8", errors="surrogatepass")
+    if not case.files:
+        return case.lines
+    return [line.replace(WORK, str(work)) for line in case.lines]
+
+
 def run_subprocess(emu: Emulator, case: Case, work: Path) -> Outcome:
-    """Run `case` through the real CLI in a child process (stdin pipe, real exit status)."""
+    """Run `case` through the real CLI in a child process (stdin pipe, real exit status).
+
+    With `case.signal_after`, SIGTERM goes to the child that long after its first log line.
+    """
     key = f"fz-{uuid.uuid4().hex}"
     emu._store.__init__(emulator_config(key, case.faults))  # type: ignore[misc]
     started = time.monotonic()
+
+    def terminate(proc: subprocess.Popen[bytes]) -> None:
+        # Timed from the target's first log line: Python's start-up alone takes a second or
+        # more on a busy machine.
+        assert case.signal_after is not None
+        log = work / "stderr.log"
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline and not log.read_bytes():
+            time.sleep(0.01)
+        time.sleep(case.signal_after)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
     run = run_target(
-        target_config(case, key, emu.url, work), case.lines, work, emulator=emu, timeout=60
+        target_config(case, key, emu.url, work),
+        input_lines(case, work),
+        work,
+        emulator=emu,
+        timeout=60,
+        on_start=terminate if case.signal_after is not None else None,
     )
     seconds = time.monotonic() - started
     dead = letters_path(case, work)

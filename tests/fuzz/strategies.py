@@ -85,11 +85,19 @@ def encode(value: Json) -> str:
 
 @dataclass
 class Case:
-    """One generated run: the input lines, the target's settings, the emulator's faults."""
+    """One generated run: the input lines, the target's settings, the emulator's faults.
+
+    Off the main road (`road`, see `off_road_cases`): `files` are BATCH files the runner writes
+    into the run's folder (`{work}` in a line stands for it); `signal_after` is when SIGTERM is
+    sent, in seconds from the target's first log line.
+    """
 
     lines: list[str]
     settings: dict[str, Any]
     faults: dict[str, Any] = field(default_factory=dict)
+    road: str = "main"
+    files: dict[str, str] = field(default_factory=dict)
+    signal_after: float | None = None
 
 
 # --- values -------------------------------------------------------------------------------
@@ -559,3 +567,100 @@ def cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
     rejects = sw.rejects_under_fail or chosen.get("on_invalid_record") != "fail"
     drawn = draw(faults(_ids_in(lines), most, rejects=rejects)) if sw.faults else {}
     return Case(lines=lines, settings=chosen, faults=drawn)
+
+
+# --- off the main road -------------------------------------------------------------------------
+
+ROADS = ("fail with rejected rows", "every upload refused", "BATCH messages")
+WORK = "{work}"
+"""Stands in a line for the run's folder, where the runner writes the case's BATCH files."""
+# Manifest entries the target must refuse (one ERROR line naming the input line).
+_UNREADABLE = st.sampled_from(
+    (
+        "s3://bucket/{name}",
+        "https://example.com/{name}",
+        "relative/{name}",
+        None,  # not a string
+    )
+)
+# Seconds after the target's first log line: start-up (settings, the start-up check), the run,
+# or after its end.
+_SIGNAL_AFTER = st.sampled_from((0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8))
+
+
+def _record_text(line: str) -> str | None:
+    """A RECORD line's record, as its exact JSON text (`encode` writes `record` last)."""
+    head = '{"type":"RECORD","stream":'
+    if not line.startswith(head):
+        return None
+    return line[line.index(',"record":') + len(',"record":') : -1]
+
+
+@st.composite
+def batch_messages(draw: st.DrawFn, lines: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Some runs of RECORD lines of one stream become a BATCH message naming a file of them;
+    one in six of those a manifest the target cannot read."""
+    out: list[str] = []
+    files: dict[str, str] = {}
+    index = 0
+    while index < len(lines):
+        text = _record_text(lines[index])
+        if text is None or draw(_DIE) == 0:
+            out.append(lines[index])
+            index += 1
+            continue
+        stream = json.loads(lines[index])["stream"]
+        run = [text]
+        index += 1
+        while index < len(lines) and len(run) < 4:
+            nxt = _record_text(lines[index])
+            if nxt is None or json.loads(lines[index])["stream"] != stream:
+                break
+            run.append(nxt)
+            index += 1
+        name = f"batch-{len(files) + 1}.jsonl"
+        files[name] = "".join(f"{text}\n" for text in run)
+        entry: Any = f"file://{WORK}/{name}" if draw(st.booleans()) else f"{WORK}/{name}"
+        encoding: dict[str, Any] = {"format": "jsonl", "compression": "none"}
+        if draw(_DIE) == 0:
+            unreadable = draw(_UNREADABLE)
+            entry = unreadable.format(name=name) if unreadable else len(files)
+        elif draw(_TENTHS) == 0:
+            encoding = {"compression": "none"}  # no format
+        message = {"type": "BATCH", "stream": stream, "encoding": encoding, "manifest": [entry]}
+        out.append(json.dumps(message))
+    return out, files
+
+
+@st.composite
+def off_road_cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
+    """A case on one of the paths off the main road: `fail` with rows Userpilot rejects, a
+    server refusing every upload, or BATCH messages (local files, and some it cannot read)."""
+    case = draw(cases(sw))
+    road = draw(st.sampled_from(ROADS))
+    chosen = {k: v for k, v in case.settings.items() if k != "dry_run"}  # the road uploads
+    # The emulator's shapes stay; the road is the case's fault.
+    faults = {k: v for k, v in case.faults.items() if k in _SHAPES_KEYS}
+    lines, files = case.lines, dict[str, str]()
+    if road == "fail with rejected rows":
+        chosen["on_invalid_record"] = "fail"
+        ids = _ids_in(lines)
+        if ids:
+            faults["reject_ids"] = frozenset(
+                draw(st.lists(st.sampled_from(ids), min_size=1, max_size=2))
+            )
+    elif road == "every upload refused":
+        faults["refuse_uploads"] = True
+    else:
+        lines, files = draw(batch_messages(lines))
+    return Case(lines=lines, settings=chosen, faults=faults, road=road, files=files)
+
+
+@st.composite
+def signalled_cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
+    """A main-road case, with SIGTERM at a random moment (start-up included)."""
+    case = draw(cases(sw))
+    return replace(case, road="SIGTERM", signal_after=draw(_SIGNAL_AFTER))
+
+
+_SHAPES_KEYS = frozenset(("submit_status", "job_id_style", "progress_fields"))
