@@ -432,6 +432,8 @@ class Pipeline:
 
     def _log_end(self) -> None:
         retries = self._client.stats.retries if self._client is not None else 0
+        if self._events_worker is not None:  # a count its thread only adds to
+            retries += self._events_worker.sender.stats.retries
         facts = RunFacts(
             dry_run_dir=self._dry_dir if self.settings.dry_run else None,
             retries=retries,
