@@ -24,6 +24,8 @@ from singer_io import (
 )
 from test_target import config_for
 
+from target_userpilot.event_flow import systematic
+
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable
@@ -211,3 +213,11 @@ def test_a_dry_run_writes_the_request_bodies(emulator: Emulator, tmp_path: Path)
     ]
     assert emulator.events["count"] == 0
     assert "would track 2 events" in run.stderr
+
+
+def test_refusals_are_systematic_past_half_or_ten_per_ten_thousand() -> None:
+    assert not systematic(1, 1)  # the first event refused: maybe one bad event
+    assert systematic(2, 2)
+    assert not systematic(10, 10_000)
+    assert systematic(11, 10_000)
+    assert not systematic(20, 20_000)
