@@ -444,6 +444,7 @@ def check(case: Case, outcome: Outcome) -> list[str]:
     return [
         *_check_hygiene(outcome),
         *(_check_stopped(outcome) if stopped else _check_exit(exp, outcome, policy)),
+        *(_check_stop_noticed(case, outcome) if case.signal_after is not None else []),
         *_check_store(exp, outcome, dry=dry, succeeded=succeeded),
         *_check_dead_letters(case, exp, outcome, policy),
         *(
@@ -465,6 +466,13 @@ def _check_stopped(outcome: Outcome) -> list[str]:
     which must come before anything was sent."""
     if outcome.exit_code == -signal.SIGTERM and (outcome.uploads or outcome.states):
         return ["killed by SIGTERM (no handler yet) after it began sending"]
+    return []
+
+
+def _check_stop_noticed(case: Case, outcome: Outcome) -> list[str]:
+    """Every wait listens: SIGTERM ends a start-up check that keeps retrying."""
+    if case.faults.get("fail_rate") == 1.0 and outcome.exit_code not in STOPPED_BY_SIGTERM:
+        return [f"SIGTERM during a failing start-up check: exit {outcome.exit_code}, not 143"]
     return []
 
 

@@ -658,8 +658,13 @@ def off_road_cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
 
 @st.composite
 def signalled_cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
-    """A main-road case, with SIGTERM at a random moment (start-up included)."""
+    """A main-road case, with SIGTERM at a random moment (start-up included); one in four
+    while the start-up check retries a server answering 503 to everything."""
     case = draw(cases(sw))
+    if draw(_QUARTERS) == 0:
+        shapes = {k: v for k, v in case.faults.items() if k in _SHAPES_KEYS}
+        faults = {**shapes, "fail_rate": 1.0, "fault_kinds": ("503",)}
+        return replace(case, faults=faults, road="SIGTERM, every request 503", signal_after=0.4)
     return replace(case, road="SIGTERM", signal_after=draw(_SIGNAL_AFTER))
 
 
