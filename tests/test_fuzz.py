@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from fuzz.oracle import check
+from fuzz.oracle import check, check_deletions, last_words
 from fuzz.runner import InProcessRunner, Outcome, run_subprocess
-from fuzz.strategies import Case, cases, off_road_cases, signalled_cases
+from fuzz.strategies import Case, cases, deletion_cases, off_road_cases, signalled_cases
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
@@ -56,6 +56,10 @@ OFF_ROAD = settings(IN_PROCESS, max_examples=max(10, _EXAMPLES // 10))
 # half of them with SIGTERM at a random moment.
 SUBPROCESS = settings(IN_PROCESS, max_examples=max(5, _EXAMPLES // 100))
 SIGNALLED = settings(IN_PROCESS, max_examples=max(5, _EXAMPLES // 100))
+# One case in twenty of the profile is a deletion run (`hard_delete`, issue 21), drawn instead
+# of a main-road one: its delete requests are paced in real seconds.
+DELETIONS = settings(IN_PROCESS, max_examples=max(5, _EXAMPLES // 20))
+GENERAL = settings(IN_PROCESS, max_examples=IN_PROCESS.max_examples - DELETIONS.max_examples)
 # Seconds per test (pytest-timeout): a whole profile, not one example (the oracle bounds those).
 TIMEOUT = pytest.mark.timeout({"dev": 300, "ci": 1200, "nightly": 7200}.get(PROFILE, 7200))
 
@@ -72,6 +76,8 @@ class Figures:
         self.faults: Counter[str] = Counter()
         self.exits: Counter[int] = Counter()
         self.roads: Counter[str] = Counter()
+        self.marks: Counter[str] = Counter()  # deletion runs: how each record's marks read
+        self.findings = 0
 
     def add(self, case: Case, outcome: Outcome, *, second: bool) -> None:
         """Count one run; every 500 runs the figures so far go to `FUZZ_STATS`."""
@@ -103,6 +109,8 @@ class Figures:
             "faults_drawn": dict(self.faults),
             "exit_codes": {str(k): v for k, v in self.exits.items()},
             "roads": dict(self.roads),
+            "deletion_runs_records": dict(self.marks),
+            "findings": self.findings,
         }
 
 
@@ -125,8 +133,9 @@ def _verdict(case: Case, outcome: Outcome, figures: Figures, *, second: bool = F
     for fault in outcome.faults_drawn:
         event(f"fault: {fault}")
     event(f"exit {outcome.exit_code}")
-    problems = check(case, outcome)
+    problems = (check_deletions if case.settings.get("hard_delete") else check)(case, outcome)
     if problems:
+        figures.findings += 1
         note(f"log:\n{outcome.log[-3000:]}")
         folder = os.environ.get("FUZZ_FAILURES_DIR")
         if folder:
@@ -139,7 +148,7 @@ def _verdict(case: Case, outcome: Outcome, figures: Figures, *, second: bool = F
 
 @TIMEOUT
 @given(case=cases())
-@IN_PROCESS
+@GENERAL
 def test_every_record_is_accounted_for(
     shared_emulator: Emulator, figures: Figures, case: Case
 ) -> None:
@@ -191,6 +200,26 @@ def test_a_sigterm_at_any_moment_keeps_every_promise(
         outcome = run_subprocess(shared_emulator, case, Path(work))
         event(f"SIGTERM after {case.signal_after} s: exit {outcome.exit_code}")
         _verdict(case, outcome, figures)
+
+
+@TIMEOUT
+@given(case=deletion_cases())
+@DELETIONS
+def test_only_what_the_source_deleted_is_deleted(
+    shared_emulator: Emulator, figures: Figures, case: Case
+) -> None:
+    _, readings = last_words(case)
+    figures.marks.update(readings)
+    for reading in readings:
+        event(f"record: {reading}")
+    event(f"stream map: {_map_name(case)}")
+    with tempfile.TemporaryDirectory(prefix="fuzz-delete-") as work:
+        _verdict(case, _runner(shared_emulator).run(case, Path(work)), figures)
+
+
+def _map_name(case: Case) -> str:
+    maps = case.settings.get("stream_maps") or {}
+    return json.dumps(next(iter(maps.values()), None))
 
 
 _RUNNERS: dict[int, InProcessRunner] = {}

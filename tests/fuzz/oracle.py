@@ -691,3 +691,79 @@ def _gating(
                 f"{placed.position} was dead-lettered"
             )
     return problems
+
+
+# --- deletions (hard_delete) -------------------------------------------------------------------
+
+_KEEP_WORDS = {"", "false", "0", "no"}
+_DELETE_WORDS = {"true", "1", "yes"}
+
+
+def mark_reads(value: Any) -> str:
+    """README's mark table: "kept", "deleted" or "invalid" for one mark's value."""
+    if value is None or value is False or (type(value) is int and value == 0):
+        return "kept"
+    if value is True or (type(value) is int and value == 1):
+        return "deleted"
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _KEEP_WORDS:
+            return "kept"
+        if text in _DELETE_WORDS or _parses(dt.datetime.fromisoformat, text.upper()):
+            return "deleted"
+    return "invalid"
+
+
+def last_words(case: Case) -> tuple[dict[tuple[str, str], int], list[str]]:
+    """Per (kind, id) whose last word in the input is a deletion: the position of the first
+    deletion record since its last update (what holds STATE); and how each record read."""
+    prop = case.settings.get("deleted_property")
+    pending: dict[tuple[str, str], int] = {}
+    readings: list[str] = []
+    position = 0
+    for line in case.lines:
+        message = parse(line)
+        if message.get("type") != "RECORD":
+            continue
+        position += 1
+        record = message["record"]
+        marks = [mark_reads(record.get("_sdc_deleted_at"))]
+        if prop:
+            marks.append(mark_reads(record.get(prop)))
+        reading = "invalid" if "invalid" in marks else "deleted" if "deleted" in marks else "kept"
+        readings.append(reading)
+        key = (message["stream"], str(record["id"]))
+        if reading == "deleted":
+            pending.setdefault(key, position)
+        elif reading == "kept":
+            pending.pop(key, None)
+    return pending, readings
+
+
+def check_deletions(case: Case, outcome: Outcome) -> list[str]:
+    """A profile is deleted only if its last record in the input was a deletion, and every
+    such deletion before a released STATE was accepted by then."""
+    problems: list[str] = []
+    if outcome.crash:
+        problems.append(f"crash: {outcome.crash}")
+    if outcome.key_seen_in:
+        problems.append(f"the API key appears in: {outcome.key_seen_in}")
+    deleting, _ = last_words(case)
+    scheduled = outcome.deletions
+    wrong = sorted(scheduled - set(deleting))
+    if wrong:
+        problems.append(f"deleted though their last record was no deletion: {wrong}")
+    for seen in outcome.states:
+        covered = parse(seen.line).get("n", 0)
+        late = sorted(
+            k for k, pos in deleting.items() if pos <= covered and k not in seen.deletions
+        )
+        if late:
+            problems.append(
+                f"STATE {seen.line} released before the deletion of {late} was accepted"
+            )
+    if outcome.exit_code == 0 and set(deleting) - scheduled:
+        problems.append(f"exit 0 with deletions not accepted: {sorted(set(deleting) - scheduled)}")
+    if outcome.exit_code == 0 and case.faults.get("fail_rate") == 1.0 and deleting:
+        problems.append("exit 0 though no delete request could be accepted")
+    return problems

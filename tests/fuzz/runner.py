@@ -55,6 +55,8 @@ class StateSeen:
     dead_letter_positions: set[int]
     # Events the emulator's Track API had accepted (every run's); in process only.
     events: int | None = None
+    deletions: set[tuple[str, str]] = field(default_factory=set)
+    """(kind, id) of the deletions Userpilot had accepted right then (in-process runs)."""
 
 
 @dataclass
@@ -76,6 +78,8 @@ class Outcome:
     seconds: float
     peak_rss_kb: int
     faults_drawn: list[str] = field(default_factory=list)
+    deletions: set[tuple[str, str]] = field(default_factory=set)
+    """(kind, id) of every deletion Userpilot accepted (in-process runs)."""
 
 
 # Job phases beyond queued/processing, where the emulator has them: instant here, as the rate.
@@ -213,7 +217,8 @@ class _StateTap(io.StringIO):
                     set(self._emu.users),
                     set(self._emu.companies),
                     {d["position"] for d in letters if isinstance(d.get("position"), int)},
-                    self._emu.events["count"],
+                    events=self._emu.events["count"],
+                    deletions=accepted_deletions(self._emu),
                 )
             )
         return super().write(text)
@@ -237,6 +242,7 @@ class InProcessRunner:
         # A fresh account per case: a new store (profiles, jobs, requests, fault plan seeded
         # from the case) behind the same server, so no server restart per example.
         self.emu._store.__init__(emulator_config(key, faults))  # type: ignore[misc]
+        self.emu._deletions.__init__(self.emu._store)  # type: ignore[misc]
 
     def run(self, case: Case, work: Path, *, again_after: Path | None = None) -> Outcome:
         """Run `case` with every file under `work` (a fresh directory).
@@ -333,6 +339,7 @@ class InProcessRunner:
             seconds=seconds,
             peak_rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before,
             faults_drawn=describe_faults(case.faults),
+            deletions=accepted_deletions(self.emu),
         )
 
 
@@ -343,6 +350,11 @@ def input_lines(case: Case, work: Path) -> list[str]:
     if not case.files:
         return case.lines
     return [line.replace(WORK, str(work)) for line in case.lines]
+
+
+def accepted_deletions(emu: Emulator) -> set[tuple[str, str]]:
+    """(kind, id) of the deletions the emulator has scheduled."""
+    return {(s.kind, s.id) for s in emu.deletions.pending}
 
 
 def run_subprocess(emu: Emulator, case: Case, work: Path) -> Outcome:

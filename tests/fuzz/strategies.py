@@ -669,3 +669,120 @@ def signalled_cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
 
 
 _SHAPES_KEYS = frozenset(("submit_status", "job_id_style", "progress_fields"))
+
+
+# --- deletions (hard_delete) -------------------------------------------------------------------
+
+# The mark table README states, one row per drawn value: what the value makes of its record.
+MARK_VALUES: tuple[tuple[Json, str], ...] = (
+    (None, "kept"),
+    (False, "kept"),
+    (0, "kept"),
+    ("false", "kept"),
+    ("FALSE", "kept"),
+    ("0", "kept"),
+    ("no", "kept"),
+    ("No", "kept"),
+    ("", "kept"),
+    (" ", "kept"),
+    (True, "deleted"),
+    (1, "deleted"),
+    ("true", "deleted"),
+    ("1", "deleted"),
+    ("yes", "deleted"),
+    ("2026-03-04T10:00:00Z", "deleted"),
+    ("2026-03-04", "deleted"),
+    ("None", "invalid"),
+    ("maybe", "invalid"),
+    (2, "invalid"),
+)
+DELETED_PROPERTY = "is_deleted"
+_DELETE_KINDS = ("users", "companies")
+_ANY_MARK: dict[str, Any] = {"type": ["string", "boolean", "integer", "null"]}
+_MARK_SCHEMAS = st.sampled_from(
+    ({**_ANY_MARK, "format": "date-time"}, _ANY_MARK, None)  # None: not declared
+)
+# Stream maps a user writes; each would turn a deletion into an update if read after them.
+DELETION_MAPS: dict[str, dict[str, Any] | None] = {
+    "none": None,
+    "whitelist": {"id": "id", "email": "email", "__else__": None},
+    "one field": {"email": "email.upper()"},
+    "renamed id": {"user_id": "id", "id": "__NULL__", "__key_properties__": ["user_id"]},
+}
+_DELETE_IDS = st.sampled_from(("a", "b", "c", "d"))
+_MARK_ROWS = st.sampled_from(MARK_VALUES)
+_DELETE_FAULTS = st.one_of(
+    # Answers to delete requests only, that are no acceptance: every delete request gets one.
+    st.lists(st.sampled_from(("302", "html200", "empty200")), min_size=1, unique=True).map(
+        lambda kinds: {"fail_rate": 1.0, "fault_kinds": tuple(kinds)}
+    ),
+    # Faults of any request, deletes included: retried while `request_retry_max_time` lasts.
+    st.lists(
+        st.sampled_from(("drop", "429date", "302", "429", "html200", "empty200")),
+        min_size=1,
+        max_size=3,
+        unique=True,
+    ).map(lambda kinds: {"fail_rate": 0.3, "fault_kinds": tuple(kinds)}),
+)
+
+
+@st.composite
+def _deletion_record(draw: st.DrawFn, deleted_property: str | None) -> Json:
+    """A record of a deletion run: an update, or a mark from the table, maybe key-only."""
+    pid = draw(_DELETE_IDS)
+    roll = draw(_DIE)
+    if roll == 0:
+        return {"id": pid, "_sdc_deleted_at": "2026-03-04T10:00:00Z"}  # key-only, log-based
+    rec: dict[str, Any] = {"id": pid, "email": f"{pid}@x.io"}
+    if roll <= 2:
+        rec["_sdc_deleted_at"] = draw(_MARK_ROWS)[0]
+    elif roll <= 4 and deleted_property:
+        rec[deleted_property] = draw(_MARK_ROWS)[0]
+    return rec
+
+
+@st.composite
+def deletion_cases(draw: st.DrawFn) -> Case:
+    """A `hard_delete` run: marks from the table, under stream maps, against odd answers.
+
+    Ids are few, so ids are deleted, re-created and deleted again within a run; STATE values
+    are `{"n": <records before it>}`, so each released STATE says what it covers.
+    """
+    deleted_property = draw(st.sampled_from((DELETED_PROPERTY, None)))
+    kinds = (
+        ["users", "companies"] if draw(_QUARTERS) == 0 else [draw(st.sampled_from(_DELETE_KINDS))]
+    )
+    messages: list[Json] = []
+    for kind in kinds:
+        props: dict[str, Any] = {"id": {"type": "string"}, "email": {"type": ["string", "null"]}}
+        for mark in ("_sdc_deleted_at", DELETED_PROPERTY):
+            schema = draw(_MARK_SCHEMAS)
+            if schema is not None:
+                props[mark] = schema
+        schema_message = {"type": "object", "properties": props}
+        messages.append(
+            {"type": "SCHEMA", "stream": kind, "schema": schema_message, "key_properties": ["id"]}
+        )
+    count = 0
+    for _ in range(draw(st.integers(1, 12))):
+        count += 1
+        kind = draw(st.sampled_from(kinds))
+        record = draw(_deletion_record(deleted_property))
+        messages.append({"type": "RECORD", "stream": kind, "record": record})
+        if draw(st.booleans()):
+            messages.append({"type": "STATE", "value": {"n": count}})
+    messages.append({"type": "STATE", "value": {"n": count, "end": True}})
+    chosen_map = DELETION_MAPS[draw(st.sampled_from(tuple(DELETION_MAPS)))]
+    chosen: dict[str, Any] = {
+        "hard_delete": True,
+        "max_deletes_per_run": 1_000,
+        "max_invalid_percent": 100,
+        # 0: the first failure stops the run at once; 1: one retry (real seconds, paced).
+        "request_retry_max_time": draw(st.sampled_from((0, 0, 1))),
+    }
+    if deleted_property:
+        chosen["deleted_property"] = deleted_property
+    if chosen_map is not None:
+        chosen["stream_maps"] = dict.fromkeys(kinds, chosen_map)
+    drawn = draw(_DELETE_FAULTS) if draw(_QUARTERS) == 0 else {}
+    return Case(lines=[encode(m) for m in messages], settings=chosen, faults=drawn)
