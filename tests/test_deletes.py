@@ -9,12 +9,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from fuzz.strategies import MARK_VALUES
 from singer_io import dead_letters, dry_run_output, record, run_target, schema, state
 from test_target import config_for
 
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from pathlib import Path
 
     from target_userpilot.emulator import Emulator
@@ -54,6 +55,20 @@ def deletes(emu: Emulator) -> list[Any]:
 
 def scheduled(emu: Emulator) -> list[str]:
     return [s.id for s in emu.deletions.pending]
+
+
+def kill_once_scheduled(
+    emulator: Emulator, count: int
+) -> Callable[[subprocess.Popen[bytes]], None]:
+    """SIGKILL the target once the emulator holds `count` scheduled deletions (a 202 came)."""
+
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(emulator.deletions.pending) < count:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+
+    return kill
 
 
 def test_records_marked_deleted_delete_their_profiles_at_the_daily_run(
@@ -195,14 +210,8 @@ def test_a_kill_between_a_deletions_202_and_its_state_loses_nothing(
             out += [person(ids[n - 1], deleted=True), state({"records": n})]
         return out
 
-    def kill_after_second_202(proc: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(emulator.deletions.pending) < 2_000:
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-
     cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run=total)
-    killed = run_target(cfg, messages(0), tmp_path, on_start=kill_after_second_202)
+    killed = run_target(cfg, messages(0), tmp_path, on_start=kill_once_scheduled(emulator, 2_000))
     assert killed.returncode == -signal.SIGKILL
     assert len(emulator.deletions.pending) == 2_000  # two requests accepted, the third unsent
     last = killed.states[-1].value["records"] if killed.states else 0
@@ -251,33 +260,11 @@ def test_every_record_path_sees_the_deletion_mark(
 
 # --- deletions you can trust (issue 21) ------------------------------------------------------
 
-# Every row of the mark table, for `_sdc_deleted_at` (declared `format: date-time`, as taps do)
-# and `deleted_property` alike: (value, outcome), outcome "kept", "deleted" or "invalid".
-MARK_TABLE: list[tuple[Any, str]] = [
-    (None, "kept"),
-    (False, "kept"),
-    (0, "kept"),
-    ("false", "kept"),
-    ("FALSE", "kept"),
-    ("0", "kept"),
-    ("no", "kept"),
-    ("No", "kept"),
-    ("", "kept"),
-    (" ", "kept"),
-    (True, "deleted"),
-    (1, "deleted"),
-    ("true", "deleted"),
-    ("1", "deleted"),
-    ("YES", "deleted"),
-    (GONE, "deleted"),
-    ("2026-03-04", "deleted"),
-    ("None", "invalid"),  # what a stream map's str(None) gives
-    ("maybe", "invalid"),
-    (2, "invalid"),
-]
 ANY_MARK: dict[str, Any] = {"type": ["string", "boolean", "integer", "null"]}
 
 
+# Every row of the mark table (`MARK_VALUES`, which the fuzz suite draws too), for
+# `_sdc_deleted_at` (declared `format: date-time`, as taps do) and `deleted_property` alike.
 def test_one_mark_table_decides_for_both_marks_through_the_cli(
     emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -290,7 +277,7 @@ def test_one_mark_table_decides_for_both_marks_through_the_cli(
     }
     orgs = {**ORGS, "properties": {**ORGS["properties"], "is_deleted": ANY_MARK}}
     messages: list[dict[str, Any]] = [schema("users", users), schema("companies", orgs)]
-    for n, (value, _) in enumerate(MARK_TABLE):
+    for n, (value, _) in enumerate(MARK_VALUES):
         messages.append(record("users", {"id": f"u{n}", "email": "x", "_sdc_deleted_at": value}))
         messages.append(record("companies", {"id": f"c{n}", "name": "x", "is_deleted": value}))
     messages.append(state({"done": True}))
@@ -307,7 +294,7 @@ def test_one_mark_table_decides_for_both_marks_through_the_cli(
     assert run.returncode == 0, run.stderr
     letters = dead_letters(tmp_path / "dead-letters.ndjson")
     for prefix, named in (("u", "`_sdc_deleted_at`"), ("c", "`deleted_property` 'is_deleted'")):
-        outcome = {f"{prefix}{n}": expected for n, (_, expected) in enumerate(MARK_TABLE)}
+        outcome = {f"{prefix}{n}": expected for n, (_, expected) in enumerate(MARK_VALUES)}
         loaded = emulator.users if prefix == "u" else emulator.companies
         assert {i for i in scheduled(emulator) if i[0] == prefix} == {
             i for i, o in outcome.items() if o == "deleted"
@@ -387,14 +374,8 @@ def test_a_resume_of_a_run_the_guard_allowed_completes(emulator: Emulator, tmp_p
                 out.append(state({"records": n}))
         return out
 
-    def kill_after_first_202(proc: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(emulator.deletions.pending) < 1_000:
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-
     cfg = config_for(emulator, tmp_path, hard_delete=True)
-    killed = run_target(cfg, messages(0), tmp_path, on_start=kill_after_first_202)
+    killed = run_target(cfg, messages(0), tmp_path, on_start=kill_once_scheduled(emulator, 1_000))
     assert killed.returncode == -signal.SIGKILL
     assert len(emulator.deletions.pending) == 1_000
     last = killed.states[-1].value["records"]
