@@ -517,6 +517,12 @@ class Store:
 
     # -- inspection ------------------------------------------------------------------------
 
+    def has_user(self, user_id: str) -> bool:
+        """Whether the user exists now (no copy: the Track API asks at every event)."""
+        with self.lock:
+            self._settle()
+            return user_id in self._users
+
     def users(self) -> dict[str, dict[str, Any]]:
         """A copy of the user profiles, as of now."""
         with self.lock:

@@ -106,7 +106,7 @@ class Events:
             return Answer(e.status, e.body())
         if user_id in self._store.config.reject_ids:
             return Answer(400, {"error": f"user_id {user_id!r} is refused (reject_ids)"})
-        existed = user_id in self._store.users()
+        existed = self._store.has_user(user_id)
         with self._store.lock:
             self._events.append(Event(user_id, name, metadata, now, existed))
         return Answer(202, {})
