@@ -446,3 +446,22 @@ def test_each_dry_run_writes_into_a_folder_of_its_own(emulator: Emulator, tmp_pa
     assert f"would send 1 user and 0 companies in 1 file in {later}" in second.stderr
     assert "would delete 1 user and 0 companies in 1 file" in second.stderr
     assert len(list(earlier.iterdir())) == 2  # the first run's files untouched
+
+
+def test_a_key_only_deletion_is_not_held_to_the_streams_schema(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    strict = {**PEOPLE, "required": ["id", "email"]}  # log-based deletions carry the keys only
+    messages = [
+        schema("users", strict),
+        record("users", {"id": "p1", "_sdc_deleted_at": GONE}),
+        person("p2"),
+        state({"done": True}),
+    ]
+    cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run=5)
+    run = run_target(cfg, messages, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert scheduled(emulator) == ["p1"]
+    assert set(emulator.users) == {"p2"}
+    assert not (tmp_path / "dead-letters.ndjson").exists()
