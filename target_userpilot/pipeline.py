@@ -111,11 +111,11 @@ class Pipeline:
         self.position = 0
         self.counters = Counters()
         self.checkpoints = Checkpoints(emit_state)
+        # A fresh folder per dry run: no earlier run's files beside this one's, none overwritten.
+        self._dry_dir = dry_run_folder(settings.dry_run_dir, time.time(), os.getpid())
         # A dry run's letters go beside its files: the real file holds only real runs' letters.
         letters_path = (
-            settings.dry_run_dir / DRY_RUN_LETTERS
-            if settings.dry_run
-            else settings.dead_letter_path
+            self._dry_dir / DRY_RUN_LETTERS if settings.dry_run else settings.dead_letter_path
         )
         self.dead_letters = DeadLetters(letters_path, settings.on_invalid_record)
         self._rejections = Rejections(self.dead_letters, logger)
@@ -160,8 +160,6 @@ class Pipeline:
                 before_send=fingerprints.check_session if fingerprints is not None else _nothing,
                 outcomes=outcomes,
             )
-        # A fresh folder per dry run: no earlier run's files beside this one's, none overwritten.
-        self._dry_dir = dry_run_folder(settings.dry_run_dir, time.time(), os.getpid())
         self._events = EventFlow(
             checkpoints=self.checkpoints,
             counters=self.counters,

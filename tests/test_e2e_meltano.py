@@ -103,6 +103,8 @@ ENV_SETTINGS = {
     "max_batch_rows": 5_000,
     "max_batch_bytes": 10_000_000,
     "job_retries": 1,
+    "max_spool_bytes": 100_000_000,
+    "track_requests_per_minute": 300,
     "send_only_changes": True,
     "dry_run": False,
     "resend_all": False,
@@ -233,7 +235,7 @@ def dry_run_letters_stay_beside_the_dry_run(meltano: Meltano, letters_file: Path
     )
     dry("--environment=dev", "run", "tap-jsonl", "target-userpilot")
     assert letters_file.read_bytes() == before
-    dry_letters = letters_file.parent / "dry-run" / "dead-letters.ndjson"
+    (dry_letters,) = (letters_file.parent / "dry-run").glob("*/dead-letters.ndjson")
     letters = [line for line in read_jsonl(dry_letters) if "stream" in line]
     assert letters
     assert {letter["record"]["email"] for letter in letters} == {"no-id@example.com"}
@@ -265,14 +267,14 @@ def a_stream_dropped_by_a_stream_map_loads_nothing(meltano: Meltano, emu: Emulat
     """A stream the target cannot load, dropped by the target's own stream map: the run passes."""
     yml = meltano.project / "meltano.yml"
     text = yml.read_text(encoding="utf-8")
-    # The tap now also emits `events`, a copy of the users file, as a tap one cannot deselect
-    # streams of would.
+    # The tap now also emits `audit_log`, a copy of the users file, as a tap one cannot
+    # deselect streams of would.
     clone = "        profiles: __NULL__\n"
     assert text.count(clone) == 1
     yml.write_text(
         text.replace(
             clone,
-            clone + "        events:\n          __source__: profiles\n"
+            clone + "        audit_log:\n          __source__: profiles\n"
             "          __filter__: _sdc_filename.endswith('users.jsonl')\n",
         ),
         encoding="utf-8",
@@ -280,14 +282,14 @@ def a_stream_dropped_by_a_stream_map_loads_nothing(meltano: Meltano, emu: Emulat
     users, jobs = dict(emu.users), len(emu.jobs)
     refused = meltano.run("--environment=dev", "run", "tap-jsonl", "target-userpilot")
     assert refused.returncode != 0
-    assert '"stream_maps": {"events": "__NULL__"}' in refused.stdout + refused.stderr
+    assert '"stream_maps": {"audit_log": "__NULL__"}' in refused.stdout + refused.stderr
     dropping = Meltano(
         meltano.executable,
         meltano.project,
-        {**meltano.env, "TARGET_USERPILOT_STREAM_MAPS": '{"events": "__NULL__"}'},
+        {**meltano.env, "TARGET_USERPILOT_STREAM_MAPS": '{"audit_log": "__NULL__"}'},
     )
     dropping("--environment=dev", "run", "tap-jsonl", "target-userpilot")
-    assert len(emu.users) == len(users), "nothing of `events` became a user"
+    assert len(emu.users) == len(users), "nothing of `audit_log` became a user"
     assert len(emu.jobs) == jobs, "unchanged profiles: nothing to send"
     yml.write_text(text, encoding="utf-8")
 

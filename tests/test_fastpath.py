@@ -72,10 +72,10 @@ def dry_run(tmp_path: Path, name: str, text: str, **settings: Any) -> tuple[list
     TargetUserpilot(config=config).listen(io.StringIO(text))
     lines = [
         line
-        for path in sorted(dry_run_output(out / "dry").iterdir())
+        for path in sorted(dry_run_output(out / "dry").glob("userpilot-*"))
         for line in path.read_text().splitlines()
     ]
-    dead_path = out / "dry" / DRY_RUN_LETTERS  # a dry run's letters are beside its files
+    dead_path = dry_run_output(out / "dry") / DRY_RUN_LETTERS  # beside the dry run's files
     letters = dead_letters(dead_path) if dead_path.exists() else []
     for letter in letters:
         del letter["at"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from singer_io import USER_SCHEMA, dead_letters, record, run_cli, schema, user
+from singer_io import USER_SCHEMA, dead_letters, dry_run_output, record, run_cli, schema, user
 
 from target_userpilot.places import default_path, meltano_plugin_dir
 from target_userpilot.settings import CONFIG_SCHEMA, Settings
@@ -63,7 +63,7 @@ def test_a_dry_run_under_meltano_keeps_records_out_of_the_project_root(tmp_path:
     assert run.returncode == 0, run.stderr[-3000:]
     plugin_dir = tmp_path / ".meltano" / "target-userpilot"
     # A dry run's letters are beside its files, not in the real dead-letter file.
-    (letter,) = dead_letters(plugin_dir / "dry-run" / "dead-letters.ndjson")
+    (letter,) = dead_letters(dry_run_output(plugin_dir / "dry-run") / "dead-letters.ndjson")
     assert letter["record"] == {"email": "no-id@example.com"}
     assert not (plugin_dir / "dead-letters.ndjson").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".meltano", "config.json"]

@@ -171,12 +171,12 @@ def test_dry_run_writes_the_exact_lines_and_uploads_nothing(
     assert run.stdout_lines == [], "a dry run moves no bookmark"
     lines = [
         line
-        for path in sorted(dry_run_output(tmp_path / "dry").iterdir())
+        for path in sorted(dry_run_output(tmp_path / "dry").glob("userpilot-*"))
         for line in path.read_text(encoding="utf-8").splitlines()
     ]
     # The invalid records' letters are beside the dry run's files, not in the real file.
     invalid = [case for case in CASES if case.reason is not None]
-    assert len(dead_letters(tmp_path / "dry" / DRY_RUN_LETTERS)) == len(invalid)
+    assert len(dead_letters(dry_run_output(tmp_path / "dry") / DRY_RUN_LETTERS)) == len(invalid)
     assert not (tmp_path / "dead.ndjson").exists()
     by_id = {json.loads(line)["user_id"]: line for line in lines}
     for case in CASES:

@@ -111,9 +111,10 @@ def target_config(
 
 
 def letters_path(case: Case, work: Path) -> Path:
-    """Where the run writes its dead letters: a dry run's are beside its files."""
+    """Where the run wrote its dead letters: a dry run's are beside its files, in its folder."""
     if case.settings.get("dry_run"):
-        return work / DRY_RUN_DIR / DRY_RUN_LETTERS
+        found = sorted((work / DRY_RUN_DIR).glob(f"*/{DRY_RUN_LETTERS}"))
+        return found[0] if found else work / DRY_RUN_DIR / DRY_RUN_LETTERS
     return work / DEAD_LETTERS
 
 
