@@ -51,10 +51,11 @@ class DeadLetterFileError(Exception):
 class DeadLetters:
     """Applies the `on_invalid_record` policy; used by the main thread only (the run's owner)."""
 
-    def __init__(self, path: Path, policy: Policy) -> None:
-        """The file is created only when the first dead letter arrives."""
+    def __init__(self, path: Path, policy: Policy, setting: str = "dead_letter_path") -> None:
+        """The file is created only when the first dead letter arrives; `setting` places it."""
         self.path = path
         self.policy = policy
+        self.setting = setting
         self.run = run_marker()
         self._handle: BinaryIO | None = None
         self.written = 0
@@ -111,7 +112,7 @@ class DeadLetters:
         except OSError as exc:
             self._drop_handle()  # what is left in its buffer cannot be written either
             msg = (
-                f"cannot write the dead-letter file {self.path} (setting `dead_letter_path`): "
+                f"cannot write the dead-letter file {self.path} (setting `{self.setting}`): "
                 f"{exc.strerror or exc}"
             )
             raise DeadLetterFileError(msg) from exc

@@ -117,7 +117,11 @@ class Pipeline:
         letters_path = (
             self._dry_dir / DRY_RUN_LETTERS if settings.dry_run else settings.dead_letter_path
         )
-        self.dead_letters = DeadLetters(letters_path, settings.on_invalid_record)
+        self.dead_letters = DeadLetters(
+            letters_path,
+            settings.on_invalid_record,
+            setting="dry_run_dir" if settings.dry_run else "dead_letter_path",
+        )
         self._rejections = Rejections(self.dead_letters, logger)
         self._invalid_share = InvalidShare(
             settings.max_invalid_share, self.checkpoints, self.dead_letters

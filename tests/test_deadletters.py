@@ -171,3 +171,13 @@ def test_a_full_disk_is_one_error_naming_the_setting(tmp_path: Path, file_size_l
         f"cannot write the dead-letter file {path} (setting `dead_letter_path`): File too large"
     )
     letters.close()
+
+
+def test_a_dry_runs_letters_that_cannot_be_written_name_the_dry_run_setting(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "taken").write_text("")
+    path = tmp_path / "taken" / "dead-letters.ndjson"  # under a regular file
+    letters = DeadLetters(path, "dead_letter", setting="dry_run_dir")
+    with pytest.raises(DeadLetterFileError, match=r"\(setting `dry_run_dir`\)"):
+        letters.report(stream="s", kind="users", position=1, reason="r", record={})
