@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import logging
@@ -61,9 +62,11 @@ def test_the_pacer_spaces_requests_evenly_and_allows_no_burst_after_a_pause(
     for _ in range(5):
         pacer.wait()
         starts.append(fake_clock())
+        pacer.done()
     assert [round(b - a, 6) for a, b in itertools.pairwise(starts)] == [0.1] * 4
     fake_clock.advance(10)  # input was slow: no credit is saved up
     pacer.wait()
+    pacer.done()
     pacer.wait()
     assert fake_clock.sleeps[-1] == pytest.approx(0.1)
 
@@ -71,10 +74,28 @@ def test_the_pacer_spaces_requests_evenly_and_allows_no_burst_after_a_pause(
 def test_a_slow_answer_does_not_lower_the_rate(fake_clock: FakeClock) -> None:
     pacer = IntervalPacer(600, fake_clock, fake_clock.sleep)
     started = fake_clock()
+    starts = []
     for number in range(100):
         pacer.wait()
-        fake_clock.advance(0.15 if number % 10 == 0 else 0.02)  # every tenth answer is slow
+        starts.append(fake_clock())
+        fake_clock.advance(0.35 if number % 10 == 0 else 0.02)  # every tenth answer is slow
+        pacer.done()
     assert fake_clock() - started == pytest.approx(10.0, abs=0.2)  # 100 in 10 s: 600 a minute
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.05 - 1e-6  # never a burst
+
+
+def test_catching_up_is_bounded_so_a_minute_never_passes_the_limit(
+    fake_clock: FakeClock,
+) -> None:
+    pacer = IntervalPacer(540, fake_clock, fake_clock.sleep)
+    starts = []
+    for number in range(2000):
+        pacer.wait()
+        starts.append(fake_clock())
+        fake_clock.advance(30.0 if number == 100 else 0.01)  # one answer takes 30 s
+        pacer.done()
+    most = max(bisect.bisect_left(starts, begin + 60) - i for i, begin in enumerate(starts))
+    assert most <= 600
 
 
 def test_events_are_accepted_within_the_limit_and_shown_with_their_users(

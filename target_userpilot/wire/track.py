@@ -48,11 +48,14 @@ class EventRefusedError(UserpilotError):
 class IntervalPacer:
     """Requests on an even grid, one every `60 / per_minute` seconds.
 
-    A request that starts late (the one before took longer than the interval) lets the next
-    keep to the grid, so slow answers do not lower the rate; a pause longer than one interval
-    (no event to send) starts a new grid, so no credit is saved up for a burst. No window of
-    60 seconds then holds more than `per_minute + 1` request starts.
+    Requests behind the grid because answers were slow catch up at twice the pace (never two
+    starts closer than half an interval), for at most `MAX_BEHIND` seconds of delay: slow
+    answers do not lower the rate, and no 60-second window holds more than `per_minute` plus
+    the requests of those few seconds. When the sender was idle (no event to send) for more
+    than an interval, a new grid starts: a pause saves up no credit for a burst.
     """
+
+    MAX_BEHIND = 5.0
 
     def __init__(
         self, per_minute: int, clock: Callable[[], float], sleep: Callable[[float], None]
@@ -61,16 +64,29 @@ class IntervalPacer:
         self.interval = 60.0 / per_minute
         self._clock = clock
         self._sleep = sleep
-        self._next: float | None = None
+        self._next: float | None = None  # the grid's next start
+        self._last: float | None = None  # the previous start
+        self._idle_since: float | None = None  # the previous answer, until the next start
 
     def wait(self) -> None:
         """Sleep until the next request may start, and count it as started."""
         now = self._clock()
-        if self._next is None or now - self._next > self.interval:
+        idle = self._idle_since is not None and now - self._idle_since > self.interval
+        if self._next is None or idle:
             self._next = now
-        elif self._next > now:
-            self._sleep(self._next - now)
+        self._next = max(self._next, now - self.MAX_BEHIND)
+        start = (
+            self._next if self._last is None else max(self._next, self._last + self.interval / 2)
+        )
+        if start > now:
+            self._sleep(start - now)
+        self._last = max(start, now)
+        self._idle_since = None
         self._next += self.interval
+
+    def done(self) -> None:
+        """The request was answered (or failed): from now the sender may be idle."""
+        self._idle_since = self._clock()
 
 
 @dataclass
@@ -142,6 +158,7 @@ class TrackSender:
             answer = self._transport.exchange(
                 "POST", self._url, json_body=(body, {"X-API-Version": API_VERSION})
             )
+            self._pacer.done()
             if isinstance(answer, Failure):
                 self.stats.too_many += answer.reason == "HTTP 429"
                 retrier.wait(answer)
