@@ -15,6 +15,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -336,6 +337,36 @@ def assert_profile(profile: dict[str, Any], record: dict[str, Any], *, id_key: s
             continue
         assert key in metadata, (key, profile)
         assert str(metadata[key]).lower() == str(value).lower(), (key, metadata[key], value)
+
+
+def test_sigterm_to_meltano_run_lets_the_job_in_flight_complete(tmp_path: Path) -> None:
+    """README "Stopping a run": Meltano forwards the signal and waits for the target."""
+    executable = meltano_bin()
+    project = work_copy(tmp_path / "project")
+    # 600 rows a minute: the users' job runs about 5 s, long enough to stop the run inside it.
+    with serve(EmulatorConfig(token=TOKEN, rows_per_minute=600), port=0) as emu:
+        env = {**meltano_env(emu.url), "TARGET_USERPILOT_TERMINATION_GRACE": "120"}
+        Meltano(executable, project, env)("install")
+        with subprocess.Popen(
+            [str(executable), "--environment=dev", "run", "tap-jsonl", "target-userpilot"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        ) as proc:
+            deadline = time.monotonic() + 120
+            while not emu.jobs and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert emu.jobs, "no job was submitted"
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=180)
+        assert proc.returncode != 0
+        assert "Terminating ExtractLoadBlocks" in output, output[-3000:]
+        assert "Received signal 15" in output
+        assert all(job.status == "completed" for job in emu.jobs), "the job in flight completed"
+        assert "Summary:" in output, "Meltano waited for the target's last lines"
 
 
 def test_readme_install_adds_the_hub_definition_to_a_fresh_project(tmp_path: Path) -> None:
