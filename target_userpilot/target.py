@@ -237,7 +237,11 @@ class TargetUserpilot(Target):
             scope_for(api_url, self.config["api_key"]),
             url=settings.fingerprint_store_url,
             path=settings.fingerprint_store_path,
-            options=StoreOptions(max_age_days=settings.resend_after_days, logger=self.logger),
+            options=StoreOptions(
+                max_age_days=settings.resend_after_days,
+                logger=self.logger,
+                sleep=self._stop_request.sleep,
+            ),
         )
         if settings.resend_all:
             store.forget_all()

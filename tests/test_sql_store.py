@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import socket
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
@@ -17,6 +20,7 @@ from sqlalchemy.pool import NullPool
 from target_userpilot.fingerprints import (
     FingerprintStoreBusyError,
     FingerprintStoreError,
+    StoreOptions,
     fingerprint,
 )
 from target_userpilot.fingerprints.sql_store import (
@@ -25,6 +29,7 @@ from target_userpilot.fingerprints.sql_store import (
     parse_url,
     scrub,
 )
+from target_userpilot.signals import RunStopped, StopRequest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -274,3 +279,18 @@ def test_a_lost_session_whose_lock_another_run_took_stops_the_run(
             store.check_session()
     finally:
         store.close()
+
+
+def test_a_stop_ends_a_connection_attempt_the_database_never_answers() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the connection, says nothing
+        port = silent.getsockname()[1]
+        stop = StopRequest()
+        stop.handle(signal.SIGTERM)
+        started = time.monotonic()
+        with pytest.raises(RunStopped):
+            SqlFingerprintStore(
+                f"postgresql://loader:pw@127.0.0.1:{port}/warehouse",
+                SCOPE,
+                StoreOptions(sleep=stop.sleep),
+            )
+        assert time.monotonic() - started < 5, "not after libpq's 10 s connect_timeout"

@@ -151,6 +151,8 @@ class StoreOptions:
     lock_timeout: float = 0.0
     logger: logging.Logger | None = None
     now: Callable[[], float] = time.time
+    # How a database store waits for its connection: the run's stop-aware sleep.
+    sleep: Callable[[float], None] = time.sleep
 
 
 class FingerprintStore(abc.ABC):

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import re
+import threading
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, NoReturn, final
 from urllib.parse import quote, quote_plus
@@ -54,10 +56,10 @@ from target_userpilot.fingerprints.common import (
 from target_userpilot.fingerprints.store_url import SETTING, check_store_url
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from sqlalchemy import ColumnElement, Select
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine import Connection, Engine
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -123,7 +125,36 @@ def _lock_key(label: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-_DDL_LOCK = _lock_key("schema")  # serialises table creation between first runs
+_DDL_LOCK = _lock_key("schema")
+# How often a connection attempt looks at the run's stop request.
+CONNECT_POLL_SECONDS = 0.1
+
+
+def _connect(engine: Engine, sleep: Callable[[float], None]) -> Connection:
+    """A connection, waited for through `sleep` (the run's stop-aware wait).
+
+    The driver's connect blocks in C for up to `connect_timeout` (10 s by default) and a
+    signal cannot end it; on a helper thread, the run notices a stop while it waits. An
+    attempt abandoned that way ends with the process.
+    """
+    made: queue.SimpleQueue[Connection | BaseException] = queue.SimpleQueue()
+
+    def attempt() -> None:
+        try:
+            made.put(engine.connect())
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            made.put(exc)
+
+    threading.Thread(target=attempt, name="fingerprint-store-connect", daemon=True).start()
+    while True:
+        try:
+            result = made.get_nowait()
+        except queue.Empty:
+            sleep(CONNECT_POLL_SECONDS)
+            continue
+        if isinstance(result, BaseException):
+            raise result
+        return result  # serialises table creation between first runs
 
 
 def parse_url(raw: str) -> URL:
@@ -207,6 +238,7 @@ class SqlFingerprintStore(FingerprintStore):
             FingerprintStoreError: no connection, or a table of our name that is not ours.
         """
         options = options or StoreOptions()
+        self._sleep = options.sleep
         super().__init__(scope, options, _LOGGER)
         self._url = parse_url(url)
         self._where = describe(self._url)
@@ -219,7 +251,7 @@ class SqlFingerprintStore(FingerprintStore):
         with self._errors("connecting"):
             # One connection for the whole run: it holds the session-level advisory lock.
             self._engine = create_engine(self._url, poolclass=NullPool, connect_args=connect_args)
-            self._conn = self._engine.connect()
+            self._conn = _connect(self._engine, options.sleep)
         try:
             self._prepare(options.lock_timeout)
         except BaseException:
@@ -331,7 +363,7 @@ class SqlFingerprintStore(FingerprintStore):
         with contextlib.suppress(SQLAlchemyError):
             self._conn.close()
         with self._errors("connecting again after losing its session"):
-            self._conn = self._engine.connect()
+            self._conn = _connect(self._engine, self._sleep)
         try:
             self._take_lock(0.0)
         except FingerprintStoreBusyError as busy:
