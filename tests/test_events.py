@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,8 @@ def test_events_arrive_once_each_after_their_users_and_gate_state(
     assert all(e["user_existed"] for e in events), "an event came before its user"
     assert [s.value for s in run.states][-1] == {"events": "done"}
     assert tracked_at_state[-1] == 5, "STATE passed events not yet accepted"
+    arrivals = [dt.datetime.fromisoformat(e["received_at"]).timestamp() for e in events]
+    assert arrivals[-1] - arrivals[0] >= 0.3, "five events at 600 a minute take 0.4 s"
     assert "tracked 5 events (0 sent before skipped, 0 refused by Userpilot)" in run.stderr
 
 
