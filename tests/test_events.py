@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
+import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from pg_fixtures import (  # noqa: F401 - fixtures, found by name
@@ -224,3 +227,41 @@ def test_refusals_are_systematic_past_half_or_ten_per_ten_thousand() -> None:
     assert not systematic(10, 10_000)
     assert systematic(11, 10_000)
     assert not systematic(20, 20_000)
+
+
+def test_a_killed_run_resumed_from_its_state_loses_no_event_and_resends_at_most_one(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    total = 12
+
+    def messages(start: int) -> list[dict[str, Any]]:
+        out = [schema("events", EVENT_SCHEMA, key="event_id")]
+        for n in range(start + 1, total + 1):
+            out += [paid(f"e{n}", "u1"), state({"records": n})]
+        return out
+
+    def kill_after_five(proc: subprocess.Popen[bytes]) -> None:
+        for _ in range(600):  # at most 30 s
+            if emulator.events["count"] >= 5:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+
+    cfg = config_for(
+        emulator,
+        tmp_path,
+        send_only_changes=True,
+        fingerprint_store_path=str(tmp_path / "fp.sqlite"),
+        **FAST,
+    )
+    killed = run_target(cfg, messages(0), tmp_path, on_start=kill_after_five)
+    assert killed.returncode == -signal.SIGKILL
+    sent_before_kill = emulator.events["count"]
+    last = killed.states[-1].value["records"] if killed.states else 0
+    assert last <= sent_before_kill, "STATE passed an event not accepted"
+    resumed = run_target(cfg, messages(last), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    arrived = Counter(e["metadata"]["event_id"] for e in events_of(emulator))
+    assert set(arrived) == {f"e{n}" for n in range(1, total + 1)}
+    # Only an event accepted in the instant before the kill, not yet remembered, comes twice.
+    assert sum(arrived.values()) - total <= 1
