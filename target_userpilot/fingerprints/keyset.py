@@ -108,31 +108,8 @@ class KeySet:
             self._put(key, check)
 
     def load(self, rows: Iterable[tuple[str, bytes]]) -> None:
-        """`fill` with the (id, digest) rows of a store, all distinct ids; `_put` inlined.
-
-        Ten million rows load at the pace of the store's cursor, not of a method call each.
-        """
-        keys, checks, slots = self._keys, self._checks, self._slots
-        room = int(slots * MAX_LOAD) - self._used
-        for profile_id, digest in rows:
-            if room <= 0:  # more rows than counted: grow the slow way
-                self._put(*slot_key(profile_id, digest))
-                continue
-            bits, check = _SPLIT(digest)
-            key = bits ^ (hash(profile_id) & _LOW_64)
-            if key <= GONE:
-                key += 2
-            slot = key % slots
-            while keys[slot] > GONE:
-                slot += 1
-                if slot == slots:
-                    slot = 0
-            if keys[slot] == EMPTY:
-                self._used += 1
-                room -= 1
-            keys[slot] = key
-            checks[slot] = check
-            self._live += 1
+        """`fill` with the (id, digest) rows of a store, all distinct ids."""
+        self.fill(slot_key(profile_id, digest) for profile_id, digest in rows)
 
     def discard(self, pair: tuple[int, int]) -> None:
         """Take the pair out of the set, if it is there."""
