@@ -2,9 +2,10 @@
 
 One invariant (issue 18), checked by `fuzz.oracle.check` from README's rules, on the main road
 and off it (issue 22): `fail` with rows Userpilot rejects, a server refusing every upload, BATCH
-messages, SIGTERM at a random moment through the CLI. Profiles, chosen by `HYPOTHESIS_PROFILE`:
-`dev` (default, about a hundred streams), `ci` (2,000+ streams, derandomized so CI is
-deterministic), `nightly` (20,000 streams, random, with a database).
+messages, a fingerprint store gone mid-run, SIGTERM at a random moment through the CLI.
+Profiles, chosen by `HYPOTHESIS_PROFILE`: `dev` (default, about a hundred streams), `ci` (2,000+
+streams, derandomized so CI is deterministic), `nightly` (20,000 streams, random, with a
+database).
 `FUZZ_FAILURES_DIR` collects each failing case as JSON; `FUZZ_STATS` writes the run's figures.
 """
 
@@ -49,7 +50,8 @@ settings.register_profile(
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 _EXAMPLES = settings.get_profile(PROFILE).max_examples
 # Nine cases in ten on the main road, one off it (issue 22: `fail` with rejected rows, a server
-# refusing everything, BATCH messages); the profile's total stays the same.
+# refusing everything, BATCH messages, a fingerprint store gone mid-run); the profile's total
+# stays the same.
 IN_PROCESS = settings(settings.get_profile(PROFILE), max_examples=_EXAMPLES * 9 // 10)
 OFF_ROAD = settings(IN_PROCESS, max_examples=max(10, _EXAMPLES // 10))
 # One case in fifty also goes through the real CLI in a child process (about a second each),

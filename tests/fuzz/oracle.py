@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import json
 import math
+import re
 import signal
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -334,6 +335,8 @@ def expect(case: Case) -> Expected:  # noqa: C901, PLR0912 - one walk over the i
             exp.may_fail.append(f"every record of stream {stream!r} may be invalid")
     if case.faults.get("fail_jobs", 0) > settings.get("job_retries", 2):
         exp.may_fail.append("more failed jobs than job_retries")
+    if case.store_gone_after is not None:
+        exp.may_fail.append("the fingerprint store is gone mid-run")
     return exp
 
 
@@ -458,7 +461,22 @@ def check(case: Case, outcome: Outcome) -> list[str]:
             if case.faults.get("refuse_uploads") and outcome.uploads and succeeded
             else []
         ),
+        *(_check_jobs_counted(outcome) if case.store_gone_after is not None else []),
     ]
+
+
+_SUMMARY_JOBS = re.compile(r"Summary: .*? in ([\d,]+) jobs?;")
+
+
+def _check_jobs_counted(outcome: Outcome) -> list[str]:
+    """The summary counts every job Userpilot completed, those before a failure included."""
+    said = _SUMMARY_JOBS.findall(outcome.log)
+    if len(said) != 1:
+        return [f"{len(said)} summary lines, not one"]
+    counted = int(said[0].replace(",", ""))
+    if counted != outcome.jobs_completed:
+        return [f"the summary counts {counted} jobs; Userpilot completed {outcome.jobs_completed}"]
+    return []
 
 
 def _check_stopped(outcome: Outcome) -> list[str]:

@@ -15,20 +15,23 @@ import json
 import logging
 import resource
 import signal
+import sqlite3
 import subprocess
 import time
 import traceback
 import uuid
-from contextlib import redirect_stdout
+from contextlib import ExitStack, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 from singer_io import run_target
 
 from fuzz.strategies import WORK
 from target_userpilot.deadletters import DRY_RUN_LETTERS
 from target_userpilot.emulator import EmulatorConfig
+from target_userpilot.fingerprints import open_store as real_open_store
 from target_userpilot.target import TargetUserpilot
 
 if TYPE_CHECKING:
@@ -80,6 +83,8 @@ class Outcome:
     faults_drawn: list[str] = field(default_factory=list)
     deletions: set[tuple[str, str]] = field(default_factory=set)
     """(kind, id) of every deletion Userpilot accepted (in-process runs)."""
+    jobs_completed: int | None = None
+    """Jobs Userpilot completed in the run (in-process runs)."""
 
 
 # Job phases beyond queued/processing, where the emulator has them: instant here, as the rate.
@@ -179,6 +184,57 @@ def describe_faults(faults: dict[str, Any]) -> list[str]:
     return named
 
 
+STORE_GONE = "store gone mid-run"
+
+
+class _VanishingConnection:
+    """The fingerprint store's SQLite connection, whose database is gone after `left` statements:
+    each later one raises what SQLite raises for a file it can no longer reach."""
+
+    def __init__(self, conn: sqlite3.Connection, left: int) -> None:
+        self._conn = conn
+        self._left = left
+        self.gone = False
+
+    def _spend(self) -> None:
+        if self._left <= 0:
+            self.gone = True
+            msg = "disk I/O error"
+            raise sqlite3.OperationalError(msg)
+        self._left -= 1
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:
+        self._spend()
+        return self._conn.execute(*args)
+
+    def executemany(self, *args: Any) -> sqlite3.Cursor:
+        self._spend()
+        return self._conn.executemany(*args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _store_goes(stack: ExitStack, after: int) -> list[_VanishingConnection]:
+    """From now on the target's SQLite fingerprint store loses its database after `after`
+    statements; the list gets the connection once the target opened the store."""
+    opened: list[_VanishingConnection] = []
+
+    def open_store(*args: Any, **kwargs: Any) -> Any:
+        store: Any = real_open_store(*args, **kwargs)
+        conn = _VanishingConnection(store._conn, after)
+        store._conn = conn
+        opened.append(conn)
+        return store
+
+    stack.enter_context(mock.patch("target_userpilot.target.open_store", open_store))
+    return opened
+
+
 class _Capture(logging.Handler):
     """Collects the target's log records (the emulator's own are not the target's output)."""
 
@@ -275,8 +331,10 @@ class InProcessRunner:
         # adds to it is that run's own excess.
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.monotonic()
+        stack = ExitStack()
+        opened = [] if case.store_gone_after is None else _store_goes(stack, case.store_gone_after)
         try:
-            with redirect_stdout(tap):
+            with stack, redirect_stdout(tap):
                 returned = self.cli.main(
                     ["--config", str(config_path), "--input", str(input_path)],
                     standalone_mode=False,
@@ -302,6 +360,7 @@ class InProcessRunner:
             crash=crash,
             seconds=seconds,
             rss_before=rss_before,
+            store_gone=any(conn.gone for conn in opened),
         )
 
     def _outcome(
@@ -316,6 +375,7 @@ class InProcessRunner:
         crash: str | None,
         seconds: float,
         rss_before: int,
+        store_gone: bool = False,
     ) -> Outcome:
         dead = letters_path(case, work)
         letters, unreadable = _read_dead_letters(dead)
@@ -339,8 +399,9 @@ class InProcessRunner:
             dry_run_ids=_dry_run_ids(work / DRY_RUN_DIR),
             seconds=seconds,
             peak_rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before,
-            faults_drawn=describe_faults(case.faults),
+            faults_drawn=[*describe_faults(case.faults), *[STORE_GONE] * store_gone],
             deletions=accepted_deletions(self.emu),
+            jobs_completed=sum(job.status == "completed" for job in self.emu.jobs),
         )
 
 

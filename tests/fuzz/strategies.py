@@ -89,7 +89,8 @@ class Case:
 
     Off the main road (`road`, see `off_road_cases`): `files` are BATCH files the runner writes
     into the run's folder (`{work}` in a line stands for it); `signal_after` is when SIGTERM is
-    sent, in seconds from the target's first log line.
+    sent, in seconds from the target's first log line; `store_gone_after` is how many statements
+    the fingerprint store's database answers before it is gone.
     """
 
     lines: list[str]
@@ -98,6 +99,7 @@ class Case:
     road: str = "main"
     files: dict[str, str] = field(default_factory=dict)
     signal_after: float | None = None
+    store_gone_after: int | None = None
 
 
 # --- values -------------------------------------------------------------------------------
@@ -571,7 +573,7 @@ def cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
 
 # --- off the main road -------------------------------------------------------------------------
 
-ROADS = ("fail with rejected rows", "every upload refused", "BATCH messages")
+ROADS = ("fail with rejected rows", "every upload refused", "BATCH messages", "store gone mid-run")
 WORK = "{work}"
 """Stands in a line for the run's folder, where the runner writes the case's BATCH files."""
 # Manifest entries the target must refuse (one ERROR line naming the input line).
@@ -583,6 +585,9 @@ _UNREADABLE = st.sampled_from(
         None,  # not a string
     )
 )
+# Statements the fingerprint store runs after it opened: a kind's first lookup takes two, a
+# confirmation three or four; past the run's last one the store outlives the run.
+_STORE_STATEMENTS = st.integers(0, 8)
 # Seconds after the target's first log line: start-up (settings, the start-up check), the run,
 # or after its end.
 _SIGNAL_AFTER = st.sampled_from((0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8))
@@ -635,13 +640,14 @@ def batch_messages(draw: st.DrawFn, lines: list[str]) -> tuple[list[str], dict[s
 @st.composite
 def off_road_cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
     """A case on one of the paths off the main road: `fail` with rows Userpilot rejects, a
-    server refusing every upload, or BATCH messages (local files, and some it cannot read)."""
+    server refusing every upload, BATCH messages (local files, and some it cannot read), or a
+    fingerprint store (`send_only_changes`) whose database is gone at a drawn moment."""
     case = draw(cases(sw))
     road = draw(st.sampled_from(ROADS))
     chosen = {k: v for k, v in case.settings.items() if k != "dry_run"}  # the road uploads
     # The emulator's shapes stay; the road is the case's fault.
     faults = {k: v for k, v in case.faults.items() if k in _SHAPES_KEYS}
-    lines, files = case.lines, dict[str, str]()
+    lines, files, gone = case.lines, dict[str, str](), None
     if road == "fail with rejected rows":
         chosen["on_invalid_record"] = "fail"
         ids = _ids_in(lines)
@@ -651,9 +657,13 @@ def off_road_cases(draw: st.DrawFn, sw: Switches | None = None) -> Case:
             )
     elif road == "every upload refused":
         faults["refuse_uploads"] = True
-    else:
+    elif road == "BATCH messages":
         lines, files = draw(batch_messages(lines))
-    return Case(lines=lines, settings=chosen, faults=faults, road=road, files=files)
+    else:
+        chosen["send_only_changes"] = True
+        gone = draw(_STORE_STATEMENTS)
+    drawn = Case(lines=lines, settings=chosen, faults=faults, road=road, files=files)
+    return replace(drawn, store_gone_after=gone)
 
 
 @st.composite
