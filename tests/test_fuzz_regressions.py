@@ -111,6 +111,20 @@ SHRUNK: list[Any] = [
 ]
 
 
+def test_a_fingerprint_store_gone_mid_run_is_one_error_line(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    # Found by the suite's store road: the SQLite database failing while a completed job's
+    # fingerprints were written escaped as a traceback (`sqlite3.OperationalError`).
+    lines = [USERS, _record('{"id":1}'), '{"type":"STATE","value":{"n":1}}', _record('{"id":2}')]
+    settings = {"send_only_changes": True, "max_batch_rows": 1}
+    case = Case(lines=lines, settings=settings, road="store gone mid-run", store_gone_after=2)
+    outcome = InProcessRunner(make_emulator()).run(case, tmp_path)
+    assert check(case, outcome) == []
+    assert outcome.exit_code == 1
+    assert "fingerprint_store_path" in outcome.errors[0]
+
+
 @pytest.mark.parametrize(("lines", "settings", "faults"), SHRUNK)
 def test_a_shrunk_fuzz_find_keeps_every_record_accounted_for(
     make_emulator: Callable[..., Emulator],

@@ -6,6 +6,8 @@
   moved aside with a warning and a fresh store started (every profile is then resent once).
 - Rows are written in one transaction per job (WAL; a power cut may only lose the last
   confirmations, which means those profiles are sent again).
+- A database that fails once open (its disk or share gone) is one `FingerprintStoreError` line
+  naming the file and the setting, as the SQL store's are.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, NoReturn, final
 
 from target_userpilot.fingerprints.common import (
     FingerprintStore,
     FingerprintStoreBusyError,
+    FingerprintStoreError,
     RunHolder,
     StoreOptions,
     busy_message,
@@ -28,7 +31,7 @@ from target_userpilot.fingerprints.common import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterator
 
 try:
     import fcntl
@@ -154,10 +157,12 @@ class SqliteFingerprintStore(FingerprintStore):
 
     def _count(self, kind: str, since: float | None) -> int:
         query, params = self._select("COUNT(*)", kind, since)
-        return int(self._conn.execute(query, params).fetchone()[0])
+        with self._errors("reading fingerprints"):
+            return int(self._conn.execute(query, params).fetchone()[0])
 
-    def _rows(self, kind: str, since: float | None) -> Iterable[tuple[str, bytes]]:
-        return self._conn.execute(*self._select("id, digest", kind, since))
+    def _rows(self, kind: str, since: float | None) -> Iterator[tuple[str, bytes]]:
+        with self._errors("reading fingerprints"):
+            yield from self._conn.execute(*self._select("id, digest", kind, since))
 
     def _select(self, what: str, kind: str, since: float | None) -> tuple[str, tuple[object, ...]]:
         query = f"SELECT {what} FROM fingerprints WHERE scope = ? AND kind = ?"  # noqa: S608 - `what` is ours
@@ -199,14 +204,32 @@ class SqliteFingerprintStore(FingerprintStore):
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed at the end, rolled back on any error."""
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        with self._errors("writing fingerprints"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                    # A database gone fails the rollback too: the first error is the one to say.
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """An SQLite error once the store is open: one line naming the file and the setting."""
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
-                conn.execute("ROLLBACK")
-            raise
+            yield
+        except sqlite3.Error as exc:
+            self._fail(doing, exc)
+
+    def _fail(self, doing: str, exc: sqlite3.Error) -> NoReturn:
+        msg = (
+            f"The fingerprint store (SQLite file {self.path}) failed while {doing} ({exc}). "
+            "Check `fingerprint_store_path` and that its disk is reachable and writable."
+        )
+        raise FingerprintStoreError(msg) from None
 
     def _stored_digests(self, kind: str, ids: list[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
