@@ -339,8 +339,8 @@ class DeletionLedger:
     def check(self, limit: DeleteLimit, *, carried: int = 0) -> None:
         """Raise DeletionGuardError, naming the settings to check, if the run deletes too much.
 
-        `carried`: deletions the guard allowed an earlier run that did not see them all
-        accepted (`guardnote.py`); that many of this run's count as allowed already.
+        `carried`: how many of this run's deletions the guard allowed an earlier run that did
+        not see them all accepted (`guardnote.py`); they count as allowed already.
         """
         per_kind = {k: len(self._pending[k]) + len(self._sent[k]) for k in _KINDS}
         total, records = sum(per_kind.values()), sum(self._records.values())
@@ -356,6 +356,10 @@ class DeletionLedger:
             "and the tap's `_sdc_deleted_at`."
         )
         raise DeletionGuardError(msg)
+
+    def pending(self) -> dict[str, list[str]]:
+        """The ids to delete that are not sealed yet, per kind."""
+        return {kind: list(self._pending[kind]) for kind in _KINDS}
 
     def accepted(self, chunk: DeletionChunk) -> None:
         """Userpilot answered 202 for `chunk`: it no longer holds STATE back."""

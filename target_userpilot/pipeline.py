@@ -100,11 +100,14 @@ class Pipeline:
         stop: StopRequest | None = None,
         deleter: Deleter | None = None,
         track: Callable[[Callable[[float], None]], TrackSender] | None = None,
+        account: str = "",
     ) -> None:
         """`client` is None for a dry run (nothing is uploaded). Nothing starts until `start`.
 
         `deleter` sends a `hard_delete` run's deletions (None: a dry run, or no `hard_delete`).
         `track` opens the event thread's Track API sender around its sleep (None: a dry run).
+        `account` names the Userpilot account (host and key hash) the deletion guard's note
+        belongs to.
         """
         self.settings = settings
         self.logger = logger
@@ -145,7 +148,7 @@ class Pipeline:
         self._lag_checked_at = 0
         self._client = client
         self._deletions = DeletionLedger() if settings.hard_delete else None
-        self._guard_note = GuardNote(settings.batch_dir)
+        self._guard_note = GuardNote(settings.batch_dir, account or settings.api_url)
         self._deletions_hold = math.inf  # the position DELETIONS_HOLD holds from
         self._ended = False  # `finish` began: every record was read
         self.runner: JobRunner | None = None
@@ -452,11 +455,11 @@ class Pipeline:
     def _send_deletions(self, ledger: DeletionLedger) -> None:
         """End of input: the guard, then every job before, then the deletions in record order."""
         limit = self.settings.max_deletes_per_run
-        carried = self._guard_note.carried()
+        carried = self._guard_note.carried(ledger.pending())
         if carried:
             self.logger.info(
-                "An earlier run was allowed %s that it did not see all accepted (it was stopped "
-                "or killed): as many of this run's count as allowed (`max_deletes_per_run`).",
+                "%s of this run were allowed to an earlier run (stopped or killed) that did not "
+                "see them all accepted: they count as allowed (`max_deletes_per_run`).",
                 plural(carried, "deletion"),
             )
         if self.runner is None:
@@ -468,7 +471,10 @@ class Pipeline:
         chunks = ledger.seal(limit, carried=carried)
         if chunks:
             # Before the first request: a resume of this run must be allowed them again.
-            self._guard_note.allow(sum(len(chunk.ids) for chunk in chunks))
+            allowed: dict[str, list[str]] = {}
+            for chunk in chunks:
+                allowed.setdefault(chunk.kind, []).extend(chunk.ids)
+            self._guard_note.allow(allowed)
         for chunk in chunks:
             self.runner.ship_deletion(chunk)
         self._hold_deletions()

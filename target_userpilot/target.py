@@ -150,6 +150,7 @@ class TargetUserpilot(Target):
             stop=self._stop_request,
             deleter=deleter,
             track=track,
+            account=scope_for(api_url, self.config["api_key"]),
         )
         self.fast_records = RecordFastPath(self)
         # Before stream maps: a map cannot turn a deletion into an update.

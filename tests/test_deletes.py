@@ -381,9 +381,17 @@ def test_a_resume_of_a_run_the_guard_allowed_completes(emulator: Emulator, tmp_p
     last = killed.states[-1].value["records"]
     assert kept <= last < kept + gone  # mostly deletions left: judged alone, over 10%
 
+    # The note lends nothing to deletions the killed run was not allowed: judged alone.
+    others = people(person(f"x{i}", deleted=True) for i in range(200))
+    unrelated = run_target(cfg, others, tmp_path)
+    assert unrelated.returncode == 1
+    assert "would delete 200 profiles" in unrelated.stderr
+    assert not {s.id for s in emulator.deletions.pending} & {f"x{i}" for i in range(200)}
+
     resumed = run_target(cfg, messages(last), tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert "An earlier run was allowed 1,500 deletions" in resumed.stderr
+    left = kept + gone - last
+    assert f"{left:,} deletions of this run were allowed to an earlier run" in resumed.stderr
     assert {s.id for s in emulator.deletions.pending} == set(ids[kept:])
     assert resumed.states[-1].value == {"records": kept + gone}
     # Done: the next run is judged alone again.

@@ -282,12 +282,31 @@ def test_the_guard_counts_an_unfinished_runs_allowance_as_allowed() -> None:
     ledger.check(DeleteLimit(share=0.1), carried=1_500)
 
 
-def test_the_guard_note_carries_an_allowance_until_cleared(tmp_path: Path) -> None:
-    note = GuardNote(tmp_path / "batches")
-    assert note.carried() == 0
-    note.allow(1_500)
-    assert GuardNote(tmp_path / "batches").carried() == 1_500
+def test_the_guard_note_carries_the_allowed_ids_until_cleared(tmp_path: Path) -> None:
+    note = GuardNote(tmp_path / "batches", "analytex.userpilot.io:abc")
+    resume = {"users": [f"u{i}" for i in range(1_000, 2_000)], "companies": ["c1"]}
+    assert note.carried(resume) == 0
+    note.allow({"users": [f"u{i}" for i in range(1_500)], "companies": ["c1", "c2"]})
+    # The resume's deletions that the killed run was allowed: u1000..u1499 and c1.
+    assert GuardNote(tmp_path / "batches", "analytex.userpilot.io:abc").carried(resume) == 501
     note.clear()
-    assert note.carried() == 0
+    assert note.carried(resume) == 0
     note.path.write_text("{not json")
-    assert note.carried() == 0  # unreadable: the run is judged alone
+    assert note.carried(resume) == 0  # unreadable: the run is judged alone
+
+
+def test_the_guard_note_lends_nothing_to_other_profiles_or_another_account(
+    tmp_path: Path,
+) -> None:
+    GuardNote(tmp_path, "analytex.userpilot.io:abc").allow({"users": ["u1", "u2", "u3"]})
+    other_ids = {"users": ["x1", "x2", "x3"], "companies": ["u1"]}
+    assert GuardNote(tmp_path, "analytex.userpilot.io:abc").carried(other_ids) == 0
+    same_ids = {"users": ["u1", "u2", "u3"]}
+    assert GuardNote(tmp_path, "analytex.userpilot.io:def").carried(same_ids) == 0
+    assert GuardNote(tmp_path, "analytex.userpilot.io:abc").carried(same_ids) == 3
+
+
+def test_the_guard_note_holds_no_id_in_clear(tmp_path: Path) -> None:
+    note = GuardNote(tmp_path, "analytex.userpilot.io:abc")
+    note.allow({"users": ["grace@example.com"]})
+    assert "grace" not in note.path.read_text()
