@@ -406,7 +406,8 @@ class Pipeline:
                 self.logger.warning("Second signal: not waiting any longer.")
         current = self._in_flight.current_job
         if current is not None and self.runner is not None and self.runner.alive:
-            self.logger.error(
+            # A warning: the stop's cause (a signal, or the failure) has the one ERROR line.
+            self.logger.warning(
                 "Stopped with Userpilot job %s still running; its records are not "
                 "checkpointed and will be sent again by the next run from the last STATE.",
                 current,

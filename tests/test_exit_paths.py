@@ -92,6 +92,19 @@ def test_a_failed_run_leaves_no_batch_file(
     assert leftovers(tmp_path) == []
 
 
+def test_a_failure_with_a_job_still_running_is_one_error_line(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    emu = make_emulator(token=TOKEN, rows_per_minute=600)  # a 100-row job takes 10 s
+    cfg = config_for(emu, tmp_path, termination_grace=1)
+    run = run_target(cfg, [*users(150), "{not json"], tmp_path, timeout=60)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "still running" in run.stderr, "the test fails while a job runs"
+    errors = [line for line in run.stderr.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1, errors
+    assert "is not valid JSON" in errors[0], errors
+
+
 @dataclass
 class Signalled:
     returncode: int
