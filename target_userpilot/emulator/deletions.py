@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from target_userpilot.emulator.store import iso_z
-from target_userpilot.emulator.validation import PayloadError, loads
+from target_userpilot.emulator.validation import PayloadError, versioned_json
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("target_userpilot.emulator")
 
-API_VERSION = "2020-09-22"
 DELETE_INTERVAL = 2.0
 """Seconds between two accepted delete requests (either kind); sooner answers 429."""
 DAILY_RUN_HOUR_UTC = 2
@@ -110,23 +109,11 @@ def read_ids(kind: Kind, headers: Mapping[str, str], body: bytes) -> list[str]:
         PayloadError: a 400: no or another X-API-Version, not JSON, or not
             `{"<kind>": ["id", ...]}`.
     """
-    version = headers.get("x-api-version", "").strip()
-    if version != API_VERSION:
-        msg = (
-            f"unsupported X-API-Version {version!r}, use {API_VERSION}"
-            if version
-            else f"the X-API-Version header is required ({API_VERSION})"
-        )
-        raise PayloadError(400, msg)
     mimetype = headers.get("content-type", "").partition(";")[0].strip().lower()
     if mimetype != "application/json":
         msg = f"Content-Type must be application/json, got {mimetype or 'none'}"
         raise PayloadError(400, msg)
-    try:
-        payload = loads(body)
-    except ValueError as e:
-        msg = f"the body is not valid JSON ({e})"
-        raise PayloadError(400, msg) from None
+    payload = versioned_json(headers, body)
     if not isinstance(payload, dict) or set(payload) != {kind}:
         msg = f'the body must be {{"{kind}": ["id", ...]}}'
         raise PayloadError(400, msg)

@@ -18,9 +18,9 @@ import logging
 from collections import defaultdict, deque
 from typing import TYPE_CHECKING, Any
 
-from target_userpilot.emulator.deletions import API_VERSION, Answer
+from target_userpilot.emulator.deletions import Answer
 from target_userpilot.emulator.store import iso_z
-from target_userpilot.emulator.validation import PayloadError, loads, metadata_problem
+from target_userpilot.emulator.validation import PayloadError, metadata_problem, versioned_json
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -56,15 +56,7 @@ def read_event(headers: Mapping[str, str], body: bytes) -> tuple[str, str, dict[
     Raises:
         PayloadError: a 400: no or another X-API-Version, not JSON, or not an event.
     """
-    version = headers.get("x-api-version", "").strip()
-    if version != API_VERSION:
-        msg = f"the X-API-Version header must be {API_VERSION} (got {version or 'none'})"
-        raise PayloadError(400, msg)
-    try:
-        payload = loads(body)
-    except ValueError as e:
-        msg = f"the body is not valid JSON ({e})"
-        raise PayloadError(400, msg) from None
+    payload = versioned_json(headers, body)
     if not isinstance(payload, dict):
         raise PayloadError(400, "the body must be a JSON object")
     for field in ("user_id", "event_name"):

@@ -6,9 +6,15 @@ import dataclasses
 import json
 import math
 from http import HTTPStatus
-from typing import IO, Any, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 from target_userpilot.emulator.config import MAX_RECORDS
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+API_VERSION = "2020-09-22"
+"""The X-API-Version the Deletion and Track APIs require."""
 
 Kind = Literal["users", "companies"]
 
@@ -145,6 +151,27 @@ def loads(text: str | bytes) -> Any:  # noqa: ANN401 - any JSON value
     if isinstance(text, str):
         return _DECODER.decode(text)
     return json.loads(text, parse_constant=_reject_constant)
+
+
+def versioned_json(headers: Mapping[str, str], body: bytes) -> Any:  # noqa: ANN401 - any JSON
+    """The JSON body of a Deletion or Track API request (header names in lower case).
+
+    Raises:
+        PayloadError: a 400: no or another X-API-Version, or a body that is not JSON.
+    """
+    version = headers.get("x-api-version", "").strip()
+    if version != API_VERSION:
+        msg = (
+            f"unsupported X-API-Version {version!r}, use {API_VERSION}"
+            if version
+            else f"the X-API-Version header is required ({API_VERSION})"
+        )
+        raise PayloadError(400, msg)
+    try:
+        return loads(body)
+    except ValueError as e:
+        msg = f"the body is not valid JSON ({e})"
+        raise PayloadError(400, msg) from None
 
 
 _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
