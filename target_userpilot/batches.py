@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from target_userpilot.errors import UserFacingError
 from target_userpilot.profiles import Kind, Profile, encode_json, merge
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class LineTooLargeError(ValueError):
     """One profile line alone is over the batch byte limit."""
 
 
-class BatchFileError(Exception):
+class BatchFileError(UserFacingError):
     """A batch file could not be written (a full disk, most often); says what to fix."""
 
 

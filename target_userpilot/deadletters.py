@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from singer_sdk.exceptions import MissingKeyPropertiesError
 
+from target_userpilot.errors import UserFacingError
 from target_userpilot.profiles import encode_exact
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ FILE_MODE = 0o600
 DRY_RUN_LETTERS = "dead-letters.ndjson"
 
 
-class InvalidRecordError(ValueError):
+class InvalidRecordError(UserFacingError, ValueError):
     """A record could not be loaded and the policy is `fail`."""
 
 
@@ -44,7 +45,7 @@ class MissingKeyError(InvalidRecordError, MissingKeyPropertiesError):
     """
 
 
-class DeadLetterFileError(Exception):
+class DeadLetterFileError(UserFacingError):
     """The dead-letter file cannot be written (a full disk, a path that is not a file)."""
 
 

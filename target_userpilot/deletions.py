@@ -72,6 +72,8 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
+from target_userpilot.errors import UserFacingError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -99,7 +101,7 @@ class DeletionMarkError(ValueError):
     """A record's deletion mark holds something that is neither a yes nor a no."""
 
 
-class DeletionGuardError(Exception):
+class DeletionGuardError(UserFacingError):
     """The run would delete more than `max_deletes_per_run` allows; nothing was sent."""
 
 

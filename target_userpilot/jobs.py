@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from target_userpilot.deletions import DeletionChunk
+from target_userpilot.errors import UserFacingError
 from target_userpilot.signals import WaitStopped
 from target_userpilot.summary import KIND_NOUN, plural
 from target_userpilot.wire import JobStatus, PayloadTooLargeError, RejectedUploadError
@@ -58,7 +59,7 @@ SMALL_ROW_BYTES = 1_000_000
 MAX_REFUSED_ROWS = 10
 
 
-class JobFailedError(RuntimeError):
+class JobFailedError(UserFacingError):
     """A job ended `failed` more often than `job_retries` allows, or ran past its timeout."""
 
 

@@ -12,11 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from target_userpilot.errors import UserFacingError
+
 if TYPE_CHECKING:
     from target_userpilot.settings import Settings
 
 
-class PathSettingError(Exception):
+class PathSettingError(UserFacingError):
     """A folder or file named by a setting cannot be used."""
 
     def __init__(self, setting: str, path: Path, problem: str) -> None:

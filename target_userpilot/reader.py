@@ -24,6 +24,7 @@ from singer_sdk.io_base import SingerMessageType, SingerReader
 from singer_sdk.singerlib.json import deserialize_json
 
 from target_userpilot.batch_messages import BatchMessageError
+from target_userpilot.errors import UserFacingError
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -41,7 +42,7 @@ _NOUNS: dict[type, str] = {str: "a string", dict: "an object", list: "a list"}
 _FAST = msgspec.json.Decoder(float_hook=Decimal)
 
 
-class InputError(Exception):
+class InputError(UserFacingError):
     """A line of input that is not a Singer message this target can act on."""
 
     def __init__(self, line: int, problem: str) -> None:

@@ -17,25 +17,20 @@ from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.target_base import Target
 
 from target_userpilot.batch_messages import file_lines, manifest_files
-from target_userpilot.batches import BatchFileError
-from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError
-from target_userpilot.deletions import DeletionGuardError
 from target_userpilot.envconfig import env_config
+from target_userpilot.errors import UserFacingError
 from target_userpilot.fastpath import RecordFastPath
 from target_userpilot.fingerprints import (
     FingerprintStore,
-    FingerprintStoreBusyError,
-    FingerprintStoreError,
     StoreOptions,
     open_store,
     scope_for,
 )
-from target_userpilot.jobs import JobFailedError
-from target_userpilot.paths import PathSettingError, check_paths
+from target_userpilot.paths import check_paths
 from target_userpilot.pipeline import Pipeline
 from target_userpilot.premap import DeletionRecords
 from target_userpilot.profiles import encode_exact
-from target_userpilot.reader import InputError, LineReader
+from target_userpilot.reader import LineReader
 from target_userpilot.settings import CONFIG_SCHEMA, Settings, whole_integer_settings
 from target_userpilot.signals import RunStopped, StopRequest
 from target_userpilot.sinks import EventSink, NothingToLoadSink, ProfileSink
@@ -52,25 +47,9 @@ if TYPE_CHECKING:
     from singer_sdk.sinks import Sink
 
 
-class StateOutputError(Exception):
+class StateOutputError(UserFacingError):
     """Standard output, where STATE goes, cannot be written."""
 
-
-# Failures a user can act on: logged as one clear line, exit status 1, no traceback (but
-# with one at LOGLEVEL=DEBUG).
-USER_FACING_ERRORS = (
-    UserpilotError,
-    JobFailedError,
-    InvalidRecordError,
-    FingerprintStoreBusyError,
-    FingerprintStoreError,
-    BatchFileError,
-    InputError,
-    PathSettingError,
-    DeadLetterFileError,
-    DeletionGuardError,
-    StateOutputError,
-)
 
 # Seconds a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
 # job thread's upload hands the GIL back at every socket and file call, then waits for it while
@@ -390,7 +369,7 @@ class TargetUserpilot(Target):
                 stopped.signum,
             )
             raise SystemExit(128 + stopped.signum) from None
-        except USER_FACING_ERRORS as exc:
+        except UserFacingError as exc:
             cls.logger.error(  # noqa: TRY400 - the traceback only when debugging
                 "target-userpilot failed: %s",
                 exc,

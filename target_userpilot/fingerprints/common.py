@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from target_userpilot.errors import UserFacingError
 from target_userpilot.fingerprints.keyset import KeySet, slot_key
 from target_userpilot.places import PLUGIN_DIR, default_path
 
@@ -45,7 +46,7 @@ LOCK_POLL_SECONDS = 0.05
 NEVER_AGING = frozenset({"events"})
 
 
-class FingerprintStoreError(Exception):
+class FingerprintStoreError(UserFacingError):
     """The fingerprint store cannot be used; the message says what to fix (and holds no secret)."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from target_userpilot.errors import UserFacingError
 
-class UserpilotError(Exception):
+
+class UserpilotError(UserFacingError):
     """Base of every error the client raises; the message says what to fix."""
 
 
