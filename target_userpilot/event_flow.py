@@ -22,6 +22,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
+from typing_extensions import assert_never
+
 from target_userpilot.event_worker import EventItem, EventRefused, EventSent
 from target_userpilot.jobs import MAX_REFUSED_ROWS, JobFailedError
 from target_userpilot.summary import plural
@@ -165,13 +167,16 @@ class EventFlow:
         item = self._sent.popleft()
         if item.identity is not None:
             self._on_the_way.discard(item.identity)
-        if isinstance(outcome, EventSent):
-            if self._changes is not None and item.identity is not None:
-                # Before STATE moves past it: a crash in between cannot send it twice.
-                self._changes.remember(EVENTS, item.identity)
-            self._counters.events_accepted += 1
-        elif isinstance(outcome, EventRefused):
-            self._refused(outcome)
+        match outcome:
+            case EventSent():
+                if self._changes is not None and item.identity is not None:
+                    # Before STATE moves past it: a crash in between cannot send it twice.
+                    self._changes.remember(EVENTS, item.identity)
+                self._counters.events_accepted += 1
+            case EventRefused():
+                self._refused(outcome)
+            case _:
+                assert_never(outcome)
         self._hold()
         self._log_progress()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from typing_extensions import assert_never
+
 from target_userpilot.jobs import BatchDone, JobStarted, PartDone, RowsRefused, RunnerFailed
 from target_userpilot.rejections import AllRefused
 from target_userpilot.summary import KIND_NOUN, plural
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from target_userpilot.batches import SealedBatch
     from target_userpilot.changes import ChangeFilter
     from target_userpilot.checkpoints import Checkpoints
-    from target_userpilot.jobs import Outcome
+    from target_userpilot.jobs import BatchOutcome
     from target_userpilot.rejections import Rejections
     from target_userpilot.summary import Counters
 
@@ -67,7 +69,7 @@ class InFlight:
         if self._changes is not None:
             self._changes.shipped(batch)
 
-    def apply(self, outcome: Outcome) -> None:
+    def apply(self, outcome: BatchOutcome) -> None:
         """Apply one outcome; a RunnerFailed raises its error here, on the main thread.
 
         A part whose outcome cannot be applied (the `fail` policy, a dead-letter file that
@@ -75,22 +77,25 @@ class InFlight:
         the run: the stop path still applies the batch's completion, which must not release
         past records that are neither confirmed nor in a dead letter.
         """
-        if isinstance(outcome, JobStarted):
-            self.current_job = outcome.job_id
-        elif isinstance(outcome, PartDone | RowsRefused):
-            try:
-                if isinstance(outcome, PartDone):
-                    self._part_done(outcome)
-                else:
-                    self._refused(outcome)
-            except BaseException:
-                part = outcome.part
-                self._checkpoints.hold(("undelivered", part.path), part.first_position)
-                raise
-        elif isinstance(outcome, BatchDone):
-            self._settled(outcome.batch)
-        elif isinstance(outcome, RunnerFailed):
-            raise outcome.error
+        match outcome:
+            case JobStarted():
+                self.current_job = outcome.job_id
+            case PartDone() | RowsRefused():
+                try:
+                    if isinstance(outcome, PartDone):
+                        self._part_done(outcome)
+                    else:
+                        self._refused(outcome)
+                except BaseException:
+                    part = outcome.part
+                    self._checkpoints.hold(("undelivered", part.path), part.first_position)
+                    raise
+            case BatchDone():
+                self._settled(outcome.batch)
+            case RunnerFailed():
+                raise outcome.error
+            case _:
+                assert_never(outcome)
 
     def _settled(self, batch: SealedBatch) -> None:
         self.current_job = None

@@ -230,7 +230,9 @@ class RunnerFailed:
     error: BaseException
 
 
-Outcome = JobStarted | PartDone | RowsRefused | BatchDone | DeletionAccepted | RunnerFailed
+# What a batch's jobs report (InFlight applies them); with a deletion's answer, every outcome.
+BatchOutcome = JobStarted | PartDone | RowsRefused | BatchDone | RunnerFailed
+Outcome = BatchOutcome | DeletionAccepted
 
 
 class Deleter(Protocol):

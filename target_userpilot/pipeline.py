@@ -30,6 +30,8 @@ import queue
 import time
 from typing import TYPE_CHECKING, Any
 
+from typing_extensions import assert_never
+
 from target_userpilot.batches import BatchFile, LineTooLargeError
 from target_userpilot.changes import ChangeFilter
 from target_userpilot.checkpoints import Checkpoints
@@ -39,7 +41,16 @@ from target_userpilot.event_flow import MAX_PENDING, EventFlow
 from target_userpilot.event_worker import EventRefused, EventSent, EventWorker
 from target_userpilot.guardnote import GuardNote
 from target_userpilot.inflight import InFlight
-from target_userpilot.jobs import BatchDone, DeletionAccepted, JobRunner, PollPlan
+from target_userpilot.jobs import (
+    BatchDone,
+    DeletionAccepted,
+    JobRunner,
+    JobStarted,
+    PartDone,
+    PollPlan,
+    RowsRefused,
+    RunnerFailed,
+)
 from target_userpilot.metrics import log_counters
 from target_userpilot.rejections import InvalidShare, Rejections
 from target_userpilot.rundir import RunFolder, dry_run_folder
@@ -621,17 +632,22 @@ class Pipeline:
             self._apply(outcomes.get_nowait())
 
     def _apply(self, outcome: Outcome | EventOutcome) -> None:
-        if isinstance(outcome, DeletionAccepted):
-            self._deletion_accepted(outcome.chunk)
-        elif isinstance(outcome, (EventSent, EventRefused)):
-            self._events.apply(outcome)
-        else:
-            self._in_flight.apply(outcome)
-            self._feed()
-            if isinstance(outcome, BatchDone) and self._ended and self._spool:
-                self._log_waiting("Still to load")
-            if isinstance(outcome, BatchDone):
+        match outcome:
+            case DeletionAccepted():
+                self._deletion_accepted(outcome.chunk)
+            case EventSent() | EventRefused():
+                self._events.apply(outcome)
+            case BatchDone():
+                self._in_flight.apply(outcome)
+                self._feed()
+                if self._ended and self._spool:
+                    self._log_waiting("Still to load")
                 self._events.batch_settled(outcome.batch.path)
+            case JobStarted() | PartDone() | RowsRefused() | RunnerFailed():
+                self._in_flight.apply(outcome)
+                self._feed()
+            case _:
+                assert_never(outcome)
 
     def _wait_until(
         self,

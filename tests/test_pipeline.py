@@ -5,18 +5,21 @@ The changes-only suite through the real CLI, on both stores, is test_send_only_c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
+from unittest import mock
 
 import pytest
 from fake_userpilot import FakeClient, FakeDeleter, MemoryStore, settings_for
 
 from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError
 from target_userpilot.deletions import DeletionGuardError
+from target_userpilot.event_worker import EventOutcome
 from target_userpilot.fingerprints import FingerprintStoreError
-from target_userpilot.jobs import JobFailedError
+from target_userpilot.jobs import JobFailedError, Outcome
 from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import Profile
 from target_userpilot.rejections import TooManyInvalidError
@@ -376,3 +379,19 @@ def test_a_job_confirmed_before_a_store_failure_is_counted_as_sent(tmp_path: Pat
     assert pipeline.counters.jobs == 1
     assert pipeline.counters.profiles_sent["users"] == 3
     assert states == [], "not fingerprinted: no STATE past them"
+
+
+@pytest.mark.parametrize(
+    "kind", [*get_args(Outcome), *get_args(EventOutcome)], ids=lambda kind: kind.__name__
+)
+def test_every_outcome_the_threads_report_reaches_the_part_of_the_run_it_concerns(
+    kind: type[Any],
+) -> None:
+    # One dropped silently would leave its batch, deletion or event unsettled: STATE held back
+    # for good, or released past data never confirmed. mypy checks the same (`assert_never`).
+    outcome = kind(**{field.name: mock.MagicMock() for field in dataclasses.fields(kind)})
+    owner = mock.MagicMock()
+    Pipeline._apply(owner, outcome)
+    handlers = [owner._deletion_accepted, owner._events.apply, owner._in_flight.apply]
+    reached = [h for h in handlers if h.called]
+    assert len(reached) == 1, (kind, owner.mock_calls)
