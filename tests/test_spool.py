@@ -83,12 +83,19 @@ def test_reading_runs_ahead_of_userpilot_until_the_spool_cap_then_resumes(tmp_pa
     logger = logging.getLogger("test-spool-cap")
     logger.setLevel(logging.INFO)
     paused: list[tuple[int, int, int]] = []
+    read_while_paused: list[int] = []
 
     def on_pause() -> None:
-        # Reading stops here: note how far it got while no job completed, then let jobs run.
+        # Reading stops here: note how far it got while no job completed, then let jobs run
+        # a moment later, noting that reading stayed where it paused meanwhile.
         paused.append(
             (pipeline.position, client.jobs, len(list(tmp_path.glob("batches/*/*.ndjson"))))
         )
+        if len(paused) == 1:
+            threading.Timer(0.2, open_gate).start()
+
+    def open_gate() -> None:
+        read_while_paused.append(pipeline.position)
         client.gate.set()
 
     handler = _OnPause(on_pause)
@@ -109,6 +116,7 @@ def test_reading_runs_ahead_of_userpilot_until_the_spool_cap_then_resumes(tmp_pa
     # 40 records read while Userpilot had completed nothing; before the spool reading
     # stopped at 30.
     assert paused[0] == (40, 0, 4)
+    assert read_while_paused == [40], "reading waited at the cap until jobs completed"
     assert len(client.profiles) == 100, "reading resumed and every record was loaded"
     assert states[-1] == {"at": 100}
     assert list((tmp_path / "batches").iterdir()) == []
