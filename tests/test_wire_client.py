@@ -313,6 +313,22 @@ def test_409_is_the_judge_the_list_only_names_the_import_blocking(
     assert "slot_wait_timeout" in infos[0]
 
 
+def test_a_5xx_after_a_409_wait_longer_than_the_retry_time_is_still_retried(
+    scripted: Script, tmp_path: Path
+) -> None:
+    busy = (409, {}, {"detail": "busy"})
+    scripted.routes["POST /v1/users/bulk_identify"] = [busy] * 4 + [(503, {}, {"detail": "down"})]
+    scripted.default["POST /v1/users/bulk_identify"] = (202, {}, {"job_id": "mine"})
+    scripted.default["GET /v1/background_jobs/"] = (200, {}, [])
+    clock = FakeClock()
+    client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
+    assert client.submit("users", ndjson(tmp_path, 1), rows=1) == "mine"
+    # 1 + 2 + 4 + 8 s of 409s outlast FAST's 5 s: the 503 after them starts a budget of its own.
+    assert clock.history[3] == 15
+    assert clock.now > FAST.max_time
+    assert client.stats.retries == 1
+
+
 def test_409_with_only_an_export_listed_still_waits_then_names_no_import(
     scripted: Script, tmp_path: Path
 ) -> None:
