@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from emulated import emulator_config
-from wire_script import KEY, FakeClock, Script, ndjson
+from wire_script import KEY, FakeClock, Reply, Script, ndjson
 
 from target_userpilot.emulator import Emulator, serve
 from target_userpilot.wire import (
@@ -316,8 +316,8 @@ def test_409_is_the_judge_the_list_only_names_the_import_blocking(
 def test_a_5xx_after_a_409_wait_longer_than_the_retry_time_is_still_retried(
     scripted: Script, tmp_path: Path
 ) -> None:
-    busy = (409, {}, {"detail": "busy"})
-    scripted.routes["POST /v1/users/bulk_identify"] = [busy] * 4 + [(503, {}, {"detail": "down"})]
+    busy: Reply = (409, {}, {"detail": "busy"})
+    scripted.routes["POST /v1/users/bulk_identify"] = [*[busy] * 4, (503, {}, {"detail": "down"})]
     scripted.default["POST /v1/users/bulk_identify"] = (202, {}, {"job_id": "mine"})
     scripted.default["GET /v1/background_jobs/"] = (200, {}, [])
     clock = FakeClock()
