@@ -32,7 +32,6 @@ class Checkpoints:
         self._holds: dict[Hashable, int] = {}
         self._last_emitted: dict[str, Any] | None = None
         self._marked = False  # a hold may start after the newest STATE: keep that STATE
-        self.emitted = 0
 
     def add_state(self, position: int, state: dict[str, Any]) -> None:
         """Remember a STATE that arrived after record `position`; release it if it can go."""
@@ -78,10 +77,4 @@ class Checkpoints:
         if ready is None or ready == self._last_emitted:
             return
         self._last_emitted = ready
-        self.emitted += 1
         self._emit(ready)
-
-    @property
-    def pending_states(self) -> int:
-        """STATE messages received and not yet released."""
-        return len(self._states)

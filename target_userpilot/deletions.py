@@ -47,8 +47,7 @@ the whole run's count is known, and a run over the limit stops before any is sen
   stopped by the guard would then have sent some deletions; the guard promises none.
 - `Upsert.TOO_LATE` cannot happen in the pipeline: it seals only at the end of input, so every
   record of the run has been read before any deletion is sent, and a later record of an id
-  always cancels its deletion. (A ledger fed after a seal would report it: keep no
-  fingerprint for `DeletionLedger.recreated(kind)`, warn with `recreated_warning`.)
+  always cancels its deletion.
 - A deletion record's id is read like a profile's (same id property, same string form); a
   `DeletionMarkError` is an invalid record (`on_invalid_record`); `deleted_property` is left
   out of metadata. Summary: `DeletionLedger.counts(kind)`. Ids go to logs at DEBUG only.
@@ -271,7 +270,6 @@ class DeletionCounts:
     sent: int  # ids sent in chunks (in flight or accepted)
     accepted: int  # ids in chunks answered 202
     cancelled: int  # pending deletions a later record cancelled
-    recreated: int  # ids re-created after their deletion was sent
 
 
 class DeletionLedger:
@@ -288,12 +286,10 @@ class DeletionLedger:
         self._in_flight: list[DeletionChunk] = []
         self._accepted = dict.fromkeys(_KINDS, 0)
         self._cancelled = dict.fromkeys(_KINDS, 0)
-        self._recreated: dict[Kind, set[str]] = {k: set() for k in _KINDS}
 
     def delete(self, kind: Kind, profile_id: str, seq: int) -> None:
         """A record (number `seq`) deletes this profile."""
         self._records[kind] += 1
-        self._recreated[kind].discard(profile_id)  # deleted again: the last word is delete
         if profile_id in self._sent[kind]:
             return  # already scheduled by Userpilot this run
         self._pending[kind].setdefault(profile_id, seq)
@@ -303,7 +299,6 @@ class DeletionLedger:
         self._records[kind] += 1
         cancelled = self._pending[kind].pop(profile_id, None) is not None
         if profile_id in self._sent[kind]:
-            self._recreated[kind].add(profile_id)
             return Upsert.TOO_LATE
         if cancelled:
             self._cancelled[kind] += 1
@@ -379,10 +374,6 @@ class DeletionLedger:
         seqs.extend(min(p.values()) for p in self._pending.values() if p)
         return min(seqs, default=math.inf)
 
-    def recreated(self, kind: Kind) -> frozenset[str]:
-        """Ids re-created after their deletion was sent: keep no fingerprint of them."""
-        return frozenset(self._recreated[kind])
-
     def counts(self, kind: Kind) -> DeletionCounts:
         """This run's deletions of one kind, for the summary."""
         return DeletionCounts(
@@ -391,14 +382,4 @@ class DeletionLedger:
             sent=len(self._sent[kind]),
             accepted=self._accepted[kind],
             cancelled=self._cancelled[kind],
-            recreated=len(self._recreated[kind]),
         )
-
-
-def recreated_warning(kind: Kind, count: int) -> str:
-    """The loud line for profiles re-created after their deletion was sent (no ids in it)."""
-    return (
-        f"{count_of(kind, count)} re-created after this run had sent the deletion; Userpilot "
-        "still deletes them at its next daily run (02:00 UTC). Run the sync again after "
-        "02:00 UTC to re-create them."
-    )

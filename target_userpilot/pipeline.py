@@ -603,7 +603,6 @@ class Pipeline:
                     plural(records, "record"),
                     minutes,
                 )
-                self.counters.early_flushes += 1
                 self._ship(kind)
 
     def _log_waiting(self, headline: str) -> None:

@@ -47,7 +47,6 @@ class Counters:
     jobs: int = 0
     jobs_resubmitted: int = 0
     files_written: int = 0
-    early_flushes: int = 0
     # `hard_delete`: ids Userpilot accepted to delete (a dry run: would delete), and requests.
     deleted: dict[str, int] = field(default_factory=lambda: {"users": 0, "companies": 0})
     delete_requests: int = 0

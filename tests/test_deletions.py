@@ -21,7 +21,6 @@ from target_userpilot.deletions import (
     Upsert,
     chunk_ids,
     is_deletion,
-    recreated_warning,
 )
 from target_userpilot.guardnote import GuardNote
 from target_userpilot.settings import CONFIG_SCHEMA, Settings
@@ -170,19 +169,14 @@ def test_delete_recreate_delete_ends_deleted_from_the_last_deletion() -> None:
     assert ledger.seal(DeleteLimit(count=10)) == [DeletionChunk("users", ("u1",), 3)]
 
 
-def test_a_re_create_after_the_deletion_was_sent_is_too_late_and_reported() -> None:
+def test_a_re_create_after_the_deletion_was_sent_is_too_late() -> None:
     ledger = DeletionLedger()
     ledger.delete("users", "u1", seq=1)
     (chunk,) = ledger.seal(DeleteLimit(count=10))
     ledger.accepted(chunk)
     assert ledger.upsert("users", "u1") is Upsert.TOO_LATE
-    assert ledger.recreated("users") == {"u1"}
-    assert ledger.counts("users").recreated == 1
-    warning = recreated_warning("users", 1)
-    assert "02:00 UTC" in warning
-    assert "u1" not in warning
+    assert ledger.counts("users").cancelled == 0
     ledger.delete("users", "u1", seq=9)  # deleted again: the last word is delete, as sent
-    assert ledger.recreated("users") == frozenset()
     assert ledger.seal(DeleteLimit(count=10)) == []  # already scheduled in Userpilot
 
 

@@ -146,7 +146,7 @@ def test_the_lag_flush_runs_on_the_input_timer(tmp_path: Path) -> None:
         pipeline.tick()  # what the input timer does while the tap is silent
     pipeline.close()
     assert states == [{"n": 1}]
-    assert pipeline.counters.early_flushes == 1
+    assert client.jobs == 1, "the half-full batch was shipped early"
 
 
 def test_invalid_records_past_the_share_stop_before_state_passes_them(tmp_path: Path) -> None:

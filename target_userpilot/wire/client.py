@@ -284,10 +284,6 @@ class UserpilotClient:
                 status = dataclasses.replace(status, job_id=job_id)
             return status
 
-    def list_jobs(self) -> list[Mapping[str, Any]]:
-        """The account's background jobs (the entries of `GET /v1/background_jobs/`)."""
-        return self._list(self._retrier("Listing Userpilot jobs"))
-
     # --- submit helpers ---------------------------------------------------------------------
 
     def _created(self, answer: requests.Response, path: Path) -> str:

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     import requests
 
 API_VERSION = "2020-09-22"
-MAX_PER_MINUTE = 600  # Userpilot's documented limit per token
 # Statuses that refuse the event itself (its content), not the run's settings.
 REFUSING_STATUSES = frozenset({400, 413, 422})
 
