@@ -53,8 +53,8 @@ class StateOutputError(UserFacingError):
 
 # Seconds a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
 # job thread's upload hands the GIL back at every socket and file call, then waits for it while
-# the main thread maps records: at 5 ms an upload took 1 to 3 s instead of 0.2 s (measured at
-# 614edb8 with scripts/bench.py), leaving Userpilot's job slot idle meanwhile.
+# the main thread maps records: at 5 ms an upload took 1 to 3 s instead of 0.2 s (measured
+# with scripts/bench.py), leaving Userpilot's job slot idle meanwhile.
 SWITCH_INTERVAL = 0.0001
 
 # The stream `meltano config test` sends one record of: it tests the settings, so its record
