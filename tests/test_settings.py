@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from fake_userpilot import FakeClient, settings_for
+from singer_io import record, schema
 from test_target import TOKEN, config_for
 
 from target_userpilot.pipeline import Pipeline
@@ -32,6 +35,21 @@ def test_request_timeout_bounds_the_wait_for_an_answer(
     with pytest.raises(TransientError):
         TargetUserpilot(config=config)  # the start-up check is the first request
     # Given up after the one-second read; the default (300 s) would have waited for the answer.
+    assert time.monotonic() - started < 2.5
+
+
+def test_request_timeout_bounds_the_wait_for_an_events_answer(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    emu = make_emulator(token=TOKEN)
+    config = config_for(emu, tmp_path, request_timeout=1, request_retry_max_time=0)
+    target = TargetUserpilot(config=config)
+    emu.set_faults(slow_seconds=3)  # past the start-up check: the Track API answers slowly
+    event = {"event_id": "e1", "user_id": "1", "event_name": "invoice_paid"}
+    messages = [schema("events", {"properties": {}}, key="event_id"), record("events", event)]
+    started = time.monotonic()
+    with pytest.raises(TransientError):
+        target.listen(io.StringIO("".join(json.dumps(m) + "\n" for m in messages)))
     assert time.monotonic() - started < 2.5
 
 
