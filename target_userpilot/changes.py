@@ -47,13 +47,14 @@ class ChangeFilter:
     def __init__(self, store: Store) -> None:
         """Filter over `store`."""
         self._store = store
-        # (kind, id) of every profile in a batch handed to the job thread and not settled,
-        # counted: the same id may be in two such batches.
-        self._in_flight: Counter[tuple[str, str]] = Counter()
+        # kind -> ids of every profile in a batch handed to the job thread and not settled,
+        # counted: the same id may be in two such batches (per kind: no tuple a lookup).
+        self._in_flight: dict[str, Counter[str]] = {}
 
     def unchanged(self, kind: str, profile_id: str, line: bytes, *, waiting: bool) -> bool:
         """Whether the profile can be skipped; `waiting`: its id is in an open or waiting batch."""
-        if waiting or (kind, profile_id) in self._in_flight:
+        in_flight = self._in_flight.get(kind)
+        if waiting or (in_flight and profile_id in in_flight):
             # A newer value for this id is still on its way: this one must follow it, even
             # if it reverts to what was confirmed before.
             return False
@@ -61,15 +62,16 @@ class ChangeFilter:
 
     def shipped(self, batch: SealedBatch) -> None:
         """The batch went to the job thread: its ids are in flight until `settled`."""
-        self._in_flight.update((batch.kind, origin.profile_id) for origin in batch.origins)
+        in_flight = self._in_flight.setdefault(batch.kind, Counter())
+        in_flight.update(origin.profile_id for origin in batch.origins)
 
     def settled(self, batch: SealedBatch) -> None:
         """Every row of the batch is confirmed or refused."""
+        in_flight = self._in_flight[batch.kind]
         for origin in batch.origins:
-            key = (batch.kind, origin.profile_id)
-            self._in_flight[key] -= 1
-            if not self._in_flight[key]:
-                del self._in_flight[key]
+            in_flight[origin.profile_id] -= 1
+            if not in_flight[origin.profile_id]:
+                del in_flight[origin.profile_id]
 
     def confirm(self, part: SealedBatch, lines: list[bytes], skip: Collection[int]) -> None:
         """Fingerprint the lines a completed job took, but those at the indexes in `skip`."""
