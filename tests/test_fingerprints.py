@@ -6,6 +6,7 @@ concerns (corruption, foreign files, directories) are at the end.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -137,13 +138,15 @@ def test_a_repeated_id_in_one_job_keeps_its_last_line(at: StoreLocation) -> None
 
 
 def test_an_id_a_database_cannot_store_is_simply_sent_again(at: StoreLocation) -> None:
-    digest = fingerprint(b"x")
+    def digest(pid: str) -> bytes:  # its line, escaped as the target writes a lone surrogate
+        return fingerprint(json.dumps({"user_id": pid}).encode())
+
+    ids = ["bad\ud800", "nul\x00", "ok"]
     with open_at(at) as store:
-        unstorable = [("bad\ud800", digest), ("nul\x00", digest)]
-        assert store.confirm("users", [*unstorable, ("ok", digest)]) == 1
-        assert not store.is_unchanged("users", "bad\ud800", digest)
-        assert not store.is_unchanged("users", "nul\x00", digest)
-        assert store.is_unchanged("users", "ok", fingerprint(b"x"))
+        assert store.confirm("users", [(pid, digest(pid)) for pid in ids]) == 1
+        assert not store.is_unchanged("users", "bad\ud800", digest("bad\ud800"))
+        assert not store.is_unchanged("users", "nul\x00", digest("nul\x00"))
+        assert store.is_unchanged("users", "ok", digest("ok"))
 
 
 # --- scopes ------------------------------------------------------------------------------
@@ -262,24 +265,26 @@ def test_forget_all_resends_everything_of_this_scope_only(at: StoreLocation) -> 
 
 
 def test_forget_resends_only_the_deleted_ids_of_that_kind_and_scope(at: StoreLocation) -> None:
-    digest = fingerprint(b"profile")
+    def digest(pid: str) -> bytes:  # the line of each id, as the target fingerprints it
+        return fingerprint(line(pid))
+
     other = scope_for(API, "another-key")
     deleted = [f"u{i}" for i in range(1_200)]  # more than one `IN (...)` chunk
     with open_at(at, other) as store:
-        store.confirm("users", [("u1", digest)])
+        store.confirm("users", [("u1", digest("u1"))])
     with open_at(at) as store:
-        store.confirm("users", [(pid, digest) for pid in [*deleted, "kept"]])
-        store.confirm("companies", [("u1", digest)])
-        assert store.is_unchanged("users", "u1", digest)  # loaded before the forget
+        store.confirm("users", [(pid, digest(pid)) for pid in [*deleted, "kept"]])
+        store.confirm("companies", [("u1", digest("u1"))])
+        assert store.is_unchanged("users", "u1", digest("u1"))  # loaded before the forget
         assert store.forget("users", [*deleted, "u1", "never-stored"]) == len(deleted)
-        assert not store.is_unchanged("users", "u1", digest)
-        assert store.is_unchanged("users", "kept", digest)
+        assert not store.is_unchanged("users", "u1", digest("u1"))
+        assert store.is_unchanged("users", "kept", digest("kept"))
     with open_at(at) as store:  # the next run: a re-created profile is sent again
-        assert not store.is_unchanged("users", "u999", digest)
-        assert store.is_unchanged("users", "kept", digest)
-        assert store.is_unchanged("companies", "u1", digest)
+        assert not store.is_unchanged("users", "u999", digest("u999"))
+        assert store.is_unchanged("users", "kept", digest("kept"))
+        assert store.is_unchanged("companies", "u1", digest("u1"))
     with open_at(at, other) as store:
-        assert store.is_unchanged("users", "u1", digest)
+        assert store.is_unchanged("users", "u1", digest("u1"))
 
 
 # --- files -------------------------------------------------------------------------------

@@ -153,17 +153,17 @@ def test_a_lost_connection_is_one_clear_error_without_the_password(
 
 
 def test_lookups_load_a_kind_in_two_queries_not_one_per_record(pg_url: str) -> None:
-    digest = fingerprint(b"x")
+    digests = [fingerprint(f"u{i}".encode()) for i in range(10_000)]  # one per id, as lines are
     statements: list[str] = []
 
     def count(*args: Any) -> None:
         statements.append(args[2])
 
     with SqlFingerprintStore(pg_url, SCOPE) as store:
-        store.confirm("users", [(f"u{i}", digest) for i in range(5_000)])
+        store.confirm("users", [(f"u{i}", digests[i]) for i in range(5_000)])
         event.listen(Engine, "before_cursor_execute", count)
         try:
-            unchanged = [store.is_unchanged("users", f"u{i}", digest) for i in range(10_000)]
+            unchanged = [store.is_unchanged("users", f"u{i}", digests[i]) for i in range(10_000)]
         finally:
             event.remove(Engine, "before_cursor_execute", count)
     assert sum(unchanged) == 5_000
@@ -175,16 +175,17 @@ def test_another_sqlalchemy_database_works_without_the_run_lock(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    digest = fingerprint(b"x")
+    u1, u2, u2_changed = fingerprint(b"u1"), fingerprint(b"u2"), fingerprint(b"u2 changed")
     with caplog.at_level(logging.WARNING), SqlFingerprintStore(url, SCOPE) as store:
-        store.is_unchanged("users", "u1", digest)
-        store.confirm("users", [("u1", digest), ("u2", digest)])
-        store.confirm("users", [("u2", fingerprint(b"y"))])
-        assert not store.is_unchanged("users", "u2", digest)
+        store.is_unchanged("users", "u1", u1)
+        store.confirm("users", [("u1", u1), ("u2", u2)])
+        store.confirm("users", [("u2", u2_changed)])
+        assert not store.is_unchanged("users", "u2", u2)
+        assert store.is_unchanged("users", "u1", u1)
     assert "not serialised" in caplog.text
     with SqlFingerprintStore(url, SCOPE) as store:
-        assert store.is_unchanged("users", "u1", digest)
-        assert store.is_unchanged("users", "u2", fingerprint(b"y"))
+        assert store.is_unchanged("users", "u1", u1)
+        assert store.is_unchanged("users", "u2", u2_changed)
 
 
 # A password with each character that ends a URL's password early, not percent-encoded.

@@ -5,7 +5,7 @@ profile and when. The backends (a SQLite file, a SQL database through SQLAlchemy
 write rows; the lookup logic lives here, once:
 
 - Lookups are in memory: on the first lookup of a kind, that kind's rows are loaded in bulk into a
-  flat table of fixed-size keys (`keyset.py`: each digest with its id's hash folded in), ~16
+  flat table of fixed-size keys (`keyset.py`: the digests alone, each naming its id), ~16
   bytes an id. A lookup is then one hash and a probe or two, never a round trip to the database.
 - Rows are written only by `confirm`, once per completed job, in one transaction: nothing is
   remembered for a job Userpilot did not complete. `forget` removes the rows of ids whose
@@ -180,17 +180,21 @@ class FingerprintStore(abc.ABC):
 
     # --- public API -------------------------------------------------------------------
 
-    def is_unchanged(self, kind: str, profile_id: str, digest: bytes) -> bool:
+    def is_unchanged(self, kind: str, profile_id: str, digest: bytes) -> bool:  # noqa: ARG002 - the digest names the id
         """True when `digest` is the last confirmed digest of this profile, and fresh enough.
 
         With `max_age_days`, a fingerprint confirmed longer ago than that counts as changed; the
-        age is judged when the kind is first looked up in this store (once per run).
+        age is judged when the kind is first looked up in this store (once per run). The
+        digest alone is looked up: it is of a line naming `profile_id`. Only the first lookup
+        of a kind takes the lock (to load it); the table is safe to read beside a `confirm`.
         """
-        with self._lock:
-            known = self._known.get(kind)
-            if known is None:
-                known = self._load(kind)
-            return known.has(profile_id, digest)
+        known = self._known.get(kind)
+        if known is None:
+            with self._lock:
+                known = self._known.get(kind)
+                if known is None:
+                    known = self._load(kind)
+        return known.has(digest)
 
     def confirm(self, kind: str, entries: Iterable[tuple[str, bytes]]) -> int:
         """Remember the (id, digest) pairs of one completed job, all or nothing.
@@ -207,10 +211,10 @@ class FingerprintStore(abc.ABC):
             previous = self._write(kind, latest, confirmed_at, previous=known is not None)
             if known is not None:
                 # The set follows the database only once the transaction committed.
-                for pid, old in previous.items():
-                    known.discard(slot_key(pid, old))
-                for pid, digest in latest.items():
-                    known.add(slot_key(pid, digest))
+                for old in previous.values():
+                    known.discard(slot_key(old))
+                for digest in latest.values():
+                    known.add(slot_key(digest))
         return len(latest)
 
     def forget(self, kind: str, ids: Iterable[str]) -> int:
@@ -226,8 +230,8 @@ class FingerprintStore(abc.ABC):
             removed = self._remove(kind, wanted)
             if known is not None:
                 # The set follows the database only once the transaction committed.
-                for pid, digest in removed.items():
-                    known.discard(slot_key(pid, digest))
+                for digest in removed.values():
+                    known.discard(slot_key(digest))
         return len(removed)
 
     def forget_all(self) -> None:
@@ -273,11 +277,11 @@ class FingerprintStore(abc.ABC):
 
     @abc.abstractmethod
     def _count(self, kind: str, since: float | None) -> int:
-        """How many rows `_rows` would give."""
+        """How many digests `_digests` would give."""
 
     @abc.abstractmethod
-    def _rows(self, kind: str, since: float | None) -> Iterable[tuple[str, bytes]]:
-        """(id, digest) of this scope and kind, confirmed after `since` when given."""
+    def _digests(self, kind: str, since: float | None) -> Iterable[bytes]:
+        """The digests of this scope and kind, confirmed after `since` when given."""
 
     @abc.abstractmethod
     def _write(
@@ -316,7 +320,7 @@ class FingerprintStore(abc.ABC):
         started = time.monotonic()
         # Counted first: the table is sized once, never grown (and copied) while it loads.
         known = KeySet(self._count(kind, since))
-        known.load(self._rows(kind, since))
+        known.load(self._digests(kind, since))
         self._known[kind] = known
         self._logger.debug(
             "Loaded %s %s fingerprints from %s in %.1f s.",

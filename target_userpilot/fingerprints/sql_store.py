@@ -282,14 +282,13 @@ class SqlFingerprintStore(FingerprintStore):
         with self._errors("counting fingerprints"), self._conn.begin():
             return int(self._conn.execute(query).scalar_one())
 
-    def _rows(self, kind: str, since: float | None) -> Iterator[tuple[str, bytes]]:
-        table = FINGERPRINTS
-        query = self._of_kind(select(table.c.id, table.c.digest), kind, since)
+    def _digests(self, kind: str, since: float | None) -> Iterator[bytes]:
+        query = self._of_kind(select(FINGERPRINTS.c.digest), kind, since)
         with self._errors("loading fingerprints"), self._conn.begin():
             # yield_per on the statement (on the connection it would stick to every later one).
             result = self._conn.execute(query.execution_options(yield_per=_YIELD_PER))
-            for pid, digest in result:
-                yield pid, bytes(digest)
+            for (digest,) in result:
+                yield bytes(digest)
 
     def _write(
         self, kind: str, latest: dict[str, bytes], confirmed_at: float, *, previous: bool

@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 import time
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, final
 
@@ -160,9 +161,9 @@ class SqliteFingerprintStore(FingerprintStore):
         with self._errors("reading fingerprints"):
             return int(self._conn.execute(query, params).fetchone()[0])
 
-    def _rows(self, kind: str, since: float | None) -> Iterator[tuple[str, bytes]]:
+    def _digests(self, kind: str, since: float | None) -> Iterator[bytes]:
         with self._errors("reading fingerprints"):
-            yield from self._conn.execute(*self._select("id, digest", kind, since))
+            yield from map(itemgetter(0), self._conn.execute(*self._select("digest", kind, since)))
 
     def _select(self, what: str, kind: str, since: float | None) -> tuple[str, tuple[object, ...]]:
         query = f"SELECT {what} FROM fingerprints WHERE scope = ? AND kind = ?"  # noqa: S608 - `what` is ours
