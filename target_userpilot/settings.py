@@ -16,6 +16,7 @@ from singer_sdk import typing as th
 
 from target_userpilot.batches import MAX_API_BYTES, MAX_API_ROWS, MULTIPART_MARGIN, BatchLimits
 from target_userpilot.deletions import DEFAULT_MAX_DELETES, SHARE_FLOOR, DeleteLimit
+from target_userpilot.errors import UserFacingError
 from target_userpilot.fingerprints.store_url import check_store_url
 from target_userpilot.places import default_path
 
@@ -37,6 +38,11 @@ MAX_WHOLE_DIGITS = 18
 # Full batches that may wait on disk for the job slot before reading pauses: some ten million
 # 200-byte profiles, the first sync of most sources, on a disk or a tmpfs /tmp of a few GB.
 DEFAULT_MAX_SPOOL_BYTES = 2_000_000_000
+
+
+class SettingsError(UserFacingError):
+    """A setting, or a stream no setting routes, the run cannot use; the message names it."""
+
 
 CONFIG_SCHEMA = th.PropertiesList(
     th.Property(

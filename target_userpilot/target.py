@@ -31,11 +31,16 @@ from target_userpilot.pipeline import Pipeline
 from target_userpilot.premap import DeletionRecords
 from target_userpilot.profiles import encode_exact
 from target_userpilot.reader import LineReader
-from target_userpilot.settings import CONFIG_SCHEMA, Settings, whole_integer_settings
+from target_userpilot.settings import (
+    CONFIG_SCHEMA,
+    Settings,
+    SettingsError,
+    whole_integer_settings,
+)
 from target_userpilot.signals import RunStopped, StopRequest
 from target_userpilot.sinks import EventSink, NothingToLoadSink, ProfileSink
 from target_userpilot.ticking import lines
-from target_userpilot.wire import RetryPolicy, UserpilotClient, UserpilotError, check_api_url
+from target_userpilot.wire import RetryPolicy, UserpilotClient, check_api_url
 from target_userpilot.wire.track import TrackSender
 from target_userpilot.wire.transport import clean_api_key
 
@@ -92,7 +97,7 @@ class TargetUserpilot(Target):
             self.settings = Settings.from_config(self.config)
             api_url = check_api_url(self.settings.api_url)
         except ValueError as exc:
-            raise UserpilotError(str(exc)) from None
+            raise SettingsError(str(exc)) from None
         check_paths(self.settings)
         with contextlib.ExitStack() as started:  # closed again unless start-up completes
             client = deleter = track = None
@@ -253,7 +258,7 @@ class TargetUserpilot(Target):
         try:
             self.settings.kind_of(stream_name)
         except ValueError as exc:
-            raise UserpilotError(str(exc)) from None
+            raise SettingsError(str(exc)) from None
         return ProfileSink
 
     def _dropped_by_stream_map(self, stream_name: str) -> bool:

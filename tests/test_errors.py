@@ -19,6 +19,7 @@ from target_userpilot.paths import PathSettingError
 from target_userpilot.pipeline import Pipeline
 from target_userpilot.reader import InputError, RecordBeforeSchemaError
 from target_userpilot.rejections import TooManyInvalidError
+from target_userpilot.settings import SettingsError
 from target_userpilot.target import StateOutputError, TargetUserpilot
 from target_userpilot.wire import (
     AuthError,
@@ -56,6 +57,7 @@ ONE_OF_EACH: list[UserFacingError] = [
     PathSettingError("batch_dir", Path("/batches"), "is not writable"),
     DeletionGuardError("this run would delete too much"),
     StateOutputError("cannot write STATE to standard output"),
+    SettingsError("`stream_kinds` names no kind for stream 'audit_log'"),
 ]
 
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from singer_io import record, run_target, schema, state
 
+from target_userpilot.settings import SettingsError
 from target_userpilot.target import TargetUserpilot
-from target_userpilot.wire import UserpilotError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -72,7 +72,7 @@ def test_a_stream_a_stream_map_drops_is_not_loaded(
 def test_an_unmapped_stream_says_how_to_drop_it(
     emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(UserpilotError) as caught:
+    with pytest.raises(SettingsError) as caught:
         run(emulator, tmp_path, singer("audit_log"), capsys)
     assert '`"stream_maps": {"audit_log": "__NULL__"}`' in str(caught.value)
     assert "`stream_kinds`" in str(caught.value)
