@@ -74,7 +74,7 @@ import requests
 
 from target_userpilot.emulator import EmulatorConfig, JobRecord, RequestRecord, serve
 from target_userpilot.profiles import Profile, to_profile
-from target_userpilot.sinks import ProfileSink
+from target_userpilot.singer.sinks import ProfileSink
 from target_userpilot.target import TargetUserpilot
 
 if TYPE_CHECKING:

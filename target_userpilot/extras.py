@@ -21,7 +21,7 @@ def emulator() -> int:
 def demo() -> int:
     """`target-userpilot-demo`."""
     try:
-        from target_userpilot.demo import main  # noqa: PLC0415 - needs the extra
+        from target_userpilot.emulator.demo import main  # noqa: PLC0415 - needs the extra
     except ImportError as exc:
         return _missing("target-userpilot-demo", exc)
     return main()

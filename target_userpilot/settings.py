@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from singer_sdk import typing as th
 
-from target_userpilot.batches import MAX_API_BYTES, MAX_API_ROWS, MULTIPART_MARGIN, BatchLimits
-from target_userpilot.deletions import DEFAULT_MAX_DELETES, SHARE_FLOOR, DeleteLimit
 from target_userpilot.errors import UserFacingError
 from target_userpilot.fingerprints.store_url import check_store_url
 from target_userpilot.places import default_path
+from target_userpilot.run.batches import MAX_API_BYTES, MAX_API_ROWS, MULTIPART_MARGIN, BatchLimits
+from target_userpilot.run.deletions import DEFAULT_MAX_DELETES, SHARE_FLOOR, DeleteLimit
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

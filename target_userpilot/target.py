@@ -16,10 +16,7 @@ from singer_sdk.helpers.capabilities import TargetCapabilities
 from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.target_base import Target
 
-from target_userpilot.batch_messages import file_lines, manifest_files
-from target_userpilot.envconfig import env_config
 from target_userpilot.errors import UserFacingError
-from target_userpilot.fastpath import RecordFastPath
 from target_userpilot.fingerprints import (
     FingerprintStore,
     StoreOptions,
@@ -27,19 +24,22 @@ from target_userpilot.fingerprints import (
     scope_for,
 )
 from target_userpilot.paths import check_paths
-from target_userpilot.pipeline import Pipeline
-from target_userpilot.premap import DeletionRecords
 from target_userpilot.profiles import encode_exact
-from target_userpilot.reader import LineReader
+from target_userpilot.run.pipeline import Pipeline
+from target_userpilot.run.signals import RunStopped, StopRequest
 from target_userpilot.settings import (
     CONFIG_SCHEMA,
     Settings,
     SettingsError,
     whole_integer_settings,
 )
-from target_userpilot.signals import RunStopped, StopRequest
-from target_userpilot.sinks import EventSink, NothingToLoadSink, ProfileSink
-from target_userpilot.ticking import lines
+from target_userpilot.singer.batch_messages import file_lines, manifest_files
+from target_userpilot.singer.envconfig import env_config
+from target_userpilot.singer.fastpath import RecordFastPath
+from target_userpilot.singer.premap import DeletionRecords
+from target_userpilot.singer.reader import LineReader
+from target_userpilot.singer.sinks import EventSink, NothingToLoadSink, ProfileSink
+from target_userpilot.singer.ticking import lines
 from target_userpilot.wire import RetryPolicy, UserpilotClient, check_api_url
 from target_userpilot.wire.track import TrackSender
 from target_userpilot.wire.transport import clean_api_key

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from target_userpilot.batches import BatchFile, BatchLimits, LineTooLargeError
 from target_userpilot.profiles import Profile
+from target_userpilot.run.batches import BatchFile, BatchLimits, LineTooLargeError
 
 
 def user(uid: str, **metadata: object) -> Profile:

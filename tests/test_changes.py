@@ -2,10 +2,10 @@ from pathlib import Path
 
 from fake_userpilot import MemoryStore
 
-from target_userpilot.batches import BatchFile, BatchLimits, SealedBatch
-from target_userpilot.changes import ChangeFilter
 from target_userpilot.fingerprints import fingerprint
 from target_userpilot.profiles import Profile
+from target_userpilot.run.batches import BatchFile, BatchLimits, SealedBatch
+from target_userpilot.run.changes import ChangeFilter
 
 
 def sealed(tmp_path: Path, *values: int) -> SealedBatch:

@@ -1,7 +1,7 @@
 import tracemalloc
 from typing import Any
 
-from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.run.checkpoints import Checkpoints
 
 
 def make() -> tuple[Checkpoints, list[dict[str, Any]]]:

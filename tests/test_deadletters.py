@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from target_userpilot.deadletters import DeadLetterFileError, DeadLetters, InvalidRecordError
 from target_userpilot.profiles import Profile
+from target_userpilot.run.deadletters import DeadLetterFileError, DeadLetters, InvalidRecordError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from singer_sdk.helpers.capabilities import TARGET_HARD_DELETE_CONFIG
 
-from target_userpilot.deletions import (
+from target_userpilot.run.deletions import (
     DEFAULT_MAX_DELETES,
     DELETE_CHUNK_IDS,
     DeleteLimit,
@@ -22,7 +22,7 @@ from target_userpilot.deletions import (
     chunk_ids,
     is_deletion,
 )
-from target_userpilot.guardnote import GuardNote
+from target_userpilot.run.guardnote import GuardNote
 from target_userpilot.settings import CONFIG_SCHEMA, Settings
 
 STAMP = "2026-03-04T10:20:30Z"

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from target_userpilot.emulator import Emulator, EmulatorConfig, serve
-from target_userpilot.envconfig import scalar_type
+from target_userpilot.singer.envconfig import scalar_type
 from target_userpilot.target import TargetUserpilot
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import pytest
 from singer_io import USER_SCHEMA, dry_run_output, record, run_cli, schema, state, user
 from singer_sdk.exceptions import ConfigValidationError
 
-from target_userpilot.envconfig import env_config, parse_scalar, scalar_type
+from target_userpilot.singer.envconfig import env_config, parse_scalar, scalar_type
 from target_userpilot.target import TargetUserpilot
 
 PREFIX = "TARGET_USERPILOT_"

@@ -9,17 +9,21 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from target_userpilot.batches import BatchFileError
-from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError, MissingKeyError
-from target_userpilot.deletions import DeletionGuardError
 from target_userpilot.errors import UserFacingError
 from target_userpilot.fingerprints import FingerprintStoreBusyError, FingerprintStoreError
-from target_userpilot.jobs import JobFailedError
 from target_userpilot.paths import PathSettingError
-from target_userpilot.pipeline import Pipeline
-from target_userpilot.reader import InputError, RecordBeforeSchemaError
-from target_userpilot.rejections import TooManyInvalidError
+from target_userpilot.run.batches import BatchFileError
+from target_userpilot.run.deadletters import (
+    DeadLetterFileError,
+    InvalidRecordError,
+    MissingKeyError,
+)
+from target_userpilot.run.deletions import DeletionGuardError
+from target_userpilot.run.jobs import JobFailedError
+from target_userpilot.run.pipeline import Pipeline
+from target_userpilot.run.rejections import TooManyInvalidError
 from target_userpilot.settings import SettingsError
+from target_userpilot.singer.reader import InputError, RecordBeforeSchemaError
 from target_userpilot.target import StateOutputError, TargetUserpilot
 from target_userpilot.wire import (
     AuthError,

@@ -28,7 +28,7 @@ from singer_io import (
 )
 from test_target import config_for
 
-from target_userpilot.event_flow import systematic
+from target_userpilot.run.event_flow import systematic
 
 if TYPE_CHECKING:
     import subprocess

@@ -18,7 +18,7 @@ from singer_io import USER_SCHEMA, interleaved, record, run_target, schema, stat
 from test_target import TOKEN
 from test_target import config_for as target_config
 
-from target_userpilot.rundir import LOCK, PREFIX
+from target_userpilot.run.rundir import LOCK, PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -14,7 +14,7 @@ from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks.core import JSONSchemaValidator
 
 from target_userpilot.emulator.validation import PayloadError, parse_ndjson, record_problem
-from target_userpilot.fastcheck import FastPathValidator, compile_check
+from target_userpilot.singer.fastcheck import FastPathValidator, compile_check
 
 SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from singer_io import dead_letters, dry_run_output
 
-from target_userpilot.deadletters import DRY_RUN_LETTERS
-from target_userpilot.fastpath import RecordFastPath
-from target_userpilot.sinks import ProfileSink
+from target_userpilot.run.deadletters import DRY_RUN_LETTERS
+from target_userpilot.singer.fastpath import RecordFastPath
+from target_userpilot.singer.sinks import ProfileSink
 from target_userpilot.target import TargetUserpilot
 
 if TYPE_CHECKING:

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from fake_userpilot import FakeClient
 
-from target_userpilot.batches import BatchFile, BatchLimits, SealedBatch
-from target_userpilot.jobs import (
+from target_userpilot.profiles import Profile
+from target_userpilot.run.batches import BatchFile, BatchLimits, SealedBatch
+from target_userpilot.run.jobs import (
     MAX_REFUSED_ROWS,
     OVERDUE_MAX,
     BatchDone,
@@ -27,7 +28,6 @@ from target_userpilot.jobs import (
     RunnerFailed,
     _Progress,
 )
-from target_userpilot.profiles import Profile
 from target_userpilot.wire import JobStatus, UserpilotClient
 
 if TYPE_CHECKING:

@@ -15,14 +15,14 @@ from unittest import mock
 import pytest
 from fake_userpilot import FakeClient, FakeDeleter, MemoryStore, settings_for
 
-from target_userpilot.deadletters import DeadLetterFileError, InvalidRecordError
-from target_userpilot.deletions import DeletionGuardError
-from target_userpilot.event_worker import EventOutcome
 from target_userpilot.fingerprints import FingerprintStoreError
-from target_userpilot.jobs import JobFailedError, Outcome
-from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import Profile
-from target_userpilot.rejections import TooManyInvalidError
+from target_userpilot.run.deadletters import DeadLetterFileError, InvalidRecordError
+from target_userpilot.run.deletions import DeletionGuardError
+from target_userpilot.run.event_worker import EventOutcome
+from target_userpilot.run.jobs import JobFailedError, Outcome
+from target_userpilot.run.pipeline import Pipeline
+from target_userpilot.run.rejections import TooManyInvalidError
 from target_userpilot.wire.errors import DeletionRefusedError
 
 if TYPE_CHECKING:

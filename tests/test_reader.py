@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from target_userpilot.reader import InputError, LineReader
+from target_userpilot.singer.reader import InputError, LineReader
 
 SCHEMA = '{"type": "SCHEMA", "stream": "users", "schema": {"properties": {}}, "key_properties": []}'
 

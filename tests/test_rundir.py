@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from target_userpilot.batches import BatchFileError
-from target_userpilot.rundir import LOCK, PREFIX, RunFolder
+from target_userpilot.run.batches import BatchFileError
+from target_userpilot.run.rundir import LOCK, PREFIX, RunFolder
 
 
 def dead_pid() -> int:

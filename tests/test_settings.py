@@ -14,8 +14,8 @@ from fake_userpilot import FakeClient, settings_for
 from singer_io import record, schema
 from test_target import TOKEN, config_for
 
-from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import Profile
+from target_userpilot.run.pipeline import Pipeline
 from target_userpilot.target import TargetUserpilot
 from target_userpilot.wire import JobStatus, TransientError
 

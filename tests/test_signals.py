@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from target_userpilot.signals import RunStopped, StopRequest, WaitStopped
+from target_userpilot.run.signals import RunStopped, StopRequest, WaitStopped
 
 
 def test_a_signal_ends_a_main_thread_wait_with_its_number() -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from singer_io import dead_letters, dry_run_output, record, run_target, schema, state
 
-from target_userpilot.deadletters import DRY_RUN_LETTERS
+from target_userpilot.run.deadletters import DRY_RUN_LETTERS
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -18,8 +18,8 @@ from fake_userpilot import FakeClient, settings_for
 from singer_io import USER_SCHEMA, StateSeen, record, run_target, schema, state, user
 from test_reliability import config_for, resume_after
 
-from target_userpilot.pipeline import Pipeline
 from target_userpilot.profiles import Profile
+from target_userpilot.run.pipeline import Pipeline
 
 if TYPE_CHECKING:
     import subprocess

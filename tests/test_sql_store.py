@@ -29,7 +29,7 @@ from target_userpilot.fingerprints.sql_store import (
     parse_url,
     scrub,
 )
-from target_userpilot.signals import RunStopped, StopRequest
+from target_userpilot.run.signals import RunStopped, StopRequest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -2,7 +2,7 @@ import os
 import threading
 import time
 
-from target_userpilot.ticking import lines
+from target_userpilot.singer.ticking import lines
 
 
 def test_lines_come_whole_across_reads_and_the_clock_ticks_while_input_is_silent() -> None:

@@ -22,7 +22,7 @@ from singer_io import (
     user,
 )
 
-from target_userpilot.batches import MAX_API_BYTES
+from target_userpilot.run.batches import MAX_API_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -12,8 +12,8 @@ import requests
 from fake_clock import FakeClock
 from wire_script import KEY, Script
 
-from target_userpilot.deletions import DELETE_CHUNK_IDS, DeleteLimit, DeletionLedger
 from target_userpilot.emulator import Emulator
+from target_userpilot.run.deletions import DELETE_CHUNK_IDS, DeleteLimit, DeletionLedger
 from target_userpilot.wire import (
     AuthError,
     DeletionRefusedError,

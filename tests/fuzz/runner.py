@@ -29,9 +29,9 @@ from unittest import mock
 from singer_io import run_target
 
 from fuzz.strategies import WORK
-from target_userpilot.deadletters import DRY_RUN_LETTERS
 from target_userpilot.emulator import EmulatorConfig
 from target_userpilot.fingerprints import open_store as real_open_store
+from target_userpilot.run.deadletters import DRY_RUN_LETTERS
 from target_userpilot.target import TargetUserpilot
 
 if TYPE_CHECKING:

@@ -24,18 +24,18 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from target_userpilot.deletions import DeletionChunk
 from target_userpilot.errors import UserFacingError
-from target_userpilot.signals import WaitStopped
-from target_userpilot.summary import KIND_NOUN, plural
+from target_userpilot.run.deletions import DeletionChunk
+from target_userpilot.run.signals import WaitStopped
+from target_userpilot.run.summary import KIND_NOUN, plural
 from target_userpilot.wire import JobStatus, PayloadTooLargeError, RejectedUploadError
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Sequence
 
-    from target_userpilot.batches import SealedBatch
-    from target_userpilot.deletions import Kind
+    from target_userpilot.run.batches import SealedBatch
+    from target_userpilot.run.deletions import Kind
     from target_userpilot.wire import UserpilotClient
     from target_userpilot.wire.deletions import Accepted
 

@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.input is not None:
         return run(args.input, batch_rows=args.batch_rows, rows_per_minute=args.rows_per_minute)
-    with resources.as_file(resources.files("target_userpilot.sample_data") / SAMPLE) as path:
+    with resources.as_file(
+        resources.files("target_userpilot.emulator.sample_data") / SAMPLE
+    ) as path:
         return run(path, batch_rows=args.batch_rows, rows_per_minute=args.rows_per_minute)
 
 

@@ -17,7 +17,7 @@ from singer_sdk.metrics import Point, get_metrics_logger, log
 if TYPE_CHECKING:
     from singer_sdk.metrics import Metric
 
-    from target_userpilot.summary import Counters
+    from target_userpilot.run.summary import Counters
 
 
 class RunMetric(str, enum.Enum):

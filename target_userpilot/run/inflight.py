@@ -11,20 +11,20 @@ from typing import TYPE_CHECKING
 
 from typing_extensions import assert_never
 
-from target_userpilot.jobs import BatchDone, JobStarted, PartDone, RowsRefused, RunnerFailed
-from target_userpilot.rejections import AllRefused
-from target_userpilot.summary import KIND_NOUN, plural
+from target_userpilot.run.jobs import BatchDone, JobStarted, PartDone, RowsRefused, RunnerFailed
+from target_userpilot.run.rejections import AllRefused
+from target_userpilot.run.summary import KIND_NOUN, plural
 
 if TYPE_CHECKING:
     import logging
     from pathlib import Path
 
-    from target_userpilot.batches import SealedBatch
-    from target_userpilot.changes import ChangeFilter
-    from target_userpilot.checkpoints import Checkpoints
-    from target_userpilot.jobs import BatchOutcome
-    from target_userpilot.rejections import Rejections
-    from target_userpilot.summary import Counters
+    from target_userpilot.run.batches import SealedBatch
+    from target_userpilot.run.changes import ChangeFilter
+    from target_userpilot.run.checkpoints import Checkpoints
+    from target_userpilot.run.jobs import BatchOutcome
+    from target_userpilot.run.rejections import Rejections
+    from target_userpilot.run.summary import Counters
 
 
 class InFlight:

@@ -11,18 +11,18 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from target_userpilot.deadletters import InvalidRecordError
-from target_userpilot.jobs import MAX_REFUSED_ROWS, JobFailedError
-from target_userpilot.summary import plural
+from target_userpilot.run.deadletters import InvalidRecordError
+from target_userpilot.run.jobs import MAX_REFUSED_ROWS, JobFailedError
+from target_userpilot.run.summary import plural
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Mapping
 
-    from target_userpilot.batches import SealedBatch
-    from target_userpilot.checkpoints import Checkpoints
-    from target_userpilot.deadletters import DeadLetters
-    from target_userpilot.jobs import JobOutcome
+    from target_userpilot.run.batches import SealedBatch
+    from target_userpilot.run.checkpoints import Checkpoints
+    from target_userpilot.run.deadletters import DeadLetters
+    from target_userpilot.run.jobs import JobOutcome
 
 # Longest detail of a job's rejected rows quoted into the log.
 DETAIL_LOG_CHARS = 2000

@@ -32,16 +32,16 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import assert_never
 
-from target_userpilot.batches import BatchFile, LineTooLargeError
-from target_userpilot.changes import ChangeFilter
-from target_userpilot.checkpoints import Checkpoints
-from target_userpilot.deadletters import DRY_RUN_LETTERS, DeadLetters, InvalidRecordError
-from target_userpilot.deletions import DeletionLedger, Upsert, count_of
-from target_userpilot.event_flow import MAX_PENDING, EventFlow
-from target_userpilot.event_worker import EventRefused, EventSent, EventWorker
-from target_userpilot.guardnote import GuardNote
-from target_userpilot.inflight import InFlight
-from target_userpilot.jobs import (
+from target_userpilot.run.batches import BatchFile, LineTooLargeError
+from target_userpilot.run.changes import ChangeFilter
+from target_userpilot.run.checkpoints import Checkpoints
+from target_userpilot.run.deadletters import DRY_RUN_LETTERS, DeadLetters, InvalidRecordError
+from target_userpilot.run.deletions import DeletionLedger, Upsert, count_of
+from target_userpilot.run.event_flow import MAX_PENDING, EventFlow
+from target_userpilot.run.event_worker import EventRefused, EventSent, EventWorker
+from target_userpilot.run.guardnote import GuardNote
+from target_userpilot.run.inflight import InFlight
+from target_userpilot.run.jobs import (
     BatchDone,
     DeletionAccepted,
     JobRunner,
@@ -51,12 +51,11 @@ from target_userpilot.jobs import (
     RowsRefused,
     RunnerFailed,
 )
-from target_userpilot.metrics import log_counters
-from target_userpilot.rejections import InvalidShare, Rejections
-from target_userpilot.rundir import RunFolder, dry_run_folder
-from target_userpilot.signals import StopRequest
-from target_userpilot.spool import Spool
-from target_userpilot.summary import (
+from target_userpilot.run.rejections import InvalidShare, Rejections
+from target_userpilot.run.rundir import RunFolder, dry_run_folder
+from target_userpilot.run.signals import StopRequest
+from target_userpilot.run.spool import Spool
+from target_userpilot.run.summary import (
     KIND_NOUN,
     Counters,
     RunFacts,
@@ -65,18 +64,19 @@ from target_userpilot.summary import (
     plural,
     summary_line,
 )
+from target_userpilot.singer.metrics import log_counters
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Mapping
     from pathlib import Path
 
-    from target_userpilot.changes import Store
-    from target_userpilot.deletions import DeletionChunk
-    from target_userpilot.event_worker import EventOutcome
     from target_userpilot.events import Event
-    from target_userpilot.jobs import Deleter, Outcome
     from target_userpilot.profiles import Kind, Profile
+    from target_userpilot.run.changes import Store
+    from target_userpilot.run.deletions import DeletionChunk
+    from target_userpilot.run.event_worker import EventOutcome
+    from target_userpilot.run.jobs import Deleter, Outcome
     from target_userpilot.settings import Settings
     from target_userpilot.wire import UserpilotClient
     from target_userpilot.wire.track import TrackSender

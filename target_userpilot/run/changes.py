@@ -14,7 +14,7 @@ from target_userpilot.fingerprints import fingerprint
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
 
-    from target_userpilot.batches import SealedBatch
+    from target_userpilot.run.batches import SealedBatch
 
 
 class Store(Protocol):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from target_userpilot.deadletters import DeadLetters
+    from target_userpilot.run.deadletters import DeadLetters
 
 KIND_NOUN = {"users": "user", "companies": "company"}
 

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from target_userpilot.batches import BatchFileError
+from target_userpilot.run.batches import BatchFileError
 
 PREFIX = "userpilot-run-"
 

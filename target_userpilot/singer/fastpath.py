@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.target_base import Target
 
-from target_userpilot.sinks import ProfileSink
+from target_userpilot.singer.sinks import ProfileSink
 
 if TYPE_CHECKING:
     from singer_sdk.mapper import StreamMap

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from target_userpilot.jobs import RunnerFailed
+from target_userpilot.run.jobs import RunnerFailed
 from target_userpilot.wire.track import EventRefusedError
 
 if TYPE_CHECKING:

@@ -24,20 +24,20 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from typing_extensions import assert_never
 
-from target_userpilot.event_worker import EventItem, EventRefused, EventSent
-from target_userpilot.jobs import MAX_REFUSED_ROWS, JobFailedError
-from target_userpilot.summary import plural
+from target_userpilot.run.event_worker import EventItem, EventRefused, EventSent
+from target_userpilot.run.jobs import MAX_REFUSED_ROWS, JobFailedError
+from target_userpilot.run.summary import plural
 
 if TYPE_CHECKING:
     import logging
     from pathlib import Path
 
-    from target_userpilot.changes import ChangeFilter
-    from target_userpilot.checkpoints import Checkpoints
-    from target_userpilot.deadletters import DeadLetters
-    from target_userpilot.event_worker import EventOutcome, EventWorker
     from target_userpilot.events import Event
-    from target_userpilot.summary import Counters
+    from target_userpilot.run.changes import ChangeFilter
+    from target_userpilot.run.checkpoints import Checkpoints
+    from target_userpilot.run.deadletters import DeadLetters
+    from target_userpilot.run.event_worker import EventOutcome, EventWorker
+    from target_userpilot.run.summary import Counters
 
 EVENTS = "events"  # the kind in fingerprints and dead letters
 EVENTS_HOLD = "events"  # what holds STATE back for events, in `Checkpoints`

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk.mapper import RemoveRecordTransform
 
-from target_userpilot.deletions import DeletionMarkError, is_deletion
-from target_userpilot.sinks import NothingToLoadSink, ProfileSink
+from target_userpilot.run.deletions import DeletionMarkError, is_deletion
+from target_userpilot.singer.sinks import NothingToLoadSink, ProfileSink
 
 if TYPE_CHECKING:
     from singer_sdk.target_base import Target

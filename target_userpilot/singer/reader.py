@@ -23,8 +23,8 @@ from singer_sdk.exceptions import InvalidJSONSchema, RecordsWithoutSchemaExcepti
 from singer_sdk.io_base import SingerMessageType, SingerReader
 from singer_sdk.singerlib.json import deserialize_json
 
-from target_userpilot.batch_messages import BatchMessageError
 from target_userpilot.errors import UserFacingError
+from target_userpilot.singer.batch_messages import BatchMessageError
 
 if TYPE_CHECKING:
     from collections import Counter

@@ -14,9 +14,7 @@ from singer_sdk.helpers._typing import get_datelike_property_type
 from singer_sdk.sinks import BatchSink, Sink
 from singer_sdk.sinks.core import JSONSchemaValidator
 
-from target_userpilot.deadletters import InvalidRecordError, MissingKeyError
 from target_userpilot.events import event_mapping, identity, to_event
-from target_userpilot.fastcheck import FastPathValidator, compile_check
 from target_userpilot.profiles import (
     MappingSettings,
     Rejection,
@@ -25,6 +23,8 @@ from target_userpilot.profiles import (
     resolve_id_property,
     to_profile,
 )
+from target_userpilot.run.deadletters import InvalidRecordError, MissingKeyError
+from target_userpilot.singer.fastcheck import FastPathValidator, compile_check
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

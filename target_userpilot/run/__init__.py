@@ -1,0 +1,1 @@
+"""The run: batches, jobs, checkpoints and dead letters, owned by the main thread."""
