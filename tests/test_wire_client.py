@@ -114,7 +114,6 @@ def test_lost_5xx_submission_found_by_size_and_rows(scripted: Script, tmp_path: 
     client = client_for(scripted.url)
     assert client.submit("users", path, rows=4) == "bulk:jobs:NX-1:new"
     assert [s.method for s in scripted.seen] == ["POST", "GET"]
-    assert client.stats.lost_submissions_recovered == 1
 
 
 def test_5xx_without_a_created_job_is_resubmitted(scripted: Script, tmp_path: Path) -> None:
@@ -127,7 +126,6 @@ def test_5xx_without_a_created_job_is_resubmitted(scripted: Script, tmp_path: Pa
     assert client.submit("users", ndjson(tmp_path, 1), rows=1) == "j2"
     assert [s.method for s in scripted.seen] == ["POST", "GET", "POST"]
     assert client.stats.retries == 1
-    assert client.stats.lost_submissions_recovered == 0
 
 
 def test_get_job_falls_back_to_raw_id_and_links(scripted: Script) -> None:
@@ -181,7 +179,7 @@ def test_409_with_nothing_listed_as_running_times_out_naming_the_setting(
     with pytest.raises(SlotWaitTimeoutError, match="slot_wait_timeout") as err:
         client.submit("users", ndjson(tmp_path, 1), rows=1)
     assert "does not show as a running import" in str(err.value)
-    assert client.stats.conflicts_waited > 1
+    assert sum(s.method == "POST" for s in scripted.seen) > 2, "uploaded again after 409s"
     assert clock.now == pytest.approx(30)
 
 
@@ -258,7 +256,6 @@ def test_lost_answer_is_looked_for_over_about_10_s_before_uploading_again(
     client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
     assert client.submit("users", path, rows=2) == "bulk:jobs:A:ours"
     assert [s.method for s in scripted.seen] == ["POST", "GET", "GET", "GET"]  # one upload
-    assert client.stats.lost_submissions_recovered == 1
 
 
 def test_lost_answer_never_listed_is_uploaded_again_after_the_look_ups(
@@ -286,7 +283,6 @@ def test_dropped_upload_then_409_finds_our_own_job_in_the_list(
     client = client_for(scripted.url, sleep=clock.sleep, clock=clock)
     assert client.submit("users", path, rows=2) == "bulk:jobs:A:ours"
     assert [s.method for s in scripted.seen] == ["POST", *["GET"] * 4, "POST", "GET"]
-    assert client.stats.lost_submissions_recovered == 1
 
 
 def test_409_is_the_judge_the_list_only_names_the_import_blocking(
@@ -306,7 +302,6 @@ def test_409_is_the_judge_the_list_only_names_the_import_blocking(
         assert client.submit("users", ndjson(tmp_path, 1), rows=1) == "mine"
     assert clock.history == [1, 3, 7]  # 1, 2, 4 s between uploads
     assert [s.method for s in scripted.seen] == ["POST", "GET", "POST", "POST", "POST"]
-    assert client.stats.conflicts_waited == 3
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert "theirs" in infos[0]
     assert "export-1" not in infos[0]
@@ -574,7 +569,6 @@ def test_foreign_job_is_waited_out(
         assert wait_done(client, job_id).state == "completed"
         foreign = [j.job_id for j in emu.jobs if j.foreign]
         assert len(our_jobs(emu)) == 1
-    assert client.stats.conflicts_waited >= 1
     assert client.stats.retries == 0
     waits = [r.getMessage() for r in caplog.records if "slot" in r.getMessage()]
     assert any(foreign[0] in m for m in waits)
@@ -639,7 +633,6 @@ def test_lost_submit_response_is_recovered_from_the_job_list(
         assert len(emu.jobs) == 1
         assert emu.jobs[0].job_id == job_id
         assert wait_done(client, job_id).state == "completed"
-    assert client.stats.lost_submissions_recovered == 1
     assert any(job_id in r.getMessage() for r in caplog.records)
 
 

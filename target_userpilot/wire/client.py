@@ -81,8 +81,6 @@ class ClientStats:
     """Counters for the run summary."""
 
     retries: int = 0
-    conflicts_waited: int = 0
-    lost_submissions_recovered: int = 0
 
 
 @dataclass
@@ -346,7 +344,6 @@ class UserpilotClient:
 
     def _recovered(self, job: Mapping[str, Any], upload: Upload) -> str:
         job_id = job_id_of(job)
-        self.stats.lost_submissions_recovered += 1
         self._remember(job_id, job)
         self.log.warning(
             "The answer to the upload of %s was lost, but Userpilot created job %s for it; "
@@ -371,7 +368,6 @@ class UserpilotClient:
 
     def _wait_for_slot(self, slot: _SlotWait) -> None:
         """After a 409: sleep before the next upload, or raise once `slot_wait_timeout` passed."""
-        self.stats.conflicts_waited += 1
         remaining = slot.deadline - self._pace.clock()
         if remaining <= 0:
             slot.blockers = blocking_jobs(self._peek_list()) or slot.blockers
