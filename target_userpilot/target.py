@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -36,13 +37,13 @@ from target_userpilot.settings import (
 from target_userpilot.singer.batch_messages import file_lines, manifest_files
 from target_userpilot.singer.envconfig import env_config
 from target_userpilot.singer.fastpath import RecordFastPath
+from target_userpilot.singer.metrics import log_counters
 from target_userpilot.singer.premap import DeletionRecords
 from target_userpilot.singer.reader import LineReader
 from target_userpilot.singer.sinks import EventSink, NothingToLoadSink, ProfileSink
 from target_userpilot.singer.ticking import lines
-from target_userpilot.wire import RetryPolicy, UserpilotClient, check_api_url
+from target_userpilot.wire import RetryPolicy, UserpilotClient, check_api_url, clean_api_key
 from target_userpilot.wire.track import TrackSender
-from target_userpilot.wire.transport import clean_api_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -135,6 +136,7 @@ class TargetUserpilot(Target):
             deleter=deleter,
             track=track,
             account=scope_for(api_url, self.config["api_key"]),
+            log_metrics=functools.partial(log_counters, dry_run=self.settings.dry_run),
         )
         self.fast_records = RecordFastPath(self)
         # Before stream maps: a map cannot turn a deletion into an update.

@@ -13,17 +13,14 @@ from target_userpilot.errors import UserFacingError
 from target_userpilot.fingerprints import FingerprintStoreBusyError, FingerprintStoreError
 from target_userpilot.paths import PathSettingError
 from target_userpilot.run.batches import BatchFileError
-from target_userpilot.run.deadletters import (
-    DeadLetterFileError,
-    InvalidRecordError,
-    MissingKeyError,
-)
+from target_userpilot.run.deadletters import DeadLetterFileError, InvalidRecordError
 from target_userpilot.run.deletions import DeletionGuardError
 from target_userpilot.run.jobs import JobFailedError
 from target_userpilot.run.pipeline import Pipeline
 from target_userpilot.run.rejections import TooManyInvalidError
 from target_userpilot.settings import SettingsError
 from target_userpilot.singer.reader import InputError, RecordBeforeSchemaError
+from target_userpilot.singer.sinks import MissingKeyError
 from target_userpilot.target import StateOutputError, TargetUserpilot
 from target_userpilot.wire import (
     AuthError,
@@ -35,7 +32,7 @@ from target_userpilot.wire import (
     UnreachableError,
     UserpilotError,
 )
-from target_userpilot.wire.track import EventRefusedError
+from target_userpilot.wire.errors import EventRefusedError
 
 # One of each: a new user-facing error class needs a row here (a test says so).
 ONE_OF_EACH: list[UserFacingError] = [

@@ -14,7 +14,8 @@ from emulated import EMULATOR_TOKEN, emulator_config
 
 from target_userpilot.emulator import serve
 from target_userpilot.wire import AuthError, RetryPolicy, TransientError, UserpilotError
-from target_userpilot.wire.track import EventRefusedError, IntervalPacer, TrackSender
+from target_userpilot.wire.errors import EventRefusedError
+from target_userpilot.wire.track import IntervalPacer, TrackSender
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -18,8 +18,6 @@ import uuid
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-from singer_sdk.exceptions import MissingKeyPropertiesError
-
 from target_userpilot.errors import UserFacingError
 from target_userpilot.profiles import encode_exact
 
@@ -35,14 +33,6 @@ DRY_RUN_LETTERS = "dead-letters.ndjson"
 
 class InvalidRecordError(UserFacingError, ValueError):
     """A record could not be loaded and the policy is `fail`."""
-
-
-class MissingKeyError(InvalidRecordError, MissingKeyPropertiesError):
-    """A record lacks a key property and the policy is `fail`: the SDK's own error for it.
-
-    Only this one of the SDK's record errors has a fatal twin: its `InvalidRecord` (a record
-    failing the schema) is a `SkippableSyncError`, which code may catch to skip and go on.
-    """
 
 
 class DeadLetterFileError(UserFacingError):

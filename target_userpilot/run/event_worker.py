@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from target_userpilot.run.jobs import RunnerFailed
-from target_userpilot.wire.track import EventRefusedError
+from target_userpilot.wire.errors import EventRefusedError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -64,7 +64,6 @@ from target_userpilot.run.summary import (
     plural,
     summary_line,
 )
-from target_userpilot.singer.metrics import log_counters
 
 if TYPE_CHECKING:
     import logging
@@ -112,16 +111,19 @@ class Pipeline:
         deleter: Deleter | None = None,
         track: Callable[[Callable[[float], None]], TrackSender] | None = None,
         account: str = "",
+        log_metrics: Callable[[Counters], None] | None = None,
     ) -> None:
         """`client` is None for a dry run (nothing is uploaded). Nothing starts until `start`.
 
         `deleter` sends a `hard_delete` run's deletions (None: a dry run, or no `hard_delete`).
         `track` opens the event thread's Track API sender around its sleep (None: a dry run).
         `account` names the Userpilot account (host and key hash) the deletion guard's note
-        belongs to.
+        belongs to. `log_metrics` writes the end-of-run counters as Singer metrics (the SDK's
+        logger, so the run stays free of the SDK).
         """
         self.settings = settings
         self.logger = logger
+        self._log_metrics = log_metrics
         self.position = 0
         self.counters = Counters()
         self.checkpoints = Checkpoints(emit_state)
@@ -457,7 +459,8 @@ class Pipeline:
             elapsed=time.monotonic() - self._started,
         )
         self.logger.info(summary_line(self.counters, self.dead_letters, facts))
-        log_counters(self.counters, dry_run=self.settings.dry_run)
+        if self._log_metrics is not None:
+            self._log_metrics(self.counters)
         warning = dead_letter_warning(self.dead_letters)
         if warning is not None:
             self.logger.warning(warning)

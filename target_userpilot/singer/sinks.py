@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from singer_sdk.exceptions import InvalidRecord
+from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
 from singer_sdk.helpers._compat import (
     date_fromisoformat,
     datetime_fromisoformat,
@@ -23,7 +23,7 @@ from target_userpilot.profiles import (
     resolve_id_property,
     to_profile,
 )
-from target_userpilot.run.deadletters import InvalidRecordError, MissingKeyError
+from target_userpilot.run.deadletters import InvalidRecordError
 from target_userpilot.singer.fastcheck import FastPathValidator, compile_check
 
 if TYPE_CHECKING:
@@ -32,6 +32,14 @@ if TYPE_CHECKING:
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
     from target_userpilot.target import TargetUserpilot
+
+
+class MissingKeyError(InvalidRecordError, MissingKeyPropertiesError):
+    """A record lacks a key property and the policy is `fail`: the SDK's own error for it.
+
+    Only this one of the SDK's record errors has a fatal twin: its `InvalidRecord` (a record
+    failing the schema) is a `SkippableSyncError`, which code may catch to skip and go on.
+    """
 
 
 class RecordSink(BatchSink):

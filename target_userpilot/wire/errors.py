@@ -44,6 +44,16 @@ class DeletionRefusedError(UserpilotError):
         self.status = status
 
 
+class EventRefusedError(UserpilotError):
+    """Userpilot refused one event (400): `reason` is its word; the run goes on."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        """`reason` is the server's explanation (truncated, key redacted)."""
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
 class SlotWaitTimeoutError(UserpilotError):
     """Another job kept Userpilot's job slot busy (409) for longer than `slot_wait_timeout`."""
 

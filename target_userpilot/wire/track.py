@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from target_userpilot.wire.errors import KEY_HINT, AuthError, UserpilotError
+from target_userpilot.wire.errors import KEY_HINT, AuthError, EventRefusedError, UserpilotError
 from target_userpilot.wire.jobs_api import server_words
 from target_userpilot.wire.retry import Failure, Pace, Retrier, RetryPolicy
 from target_userpilot.wire.transport import Transport, clean_api_key
@@ -32,16 +32,6 @@ if TYPE_CHECKING:
 API_VERSION = "2020-09-22"
 # Statuses that refuse the event itself (its content), not the run's settings.
 REFUSING_STATUSES = frozenset({400, 413, 422})
-
-
-class EventRefusedError(UserpilotError):
-    """Userpilot refused one event (400): `reason` is its word; the run goes on."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        """`reason` is the server's explanation (truncated, key redacted)."""
-        super().__init__(f"HTTP {status}: {reason}")
-        self.status = status
-        self.reason = reason
 
 
 class IntervalPacer:
