@@ -29,13 +29,11 @@ if TYPE_CHECKING:
 def test_request_timeout_bounds_the_wait_for_an_answer(
     make_emulator: Callable[..., Emulator], tmp_path: Path
 ) -> None:
-    emu = make_emulator(token=TOKEN, slow_seconds=3)
+    # Every answer takes 2 s: a 1 s read gives up on it (the default, 300 s, would wait).
+    emu = make_emulator(token=TOKEN, slow_seconds=2)
     config = config_for(emu, tmp_path, request_timeout=1, request_retry_max_time=0)
-    started = time.monotonic()
     with pytest.raises(TransientError):
         TargetUserpilot(config=config)  # the start-up check is the first request
-    # Given up after the one-second read; the default (300 s) would have waited for the answer.
-    assert time.monotonic() - started < 2.5
 
 
 def test_request_timeout_bounds_the_wait_for_an_events_answer(
@@ -44,13 +42,11 @@ def test_request_timeout_bounds_the_wait_for_an_events_answer(
     emu = make_emulator(token=TOKEN)
     config = config_for(emu, tmp_path, request_timeout=1, request_retry_max_time=0)
     target = TargetUserpilot(config=config)
-    emu.set_faults(slow_seconds=3)  # past the start-up check: the Track API answers slowly
+    emu.set_faults(slow_seconds=2)  # past the start-up check: the Track API answers slowly
     event = {"event_id": "e1", "user_id": "1", "event_name": "invoice_paid"}
     messages = [schema("events", {"properties": {}}, key="event_id"), record("events", event)]
-    started = time.monotonic()
     with pytest.raises(TransientError):
         target.listen(io.StringIO("".join(json.dumps(m) + "\n" for m in messages)))
-    assert time.monotonic() - started < 2.5
 
 
 def test_poll_max_interval_bounds_the_time_between_polls_of_a_long_job(tmp_path: Path) -> None:
