@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,17 @@ from fake_clock import FakeClock
 from wire_script import Script, scripted_server
 
 from target_userpilot.emulator import Emulator, serve
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored() -> Iterator[None]:
+    """Every target built in process installs SIGTERM/SIGINT handlers that only set its flag
+    (and its CLI leaves them ignored): without this, Ctrl-C no longer stops the test process or
+    an xdist worker once one test has built a target."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 @pytest.fixture

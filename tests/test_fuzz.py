@@ -6,7 +6,8 @@ messages, a fingerprint store gone mid-run, SIGTERM at a random moment through t
 Profiles, chosen by `HYPOTHESIS_PROFILE`: `dev` (default, about a hundred streams), `ci` (2,000+
 streams, derandomized so CI is deterministic), `nightly` (20,000 streams, random, with a
 database).
-`FUZZ_FAILURES_DIR` collects each failing case as JSON; `FUZZ_STATS` writes the run's figures.
+`FUZZ_FAILURES_DIR` collects each failing case as JSON; `FUZZ_STATS` writes the run's figures
+(under pytest-xdist one file per worker, the worker's name added: `figures-gw0.json`).
 """
 
 from __future__ import annotations
@@ -96,7 +97,12 @@ class Figures:
         """The figures so far, to the file `FUZZ_STATS` names (if set)."""
         path = os.environ.get("FUZZ_STATS")
         if path:
-            Path(path).write_text(json.dumps(self.report(), indent=2) + "\n")
+            # Each pytest-xdist worker counts the examples it ran: a file per worker.
+            worker = os.environ.get("PYTEST_XDIST_WORKER")
+            stats = Path(path)
+            if worker:
+                stats = stats.with_name(f"{stats.stem}-{worker}{stats.suffix}")
+            stats.write_text(json.dumps(self.report(), indent=2) + "\n")
 
     def report(self) -> dict[str, Any]:
         """The figures, as a JSON-able dict."""
