@@ -473,3 +473,45 @@ def test_a_key_only_deletion_is_not_held_to_the_streams_schema(
     assert scheduled(emulator) == ["p1"]
     assert set(emulator.users) == {"p2"}
     assert not (tmp_path / "dead-letters.ndjson").exists()
+
+
+REGIONS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "region": {"type": ["string", "null"]},
+        "_sdc_deleted_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+
+
+def test_a_stream_maps_filter_decides_for_deletion_records_too(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    def user(pid: str, region: str, **more: Any) -> dict[str, Any]:
+        return record("users", {"id": pid, "region": region, **more})
+
+    setup = [schema("users", REGIONS), *(user(p, "us") for p in ("p1", "p2", "p3"))]
+    assert run_target(config_for(emulator, tmp_path), setup, tmp_path).returncode == 0
+    messages = [
+        schema("users", REGIONS),
+        user("p1", "eu", _sdc_deleted_at=GONE),
+        user("p2", "us", _sdc_deleted_at=GONE),  # the filter leaves it out: not deleted
+        user("p4", "us"),  # nor loaded
+        record("users", {"id": "p3", "_sdc_deleted_at": GONE}),  # the filter cannot tell
+        state({"done": True}),
+    ]
+    eu_only = {"users": {"__filter__": "record['region'] == 'eu'"}}
+    cfg = config_for(
+        emulator, tmp_path, hard_delete=True, max_deletes_per_run=5, stream_maps=eu_only
+    )
+    run = run_target(cfg, messages, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    assert scheduled(emulator) == ["p1"]
+    assert sorted(emulator.users) == ["p1", "p2", "p3"]
+    (letter,) = dead_letters(tmp_path / "dead-letters.ndjson")
+    assert letter["record"]["id"] == "p3"
+    assert "__filter__" in letter["reason"]
+    assert [s.value for s in run.states] == [{"done": True}]

@@ -9,6 +9,11 @@ or a record whose mark is neither a yes nor a no (a dead letter), goes straight 
 each stream its maps load into, never through the maps or the schema; every other record
 takes the SDK's path (or `fastpath.py`), where no mark is read again.
 
+Each map's `__filter__` still decides, on the record as the tap sent it (as the SDK evaluates
+it): a record it leaves out is neither deleted nor loaded. A filter that cannot be evaluated
+(the SDK raises, e.g. a key-only record under `record['region'] == 'eu'`) must not lead to a
+deletion, and silently dropping one would hide it: that record becomes a dead letter.
+
 The SDK offers no hook before its maps (`_process_record_message` runs them first thing), so
 the target calls `take` before handing a RECORD to either path.
 """
@@ -55,9 +60,25 @@ class DeletionRecords:
         except DeletionMarkError as exc:
             invalid = str(exc)
         for stream_map, sink in zip(kept, sinks, strict=True):
-            if isinstance(sink, ProfileSink):
-                sink.tally_record_read()
-                keys = stream_map.raw_key_properties or ()
-                sink.take_deletion(record, position, invalid, keys)
-                sink.record_counter_metric.increment()
+            if not isinstance(sink, ProfileSink):
+                continue
+            reason = invalid
+            try:
+                if not stream_map.get_filter_result(record):
+                    continue  # the user's `__filter__` leaves it out: neither loaded nor deleted
+            except Exception as exc:  # noqa: BLE001 - whatever the user's expression raises
+                reason = _unfiltered(exc)
+            sink.tally_record_read()
+            keys = stream_map.raw_key_properties or ()
+            sink.take_deletion(record, position, reason, keys)
+            sink.record_counter_metric.increment()
         return True
+
+
+def _unfiltered(exc: Exception) -> str:
+    """Why a deletion record whose `__filter__` cannot be evaluated is a dead letter instead."""
+    return (
+        f"the stream map's `__filter__` cannot be evaluated on this record "
+        f"({type(exc).__name__}: {str(exc)[:80]}), so it is not deleted: a filter that reads "
+        "more than the keys can use `record.get(...)` to decide for key-only deletion records."
+    )
