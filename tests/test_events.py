@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import signal
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import pytest
+from click.testing import CliRunner
 from pg_fixtures import (  # noqa: F401 - fixtures, found by name
     StoreLocation,
     pg_server_url_fixture,
@@ -28,7 +31,9 @@ from singer_io import (
 )
 from test_target import config_for
 
+from target_userpilot.fingerprints import FingerprintStore, FingerprintStoreError
 from target_userpilot.run.event_flow import systematic
+from target_userpilot.target import TargetUserpilot
 
 if TYPE_CHECKING:
     import subprocess
@@ -265,3 +270,45 @@ def test_a_killed_run_resumed_from_its_state_loses_no_event_and_resends_at_most_
     assert set(arrived) == {f"e{n}" for n in range(1, total + 1)}
     # Only an event accepted in the instant before the kill, not yet remembered, comes twice.
     assert sum(arrived.values()) - total <= 1
+
+
+def test_events_stop_before_sending_once_the_store_lost_its_run_lock(
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The PostgreSQL store's check before each request (issue 22): a database restart dropped
+    # its advisory lock and another run took it, after the first two events went out.
+    checks = 0
+    lost = "another target-userpilot run took the fingerprint store's lock meanwhile"
+
+    def lock_lost_after_two(store: FingerprintStore) -> None:
+        nonlocal checks
+        checks += 1
+        if checks > 2:
+            raise FingerprintStoreError(lost)
+
+    monkeypatch.setattr(FingerprintStore, "check_session", lock_lost_after_two)
+    config = config_for(
+        emulator,
+        tmp_path,
+        send_only_changes=True,
+        fingerprint_store_path=str(tmp_path / "fp.sqlite"),
+        **FAST,
+    )
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    messages = [schema("events", EVENT_SCHEMA, key="event_id")]
+    messages += [paid(f"e{n}", "u1") for n in range(1, 6)] + [state({"events": "done"})]
+    (tmp_path / "input.jsonl").write_text("".join(json.dumps(m) + "\n" for m in messages))
+    with caplog.at_level(logging.INFO):
+        result = CliRunner().invoke(
+            TargetUserpilot.cli,
+            ["--config", str(tmp_path / "config.json"), "--input", str(tmp_path / "input.jsonl")],
+        )
+
+    assert result.exit_code == 1, result.output
+    assert emulator.events["count"] == 2, "an event went out after the lock was lost"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"target-userpilot failed: {lost}"]
+    assert result.stdout == "", "a STATE past events never sent"

@@ -61,11 +61,17 @@ class EventWorker:
         self,
         open_sender: Callable[[Callable[[float], None]], TrackSender],
         outcomes: queue.SimpleQueue[Any],
+        before_send: Callable[[], None] = lambda: None,
     ) -> None:
-        """Start nothing yet; `start()` launches the thread."""
+        """Start nothing yet; `start()` launches the thread.
+
+        `before_send` runs before each event is sent, as before each upload (the fingerprint
+        store's check that the run still holds its lock); what it raises stops the run.
+        """
         self._halt = threading.Event()
         self.sender = open_sender(self._sleep)
         self._outcomes = outcomes
+        self._before_send = before_send
         self._inbox: queue.SimpleQueue[EventItem | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="userpilot-events", daemon=True)
 
@@ -98,6 +104,7 @@ class EventWorker:
                 item = self._inbox.get()
                 if item is None or self._halt.is_set():
                     return
+                self._before_send()
                 try:
                     self.sender.send(item.body)
                 except EventRefusedError as exc:

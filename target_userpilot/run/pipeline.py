@@ -168,8 +168,10 @@ class Pipeline:
         self._events_worker: EventWorker | None = None
         outcomes: queue.SimpleQueue[Outcome | EventOutcome] = queue.SimpleQueue()
         if client is not None and not settings.dry_run:
+            # Before each upload, delete request and event: does this run still hold the lock?
+            before_send = fingerprints.check_session if fingerprints is not None else _nothing
             if track is not None:
-                self._events_worker = EventWorker(track, outcomes)
+                self._events_worker = EventWorker(track, outcomes, before_send=before_send)
             self.runner = JobRunner(
                 client,
                 job_timeout=settings.job_timeout,
@@ -177,7 +179,7 @@ class Pipeline:
                 poll=PollPlan(max_interval=settings.poll_max_interval),
                 logger=logger,
                 deleter=deleter,
-                before_send=fingerprints.check_session if fingerprints is not None else _nothing,
+                before_send=before_send,
                 outcomes=outcomes,
             )
         self._events = EventFlow(
