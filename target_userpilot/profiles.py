@@ -35,10 +35,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeGuard
 
+from target_userpilot.kinds import NOUN
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
-Kind = Literal["users", "companies"]
+    from target_userpilot.kinds import Kind
+
 Scalar: TypeAlias = "str | int | float | bool | Decimal | None"
 Metadata: TypeAlias = "dict[str, Scalar]"
 
@@ -51,7 +54,6 @@ MAX_ID_CHARS = 1000
 _MAX_ID_INT = 10**MAX_ID_CHARS
 
 _ID_SETTING: dict[str, str] = {"users": "user_id_property", "companies": "company_id_property"}
-_ID_NOUN: dict[str, str] = {"users": "user id", "companies": "company id"}
 _DEFAULT_ID: dict[str, str] = {"users": "user_id", "companies": "company_id"}
 _UTC = dt.timezone.utc
 # Singer bookkeeping fields (`_sdc_extracted_at`, `_sdc_deleted_at`, ...; the SDK adds seven
@@ -518,7 +520,9 @@ def _id_hint(settings: MappingSettings) -> str:
 
 def _profile_id(record: Mapping[str, Any], settings: MappingSettings) -> str:
     """The profile id as a string; raises _RejectError."""
-    return _required_id(record, settings.id_property, _ID_NOUN[settings.kind], _id_hint(settings))
+    return _required_id(
+        record, settings.id_property, f"{NOUN[settings.kind]} id", _id_hint(settings)
+    )
 
 
 def _required_id(record: Mapping[str, Any], id_property: str, noun: str, hint: str) -> str:

@@ -23,7 +23,7 @@ from target_userpilot.run.deletions import DEFAULT_MAX_DELETES, SHARE_FLOOR, Del
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from target_userpilot.profiles import Kind
+    from target_userpilot.kinds import Kind
 
 DEFAULT_API_URL = "https://analytex.userpilot.io"
 KINDS: tuple[Kind, ...] = ("users", "companies")

@@ -16,7 +16,7 @@ from target_userpilot.wire.errors import DeletionRefusedError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-    from target_userpilot.run.deletions import Kind
+    from target_userpilot.kinds import Kind
 
 LOGGER = logging.getLogger("fake-userpilot")
 

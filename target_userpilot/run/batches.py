@@ -16,11 +16,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from target_userpilot.errors import UserFacingError
-from target_userpilot.profiles import Kind, Profile, encode_json, merge
+from target_userpilot.profiles import Profile, encode_json, merge
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, KeysView, Mapping
     from pathlib import Path
+
+    from target_userpilot.kinds import Kind
 
 MAX_API_ROWS = 10_000
 MAX_API_BYTES = 50_000_000  # Userpilot's "50 MB", read as the smaller decimal megabytes

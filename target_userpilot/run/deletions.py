@@ -69,14 +69,15 @@ import decimal
 import enum
 import json
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from target_userpilot.errors import UserFacingError
+from target_userpilot.kinds import KINDS, count_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-Kind = Literal["users", "companies"]
+    from target_userpilot.kinds import Kind
 
 DELETED_AT = "_sdc_deleted_at"
 DELETE_CHUNK_IDS = 1000
@@ -87,13 +88,6 @@ SHARE_FLOOR = 100
 """A share limit (`"10%"`) only stops a run deleting more than this many profiles: a small
 incremental run made mostly of deletions is normal."""
 DEFAULT_MAX_DELETES = "10%"
-_KINDS: tuple[Kind, ...] = ("users", "companies")
-_ONE: dict[Kind, str] = {"users": "user", "companies": "company"}
-
-
-def count_of(kind: Kind, count: int) -> str:
-    """`1 user`, `1,000 users`, `1 company`."""
-    return f"{count:,} {_ONE[kind] if count == 1 else kind}"
 
 
 class DeletionMarkError(ValueError):
@@ -280,12 +274,12 @@ class DeletionLedger:
 
     def __init__(self) -> None:
         """Start a run with nothing deleted."""
-        self._records = dict.fromkeys(_KINDS, 0)
-        self._pending: dict[Kind, dict[str, int]] = {k: {} for k in _KINDS}  # id -> first seq
-        self._sent: dict[Kind, set[str]] = {k: set() for k in _KINDS}
+        self._records = dict.fromkeys(KINDS, 0)
+        self._pending: dict[Kind, dict[str, int]] = {k: {} for k in KINDS}  # id -> first seq
+        self._sent: dict[Kind, set[str]] = {k: set() for k in KINDS}
         self._in_flight: list[DeletionChunk] = []
-        self._accepted = dict.fromkeys(_KINDS, 0)
-        self._cancelled = dict.fromkeys(_KINDS, 0)
+        self._accepted = dict.fromkeys(KINDS, 0)
+        self._cancelled = dict.fromkeys(KINDS, 0)
 
     def delete(self, kind: Kind, profile_id: str, seq: int) -> None:
         """A record (number `seq`) deletes this profile."""
@@ -324,7 +318,7 @@ class DeletionLedger:
         """
         self.check(limit, carried=carried)
         chunks: list[DeletionChunk] = []
-        for kind in _KINDS:
+        for kind in KINDS:
             pending, self._pending[kind] = self._pending[kind], {}
             for ids in chunk_ids(kind, pending, max_ids=max_ids, max_bytes=max_bytes):
                 chunks.append(DeletionChunk(kind, tuple(ids), min(pending[i] for i in ids)))
@@ -339,7 +333,7 @@ class DeletionLedger:
         `carried`: how many of this run's deletions the guard allowed an earlier run that did
         not see them all accepted (`guardnote.py`); they count as allowed already.
         """
-        per_kind = {k: len(self._pending[k]) + len(self._sent[k]) for k in _KINDS}
+        per_kind = {k: len(self._pending[k]) + len(self._sent[k]) for k in KINDS}
         total, records = sum(per_kind.values()), sum(self._records.values())
         if limit.allows(max(total - carried, 0), records):
             return
@@ -356,7 +350,7 @@ class DeletionLedger:
 
     def pending(self) -> dict[str, list[str]]:
         """The ids to delete that are not sealed yet, per kind."""
-        return {kind: list(self._pending[kind]) for kind in _KINDS}
+        return {kind: list(self._pending[kind]) for kind in KINDS}
 
     def accepted(self, chunk: DeletionChunk) -> None:
         """Userpilot answered 202 for `chunk`: it no longer holds STATE back."""

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 from typing_extensions import assert_never
 
+from target_userpilot.kinds import count_of
 from target_userpilot.run.jobs import BatchDone, JobStarted, PartDone, RowsRefused, RunnerFailed
 from target_userpilot.run.rejections import AllRefused
-from target_userpilot.run.summary import KIND_NOUN, plural
+from target_userpilot.run.summary import plural
 
 if TYPE_CHECKING:
     import logging
@@ -127,7 +128,7 @@ class InFlight:
             "Job %s completed: %s, %s bytes, waited %.1f s for the slot, ran %.1f s, %s, "
             "%d rejected%s.",
             outcome.job_id,
-            plural(part.rows, KIND_NOUN[part.kind]),
+            count_of(part.kind, part.rows),
             f"{part.size:,}",
             outcome.waited,
             outcome.seconds,

@@ -25,17 +25,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from target_userpilot.errors import UserFacingError
+from target_userpilot.kinds import NOUN, count_of
 from target_userpilot.run.deletions import DeletionChunk
 from target_userpilot.run.signals import WaitStopped
-from target_userpilot.run.summary import KIND_NOUN, plural
+from target_userpilot.run.summary import plural
 from target_userpilot.wire import JobStatus, PayloadTooLargeError, RejectedUploadError
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Sequence
 
+    from target_userpilot.kinds import Kind
     from target_userpilot.run.batches import SealedBatch
-    from target_userpilot.run.deletions import Kind
     from target_userpilot.wire import UserpilotClient
     from target_userpilot.wire.deletions import Accepted
 
@@ -267,7 +268,7 @@ class _Refusals:
         batch = self.batch
         msg = (
             f"Userpilot refused {plural(self.rows, 'row')} of a batch of "
-            f"{plural(batch.rows, KIND_NOUN[batch.kind])} "
+            f"{count_of(batch.kind, batch.rows)} "
             f"({plural(self.uploads, 'upload')} refused), last with: {error}. "
             "That many is not a bad row but a systematic problem (the profiles' format, a "
             "mapping setting such as `arrays` or `nulls`): fix it and rerun. No STATE past "
@@ -379,7 +380,7 @@ class JobRunner:
                 self._logger.warning(
                     "Userpilot answered 413 for %s (%s bytes); resubmitting as two halves. "
                     "Lower `max_batch_bytes`/`max_batch_rows`.",
-                    plural(part.rows, KIND_NOUN[part.kind]),
+                    count_of(part.kind, part.rows),
                     f"{part.size:,}",
                 )
                 pending[0:0] = part.split()
@@ -410,7 +411,7 @@ class JobRunner:
     def _too_large(self, batch: SealedBatch, part: SealedBatch, exc: PayloadTooLargeError) -> None:
         if part.size < SMALL_ROW_BYTES:
             msg = (
-                f"the upload of a single {KIND_NOUN[part.kind]} "
+                f"the upload of a single {NOUN[part.kind]} "
                 f"of {part.size:,} bytes was refused as too large (HTTP 413), far below "
                 "Userpilot's 50 MB: check that `api_url` points at Userpilot's API and that no "
                 "proxy in between (HTTPS_PROXY) limits request bodies. No STATE past it was "
@@ -446,14 +447,14 @@ class JobRunner:
                 self._logger.warning(
                     "Userpilot job %s (%s) ended '%s'; resubmitting (%d of %d).",
                     job_id,
-                    plural(batch.rows, KIND_NOUN[batch.kind]),
+                    count_of(batch.kind, batch.rows),
                     status.status,
                     attempt,
                     self._job_retries,
                 )
                 continue
             msg = (
-                f"Userpilot job {job_id} ({plural(batch.rows, KIND_NOUN[batch.kind])}) ended "
+                f"Userpilot job {job_id} ({count_of(batch.kind, batch.rows)}) ended "
                 f"'{status.status}' after {plural(attempt, 'attempt')}: {dict(status.raw)}. "
                 "No STATE past these records was emitted; rerun to resume, or raise `job_retries`."
             )
@@ -483,7 +484,7 @@ class JobRunner:
                 return status, polls, progress.started
             progress.saw(status, now, batch.rows, self.rate)
             if now - submitted_at > self._job_timeout:
-                rows = plural(batch.rows, KIND_NOUN[batch.kind])
+                rows = count_of(batch.kind, batch.rows)
                 msg = (
                     f"Userpilot job {job_id} ({rows}) is still "
                     f"'{status.status}' after {self._job_timeout:.0f} s (setting `job_timeout`); "

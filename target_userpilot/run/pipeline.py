@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import assert_never
 
+from target_userpilot.kinds import count_of
 from target_userpilot.run.batches import BatchFile, LineTooLargeError
 from target_userpilot.run.changes import ChangeFilter
 from target_userpilot.run.checkpoints import Checkpoints
 from target_userpilot.run.deadletters import DRY_RUN_LETTERS, DeadLetters, InvalidRecordError
-from target_userpilot.run.deletions import DeletionLedger, Upsert, count_of
+from target_userpilot.run.deletions import DeletionLedger, Upsert
 from target_userpilot.run.event_flow import MAX_PENDING, EventFlow
 from target_userpilot.run.event_worker import EventRefused, EventSent, EventWorker
 from target_userpilot.run.guardnote import GuardNote
@@ -56,7 +57,6 @@ from target_userpilot.run.rundir import RunFolder, dry_run_folder
 from target_userpilot.run.signals import StopRequest
 from target_userpilot.run.spool import Spool
 from target_userpilot.run.summary import (
-    KIND_NOUN,
     Counters,
     RunFacts,
     dead_letter_warning,
@@ -71,7 +71,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from target_userpilot.events import Event
-    from target_userpilot.profiles import Kind, Profile
+    from target_userpilot.kinds import Kind
+    from target_userpilot.profiles import Profile
     from target_userpilot.run.changes import Store
     from target_userpilot.run.deletions import DeletionChunk
     from target_userpilot.run.event_worker import EventOutcome
@@ -604,7 +605,7 @@ class Pipeline:
                 self.logger.info(
                     "Uploading %s early: the batch has held back the newest STATE for %s "
                     "/ %.1f min (settings `max_checkpoint_lag_records`/`_minutes`).",
-                    plural(batch.rows, KIND_NOUN[kind]),
+                    count_of(kind, batch.rows),
                     plural(records, "record"),
                     minutes,
                 )

@@ -20,7 +20,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from target_userpilot.profiles import Kind, Profile
+    from target_userpilot.kinds import Kind
+    from target_userpilot.profiles import Profile
     from target_userpilot.run.batches import BatchFile
 
 

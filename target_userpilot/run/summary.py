@@ -10,8 +10,6 @@ if TYPE_CHECKING:
 
     from target_userpilot.run.deadletters import DeadLetters
 
-KIND_NOUN = {"users": "user", "companies": "company"}
-
 
 def plural(count: int, noun: str) -> str:
     """`1 user`, `2 users`, `1,000 companies`: a count with its noun agreeing."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from target_userpilot.kinds import Kind
 from target_userpilot.wire.errors import (
     AuthError,
     DeletionRefusedError,
@@ -29,12 +30,11 @@ from target_userpilot.wire.retry import RetryPolicy
 from target_userpilot.wire.urls import check_api_url
 
 if TYPE_CHECKING:
-    from target_userpilot.wire.client import ClientStats, Kind, UserpilotClient
+    from target_userpilot.wire.client import ClientStats, UserpilotClient
     from target_userpilot.wire.transport import clean_api_key
 
 _LAZY = {
     "ClientStats": "target_userpilot.wire.client",
-    "Kind": "target_userpilot.wire.client",
     "UserpilotClient": "target_userpilot.wire.client",
     "clean_api_key": "target_userpilot.wire.transport",
 }

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from target_userpilot.wire.deletions import DeleteSender, deletion_policy
 from target_userpilot.wire.errors import (
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     import requests
 
-Kind = Literal["users", "companies"]
+    from target_userpilot.kinds import Kind
 
 CLOCK_SKEW = 60.0  # seconds a server's job timestamps may lag our clock (lost submissions)
 SLOT_RETRY_FIRST = 1.0  # first wait before resubmitting after a 409

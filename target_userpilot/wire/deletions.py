@@ -23,7 +23,7 @@ import json
 import re
 from typing import TYPE_CHECKING
 
-from target_userpilot.run.deletions import count_of
+from target_userpilot.kinds import count_of
 from target_userpilot.wire.errors import AuthError, DeletionRefusedError, UserpilotError
 from target_userpilot.wire.retry import Failure, Pace, Retrier, RetryPolicy
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     import requests
 
-    from target_userpilot.run.deletions import Kind
+    from target_userpilot.kinds import Kind
     from target_userpilot.wire.transport import Transport
 
 
