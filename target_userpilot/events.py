@@ -27,9 +27,7 @@ from target_userpilot.profiles import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-
-    from target_userpilot.settings import Settings
+    from collections.abc import Mapping
 
 
 @dataclass(frozen=True)
@@ -57,31 +55,6 @@ class Event:
         return encode_line(
             {"user_id": self.user_id, "event_name": self.name, "metadata": self.metadata}
         )
-
-
-def event_mapping(stream: str, key_properties: Sequence[str], settings: Settings) -> EventMapping:
-    """The mapping of `stream`, from the event settings and the profiles' metadata settings."""
-    user_property = settings.event_user_property
-    name_property = settings.event_name_property
-    fixed = settings.event_names.get(stream) or None
-    dropped = {user_property} if fixed else {user_property, name_property}
-    return EventMapping(
-        stream=stream,
-        user_property=user_property,
-        fixed_name=fixed,
-        name_property=name_property,
-        metadata=MappingSettings(
-            kind="users",
-            id_property=user_property,
-            company_property=None,
-            include=settings.include_properties,
-            exclude=settings.exclude_properties | dropped,
-            separator=settings.metadata_separator,
-            arrays=settings.arrays,
-            nulls=settings.nulls,
-        ),
-        key_properties=tuple(key_properties),
-    )
 
 
 def to_event(record: Mapping[str, Any], mapping: EventMapping) -> Event | Rejection:

@@ -40,7 +40,7 @@ from target_userpilot.singer.fastpath import RecordFastPath
 from target_userpilot.singer.metrics import log_counters
 from target_userpilot.singer.premap import DeletionRecords
 from target_userpilot.singer.reader import LineReader
-from target_userpilot.singer.sinks import EventSink, NothingToLoadSink, ProfileSink
+from target_userpilot.singer.sinks import EventSink, NothingToLoadSink, ProfileSink, SinkHost
 from target_userpilot.singer.ticking import lines
 from target_userpilot.wire import RetryPolicy, UserpilotClient, check_api_url, clean_api_key
 from target_userpilot.wire.track import TrackSender
@@ -68,7 +68,7 @@ SWITCH_INTERVAL = 0.0001
 MELTANO_TEST_STREAM = "meltano_test_stream"
 
 
-class TargetUserpilot(Target):
+class TargetUserpilot(SinkHost):
     """Loads `users` and `companies` streams through Userpilot's bulk identify API."""
 
     name = "target-userpilot"

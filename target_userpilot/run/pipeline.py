@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     from target_userpilot.run.deletions import DeletionChunk
     from target_userpilot.run.event_worker import EventOutcome
     from target_userpilot.run.jobs import Deleter, Outcome
-    from target_userpilot.settings import Settings
+    from target_userpilot.run.runsettings import RunSettings
     from target_userpilot.wire import UserpilotClient
     from target_userpilot.wire.track import TrackSender
 
@@ -102,7 +102,7 @@ class Pipeline:
 
     def __init__(  # noqa: PLR0913 - each is a distinct collaborator
         self,
-        settings: Settings,
+        settings: RunSettings,
         *,
         client: UserpilotClient | None,
         emit_state: Callable[[dict[str, Any]], None],

@@ -13,8 +13,9 @@ from singer_sdk.helpers._compat import (
 from singer_sdk.helpers._typing import get_datelike_property_type
 from singer_sdk.sinks import BatchSink, Sink
 from singer_sdk.sinks.core import JSONSchemaValidator
+from singer_sdk.target_base import Target
 
-from target_userpilot.events import event_mapping, identity, to_event
+from target_userpilot.events import EventMapping, identity, to_event
 from target_userpilot.profiles import (
     MappingSettings,
     Rejection,
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
-    from target_userpilot.target import TargetUserpilot
+    from target_userpilot.run.pipeline import Pipeline
+    from target_userpilot.settings import Settings
 
 
 class MissingKeyError(InvalidRecordError, MissingKeyPropertiesError):
@@ -42,12 +44,19 @@ class MissingKeyError(InvalidRecordError, MissingKeyPropertiesError):
     """
 
 
+class SinkHost(Target):
+    """The target as its sinks see it; the target derives from it, so sinks never import it."""
+
+    settings: Settings
+    pipeline: Pipeline  # where the sinks' profiles and events go
+
+
 class RecordSink(BatchSink):
     """What both sinks share: the tap's schema checks, turned into dead letters."""
 
     def __init__(
         self,
-        target: TargetUserpilot,
+        target: SinkHost,
         stream_name: str,
         schema: dict[str, Any],
         key_properties: Sequence[str] | None,
@@ -137,7 +146,7 @@ class ProfileSink(RecordSink):
 
     def __init__(
         self,
-        target: TargetUserpilot,
+        target: SinkHost,
         stream_name: str,
         schema: dict[str, Any],
         key_properties: Sequence[str] | None,
@@ -241,12 +250,37 @@ class NothingToLoadSink(Sink):
         """Nothing to send."""
 
 
+def event_mapping(stream: str, key_properties: Sequence[str], settings: Settings) -> EventMapping:
+    """The mapping of `stream`, from the event settings and the profiles' metadata settings."""
+    user_property = settings.event_user_property
+    name_property = settings.event_name_property
+    fixed = settings.event_names.get(stream) or None
+    dropped = {user_property} if fixed else {user_property, name_property}
+    return EventMapping(
+        stream=stream,
+        user_property=user_property,
+        fixed_name=fixed,
+        name_property=name_property,
+        metadata=MappingSettings(
+            kind="users",
+            id_property=user_property,
+            company_property=None,
+            include=settings.include_properties,
+            exclude=settings.exclude_properties | dropped,
+            separator=settings.metadata_separator,
+            arrays=settings.arrays,
+            nulls=settings.nulls,
+        ),
+        key_properties=tuple(key_properties),
+    )
+
+
 class EventSink(RecordSink):
     """Sink for one stream of events: each record is one Track API request."""
 
     def __init__(
         self,
-        target: TargetUserpilot,
+        target: SinkHost,
         stream_name: str,
         schema: dict[str, Any],
         key_properties: Sequence[str] | None,
