@@ -117,3 +117,23 @@ def test_no_import_circle() -> None:
 
     circles = [circle for module in GRAPH if (circle := circle_from(module)) is not None]
     assert circles == []
+
+
+def sdk_private_imports(path: Path) -> list[str]:
+    """The SDK's private modules and names `path` imports (`singer_sdk.helpers._typing`...)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("singer_sdk"):
+            names = [*(node.module or "").split("."), *(alias.name for alias in node.names)]
+            found += [f"{node.module}: {name}" for name in names if name.startswith("_")]
+    return found
+
+
+def test_the_sdks_private_names_are_imported_only_on_the_singer_side() -> None:
+    outside = {
+        module_name(path): sdk_private_imports(path)
+        for path in PACKAGE.rglob("*.py")
+        if path.relative_to(PACKAGE).parts[0] not in {"singer", "target.py"}
+    }
+    assert {module: names for module, names in outside.items() if names} == {}
+    assert sdk_private_imports(PACKAGE / "singer" / "sinks.py")  # the check sees them
