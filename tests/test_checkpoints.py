@@ -1,7 +1,7 @@
 import tracemalloc
 from typing import Any
 
-from target_userpilot.run.checkpoints import Checkpoints
+from target_userpilot.run.checkpoints import DELETIONS_HOLD, Checkpoints, Hold
 
 
 def make() -> tuple[Checkpoints, list[dict[str, Any]]]:
@@ -11,24 +11,24 @@ def make() -> tuple[Checkpoints, list[dict[str, Any]]]:
 
 def test_state_waits_for_every_record_before_it() -> None:
     gate, out = make()
-    gate.hold("users-1", 1)
+    gate.hold(Hold("batch", "users-1"), 1)
     gate.add_state(10, {"bookmark": 10})
     assert out == []
-    gate.settle("users-1")
+    gate.settle(Hold("batch", "users-1"))
     assert out == [{"bookmark": 10}]
 
 
 def test_newest_releasable_state_only() -> None:
     gate, out = make()
-    gate.hold("companies-1", 5)
+    gate.hold(Hold("batch", "companies-1"), 5)
     gate.add_state(3, {"b": 3})
     assert out == [{"b": 3}]  # nothing before it is pending
     gate.add_state(8, {"b": 8})
-    gate.hold("users-1", 9)
+    gate.hold(Hold("batch", "users-1"), 9)
     gate.add_state(12, {"b": 12})
-    gate.settle("users-1")
+    gate.settle(Hold("batch", "users-1"))
     assert out == [{"b": 3}]  # companies-1 (from record 5) still holds 8 and 12
-    gate.settle("companies-1")
+    gate.settle(Hold("batch", "companies-1"))
     assert out == [{"b": 3}, {"b": 12}]
 
 
@@ -42,7 +42,7 @@ def test_empty_and_repeated_states_are_not_emitted() -> None:
 
 def test_the_newest_waiting_state_and_the_watermark_are_known() -> None:
     gate, _ = make()
-    gate.hold("companies-1", 4)
+    gate.hold(Hold("batch", "companies-1"), 4)
     assert gate.newest_state_position() is None
     gate.add_state(9, {"b": 9})
     assert gate.newest_state_position() == 9
@@ -55,7 +55,7 @@ def test_a_state_after_every_record_keeps_one_per_hold_and_releases_as_before() 
     try:
         for position in range(1, 10_001):
             if position % 1_000 == 1:  # a batch of 1,000 records opens here
-                gate.hold(f"batch-{position}", position)
+                gate.hold(Hold("batch", f"batch-{position}"), position)
             gate.add_state(position, {"at": position, "pad": f"{position:x>2000}"})
         kept, _ = tracemalloc.get_traced_memory()
     finally:
@@ -63,19 +63,19 @@ def test_a_state_after_every_record_keeps_one_per_hold_and_releases_as_before() 
     # Only these could ever go out: the newest before each later batch's first record, and
     # the newest of all; 10 kept (20 KB of pads), not 10,000 (20 MB).
     assert kept < 1_000_000
-    gate.settle("batch-1")
+    gate.settle(Hold("batch", "batch-1"))
     assert [s["at"] for s in out] == [1_000]
     for position in range(1_001, 10_001, 1_000):
-        gate.settle(f"batch-{position}")
+        gate.settle(Hold("batch", f"batch-{position}"))
     assert [s["at"] for s in out] == [*range(1_000, 10_001, 1_000)]
 
 
 def test_a_marked_position_keeps_the_state_before_it() -> None:
     gate, out = make()
-    gate.hold("batch", 1)
+    gate.hold(Hold("batch", "batch"), 1)
     gate.add_state(2, {"at": 2})
     gate.mark(3)  # a deletion at record 3 may hold STATE from there once the batch settles
     gate.add_state(4, {"at": 4})
-    gate.hold("deletions", 3)
-    gate.settle("batch")
+    gate.hold(DELETIONS_HOLD, 3)
+    gate.settle(Hold("batch", "batch"))
     assert out == [{"at": 2}]

@@ -16,10 +16,32 @@ a hold may later start from keeps the releases as fresh as before.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable
+    from collections.abc import Callable
+
+
+@dataclass(frozen=True)
+class Hold:
+    """What holds STATE back: every kind of holder the run has, in one place.
+
+    - `batch`: a batch's records, until its job completed (`name`: the batch file);
+    - `undelivered`: a part whose outcome failed to apply, for good (`name`: its file);
+    - `invalid`: a stream's first invalid record, until its share is judged (`name`: stream);
+    - `deletions`: deletions read but not yet accepted;
+    - `events`: the oldest event not yet answered;
+    - `refused`: the first refused row, until Userpilot accepts one row of the run.
+    """
+
+    reason: Literal["batch", "undelivered", "invalid", "deletions", "events", "refused"]
+    name: str = ""
+
+
+DELETIONS_HOLD = Hold("deletions")
+EVENTS_HOLD = Hold("events")
+REFUSED_HOLD = Hold("refused")
 
 
 class Checkpoints:
@@ -29,7 +51,7 @@ class Checkpoints:
         """`emit` writes one STATE value to stdout."""
         self._emit = emit
         self._states: deque[tuple[int, dict[str, Any]]] = deque()
-        self._holds: dict[Hashable, int] = {}
+        self._holds: dict[Hold, int] = {}
         self._last_emitted: dict[str, Any] | None = None
         self._marked = False  # a hold may start after the newest STATE: keep that STATE
 
@@ -50,12 +72,12 @@ class Checkpoints:
         if self._states and position > self._states[-1][0]:
             self._marked = True
 
-    def hold(self, holder: Hashable, position: int) -> None:
-        """`holder` (a batch) holds records from `position` on until `settle(holder)`."""
+    def hold(self, holder: Hold, position: int) -> None:
+        """`holder` holds records from `position` on until `settle(holder)`."""
         self.mark(position)
         self._holds[holder] = position
 
-    def settle(self, holder: Hashable) -> None:
+    def settle(self, holder: Hold) -> None:
         """The holder's records are confirmed (or reported); release what can go."""
         self._holds.pop(holder, None)
         self.release()

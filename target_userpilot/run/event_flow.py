@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from typing_extensions import assert_never
 
+from target_userpilot.run.checkpoints import EVENTS_HOLD
 from target_userpilot.run.event_worker import EventItem, EventRefused, EventSent
 from target_userpilot.run.jobs import MAX_REFUSED_ROWS, JobFailedError
 from target_userpilot.run.summary import plural
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from target_userpilot.run.summary import Counters
 
 EVENTS = "events"  # the kind in fingerprints and dead letters
-EVENTS_HOLD = "events"  # what holds STATE back for events, in `Checkpoints`
 DRY_RUN_FILE = "track-events.ndjson"
 MAX_PENDING = 10_000  # events waiting or on their way before the reader waits
 REFUSALS_PER = 10_000  # refusals are judged like an upload's rows, per this many events

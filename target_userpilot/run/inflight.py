@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from typing_extensions import assert_never
 
 from target_userpilot.kinds import count_of
+from target_userpilot.run.checkpoints import Hold
 from target_userpilot.run.jobs import BatchDone, JobStarted, PartDone, RowsRefused, RunnerFailed
 from target_userpilot.run.rejections import AllRefused
 from target_userpilot.run.summary import plural
@@ -89,7 +90,7 @@ class InFlight:
                         self._refused(outcome)
                 except BaseException:
                     part = outcome.part
-                    self._checkpoints.hold(("undelivered", part.path), part.first_position)
+                    self._checkpoints.hold(Hold("undelivered", str(part.path)), part.first_position)
                     raise
             case BatchDone():
                 self._settled(outcome.batch)
@@ -104,7 +105,7 @@ class InFlight:
         if self._changes is not None:
             self._changes.settled(batch)
         batch.delete()
-        self._checkpoints.settle(batch.path)
+        self._checkpoints.settle(Hold("batch", str(batch.path)))
 
     def _refused(self, refused: RowsRefused) -> None:
         self._rejections.refused(refused.part, refused.reason)

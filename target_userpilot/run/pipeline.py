@@ -35,7 +35,7 @@ from typing_extensions import assert_never
 from target_userpilot.kinds import count_of
 from target_userpilot.run.batches import BatchFile, LineTooLargeError
 from target_userpilot.run.changes import ChangeFilter
-from target_userpilot.run.checkpoints import Checkpoints
+from target_userpilot.run.checkpoints import DELETIONS_HOLD, Checkpoints, Hold
 from target_userpilot.run.deadletters import DRY_RUN_LETTERS, DeadLetters, InvalidRecordError
 from target_userpilot.run.deletions import DeletionLedger, Upsert
 from target_userpilot.run.event_flow import MAX_PENDING, EventFlow
@@ -93,8 +93,6 @@ WAIT_TICK = 0.25
 # (0.08 s a gap measured, against 0.004 s with the next batch ready).
 MAX_HANDED_READING = 1
 MAX_HANDED_ENDED = 2
-# What holds STATE back for the run's deletions, in `Checkpoints`.
-DELETIONS_HOLD = "deletions"
 
 
 class Pipeline:
@@ -279,7 +277,7 @@ class Pipeline:
         if kind not in self._open:
             self._open[kind] = batch
             self._opened_at[kind] = time.monotonic()
-            self.checkpoints.hold(batch.path, position)
+            self.checkpoints.hold(Hold("batch", str(batch.path)), position)
         self._events.gates.added(kind, profile.id, batch.path)
         if batch.rows >= self.settings.limits.max_rows:
             self._ship(kind)
@@ -557,7 +555,7 @@ class Pipeline:
             sealed.path.replace(self._dry_dir / sealed.path.name)
             self.counters.files_written += 1
             self.counters.profiles_sent[kind] += sealed.rows
-            self.checkpoints.settle(sealed.path)
+            self.checkpoints.settle(Hold("batch", str(sealed.path)))
             self._events.batch_settled(sealed.path)
             return
         self._spool.put(batch)

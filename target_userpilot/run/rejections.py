@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from target_userpilot.run.checkpoints import REFUSED_HOLD, Hold
 from target_userpilot.run.deadletters import InvalidRecordError
 from target_userpilot.run.jobs import MAX_REFUSED_ROWS, JobFailedError
 from target_userpilot.run.summary import plural
@@ -69,13 +70,13 @@ class InvalidShare:
             tally.invalid += 1
             if not tally.held:
                 tally.held = True
-                self._checkpoints.hold(("invalid", stream), position)
+                self._checkpoints.hold(Hold("invalid", stream), position)
         if tally.records >= MIN_RECORDS_FOR_SHARE and (tally.held or invalid):
             if tally.invalid > self._max * tally.records:
                 self._fail(stream, tally)
             if tally.held:
                 tally.held = False
-                self._checkpoints.settle(("invalid", stream))
+                self._checkpoints.settle(Hold("invalid", stream))
 
     def finish(self) -> None:
         """End of input: a stream whose every record was invalid stops the run."""
@@ -85,7 +86,7 @@ class InvalidShare:
         for stream, tally in self._streams.items():
             if tally.held:
                 tally.held = False
-                self._checkpoints.settle(("invalid", stream))
+                self._checkpoints.settle(Hold("invalid", stream))
 
     def _fail(self, stream: str, tally: _StreamTally) -> None:
         where = (
@@ -127,7 +128,7 @@ class AllRefused:
         self._last = reason
         if part.first_position < self._held_from:
             self._held_from = part.first_position
-            self._checkpoints.hold(AllRefused, part.first_position)
+            self._checkpoints.hold(REFUSED_HOLD, part.first_position)
         if self._rows > MAX_REFUSED_ROWS:
             self._fail()
 
@@ -135,7 +136,7 @@ class AllRefused:
         """Userpilot accepted a row of the run: refusals are bad rows, not a bad format."""
         if not self._accepted:
             self._accepted = True
-            self._checkpoints.settle(AllRefused)
+            self._checkpoints.settle(REFUSED_HOLD)
 
     def finish(self) -> None:
         """End of input: a run with refused rows and none accepted stops."""
