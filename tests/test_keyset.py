@@ -48,3 +48,13 @@ def test_rows_past_the_count_it_was_sized_for_are_kept() -> None:
     known.load(digests)
     assert all(known.has(digest) for digest in digests)
     assert len(known) == 1_000
+
+
+def test_used_as_a_map_a_key_takes_its_newest_value_and_keeps_it() -> None:
+    where = KeySet()  # the spool's: id key -> the number of the batch it waits in
+    where.put([10, 11, 12], 1)
+    where.put([11, 13], 2)  # 11 waits in batch 2 now
+    assert [where.value(key) for key in (10, 11, 12, 13, 14)] == [1, 2, 1, 2, None]
+    where.discard_paired([10, 11, 12], 1)  # batch 1 leaves
+    assert [where.value(key) for key in (10, 11, 12, 13)] == [None, 2, None, 2]
+    assert len(where) == 2

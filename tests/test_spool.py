@@ -6,10 +6,12 @@ resume go through the real CLI against the emulator.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,9 @@ from singer_io import USER_SCHEMA, StateSeen, record, run_target, schema, state,
 from test_reliability import config_for, resume_after
 
 from target_userpilot.profiles import Profile
+from target_userpilot.run.batches import BatchFile, BatchLimits
 from target_userpilot.run.pipeline import Pipeline
+from target_userpilot.run.spool import Spool
 
 if TYPE_CHECKING:
     import subprocess
@@ -223,3 +227,48 @@ def test_a_kill_with_batches_waiting_leaves_nothing_and_the_resume_loses_nothing
     assert list((tmp_path / "batches").rglob("*")) == [], "nothing left on disk"
     assert len(emu.users) == 3_000, "nothing lost"
     assert second.states[-1].value == {"bookmarks": {"records": 3_000}}
+
+
+def full_batch(tmp_path: Path, ids: range, version: int = 0) -> BatchFile:
+    batch = BatchFile("users", tmp_path, BatchLimits(max_rows=len(ids)))
+    for pid in ids:
+        assert batch.add(Profile(f"user-{pid}", None, {"v": version}), pid, "users")
+    return batch
+
+
+def test_rows_waiting_behind_others_cost_a_fraction_of_a_dict_index(tmp_path: Path) -> None:
+    tracemalloc.start()
+    try:
+        spool = Spool()
+        for start in range(0, 40_000, 2_000):
+            spool.put(full_batch(tmp_path, range(start, start + 2_000)))
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A dict of index entries per batch, and one of where each id waits: ~250 bytes a row.
+    assert held / spool.rows < 100
+    assert ("users", "user-123") in spool
+    assert ("users", "user-39999") in spool
+    assert ("users", "user-40000") not in spool
+    spool.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_newer_record_merges_into_an_older_waiting_batch_and_is_sent_from_there(
+    tmp_path: Path,
+) -> None:
+    spool = Spool()
+    for start in (0, 10, 20):
+        spool.put(full_batch(tmp_path, range(start, start + 10)))
+    newer = Profile("user-5", None, {"v": 1, "plan": "pro"})
+    assert spool.merge("users", newer, 31, "users", newer.line("users"))
+    assert not spool.merge("users", Profile("user-30", None, {}), 32, "users", b"{}")
+    first = spool.take().seal()
+    assert [line for line in first.lines() if b'"user-5"' in line] == [newer.line("users")]
+    assert [origin.position for origin in first.origins] == list(range(10)), "STATE: its first"
+    assert ("users", "user-5") not in spool, "once taken, the id no longer waits"
+    assert ("users", "user-15") in spool
+    assert ("users", "user-25") in spool
+    first.delete()
+    spool.discard()

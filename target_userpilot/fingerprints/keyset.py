@@ -105,6 +105,38 @@ class KeySet:
             if slot == slots:
                 slot = 0
 
+    def value(self, key: int) -> int | None:
+        """The check paired with `key`, or None: the set as a map, one pair a key (`put`)."""
+        keys, checks, slots = self._table
+        slot = key % slots
+        while True:
+            found = keys[slot]
+            if found == key:
+                return checks[slot]
+            if found == EMPTY:
+                return None
+            slot += 1
+            if slot == slots:
+                slot = 0
+
+    def put(self, keys: Iterable[int], value: int) -> None:
+        """Pair each key with `value`, in place of the pair it had: the set as a map."""
+        fresh = []
+        for key in keys:
+            old = self.value(key)
+            if old is None:
+                fresh.append((key, value))
+            else:
+                self._table[1][self._find(key, old)] = value  # the check is its value
+        self.fill(fresh)
+
+    def discard_paired(self, keys: Iterable[int], value: int) -> None:
+        """Take out each key still paired with `value` (`put` may have paired it since)."""
+        for key in keys:
+            slot = self._find(key, value)
+            if slot >= 0:
+                self._remove(slot)
+
     def add(self, pair: tuple[int, int]) -> None:
         """Put the pair in the set (nothing if it is there already)."""
         if self._find(*pair) < 0:
@@ -152,10 +184,13 @@ class KeySet:
         """Take the pair out of the set, if it is there."""
         slot = self._find(*pair)
         if slot >= 0:
-            keys, checks, _ = self._table
-            keys[slot] = GONE
-            checks[slot] = 0
-            self._live -= 1
+            self._remove(slot)
+
+    def _remove(self, slot: int) -> None:
+        keys, checks, _ = self._table
+        keys[slot] = GONE
+        checks[slot] = 0
+        self._live -= 1
 
     def _rebuild(self, expected: int) -> None:
         """Move the live keys to a table sized for `expected`; removed ones are left behind."""

@@ -3,6 +3,8 @@
 A batch holds the profiles of one kind waiting for one Userpilot job. Lines live on disk, so
 memory stays flat whatever the batch size; a small index (id -> where its line is) stays in
 memory, and so do the profiles that merged several records of one id, written once at seal.
+A full batch waiting for the job slot keeps that index in flat arrays (`freeze`): a spool of
+millions of rows costs tens of bytes a row, not hundreds.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ import contextlib
 import json
 import os
 import uuid
+from array import array
+from bisect import bisect_left
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from target_userpilot.errors import UserFacingError
 from target_userpilot.profiles import Profile, encode_json, merge
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, KeysView, Mapping
+    from collections.abc import Iterable, Iterator
     from pathlib import Path
 
     from target_userpilot.kinds import Kind
@@ -29,6 +35,7 @@ MAX_API_BYTES = 50_000_000  # Userpilot's "50 MB", read as the smaller decimal m
 # Room left under the API's 50 MB for the multipart envelope and any difference in how the
 # server counts the body.
 MULTIPART_MARGIN = 64 * 1024
+_MAX_H = 1 << 16  # rows a 16-bit row number can tell apart
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,73 @@ class _Entry:
     length: int
     position: int
     stream: str
+
+
+class _Frozen(Mapping[str, _Entry]):
+    """A waiting batch's index in flat arrays: 28 bytes a row and the id's text, in file order.
+
+    A dict of `_Entry` cost ~250 bytes a row (the id object, the entry, its ints, the slot).
+    An id is found by bisecting its hash among the rows' sorted hashes (equal hashes are
+    told apart by the id itself); the ids are one string, cut where each ends. Lines are
+    appended one after the other, so where each starts is all that is kept of them.
+    """
+
+    def __init__(self, index: Mapping[str, _Entry]) -> None:
+        self._ids = "".join(index)
+        self._ends = array("I", [0])
+        self._ends.extend(accumulate(map(len, index)))
+        entries = index.values()
+        self._offsets = array("I", [0])  # and where the next line would start
+        self._offsets.extend(accumulate(e.length + 1 for e in entries))
+        self._positions = array("Q", (e.position for e in entries))
+        self._stream_names = list(dict.fromkeys(e.stream for e in entries))
+        number = {stream: n for n, stream in enumerate(self._stream_names)}
+        self._streams = array("H", (number[e.stream] for e in entries))
+        hashes = array("q", map(hash, index))  # cached on each id already: no hashing here
+        self._rows = array("H" if len(hashes) <= _MAX_H else "I")
+        self._rows.extend(sorted(range(len(hashes)), key=hashes.__getitem__))
+        self._hashes = array("q", map(hashes.__getitem__, self._rows))
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def _id(self, row: int) -> str:
+        return self._ids[self._ends[row] : self._ends[row + 1]]
+
+    def _row(self, profile_id: object) -> int:
+        """The row holding the id, or -1."""
+        if not isinstance(profile_id, str):
+            return -1
+        hashed = hash(profile_id)
+        hashes = self._hashes
+        at = bisect_left(hashes, hashed)
+        while at < len(hashes) and hashes[at] == hashed:
+            row = self._rows[at]
+            if self._id(row) == profile_id:
+                return row
+            at += 1
+        return -1
+
+    def _entry(self, row: int) -> _Entry:
+        stream = self._stream_names[self._streams[row]]
+        offset = self._offsets[row]
+        return _Entry(offset, self._offsets[row + 1] - offset - 1, self._positions[row], stream)
+
+    def __getitem__(self, profile_id: str) -> _Entry:
+        row = self._row(profile_id)
+        if row < 0:
+            raise KeyError(profile_id)
+        return self._entry(row)
+
+    def __contains__(self, profile_id: object) -> bool:
+        return self._row(profile_id) >= 0
+
+    def __iter__(self) -> Iterator[str]:
+        return map(self._id, range(len(self)))
+
+    def items(self) -> Iterable[tuple[str, _Entry]]:  # type: ignore[override]
+        """(id, entry) in file order, without looking each id up."""
+        return zip(self, map(self._entry, range(len(self))), strict=True)
 
 
 @dataclass(frozen=True)
@@ -247,7 +321,8 @@ class BatchFile:
         self.path = directory / f"userpilot-{kind}-{uuid.uuid4().hex}.ndjson"
         self._handle: BinaryIO | None = None
         self._end = 0
-        self._index: dict[str, _Entry] = {}
+        # id -> where its line is: a dict while the batch fills, arrays once it waits (`freeze`)
+        self._index: Mapping[str, _Entry] = {}
         self._merged: dict[str, _Merged] = {}
         self.size = 0
         self.merged = 0
@@ -262,9 +337,13 @@ class BatchFile:
         """Whether a line for this id is waiting in the batch."""
         return profile_id in self._index
 
-    def ids(self) -> KeysView[str]:
+    def ids(self) -> Iterable[str]:
         """Ids of the profiles in the batch."""
         return self._index.keys()
+
+    def freeze(self) -> None:
+        """The batch is full and waits: its index goes into flat arrays; it takes merges only."""
+        self._index = _Frozen(self._index)
 
     def add(self, profile: Profile, position: int, stream: str, line: bytes | None = None) -> bool:
         """Append (or merge) a profile; False when it does not fit and the batch must be cut.
@@ -285,6 +364,8 @@ class BatchFile:
         entry = self._index.get(profile.id)
         if entry is not None:
             return self._merge(entry, profile)
+        if not isinstance(self._index, dict):  # frozen: a waiting batch takes no new id
+            return False
         if self.size + len(line) + 1 > self.limits.max_bytes or self.rows >= self.limits.max_rows:
             return False
         self._write(line)
@@ -333,7 +414,7 @@ class BatchFile:
 
     def seal(self) -> SealedBatch:
         """Close the file; merged profiles are written out here, once each."""
-        entries = sorted(self._index.items(), key=lambda item: item[1].offset)
+        entries = list(self._index.items())  # file order: lines are appended, never moved
         assert self._handle is not None  # noqa: S101 - an empty batch is never sealed
         with _disk(self.path, "write"):
             self._handle.flush()
