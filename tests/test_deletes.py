@@ -1,22 +1,30 @@
-"""Deletions that follow the source (`hard_delete`), through the real CLI against the emulator."""
+"""Deletions that follow the source (`hard_delete`), through the real CLI against the emulator
+(the ten thousand deletions in process, on a fake clock)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import time
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import pytest
 from fuzz.strategies import MARK_VALUES
 from singer_io import dead_letters, dry_run_output, record, run_target, schema, state
 from test_target import config_for
 
+from target_userpilot.target import TargetUserpilot
+from target_userpilot.wire.retry import Pace
+
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable, Iterable
     from pathlib import Path
+
+    from fake_clock import FakeClock
 
     from target_userpilot.emulator import Emulator
 
@@ -225,16 +233,26 @@ def test_a_kill_between_a_deletions_202_and_its_state_loses_nothing(
 
 
 def test_ten_thousand_deletions_never_meet_the_rate_limit(
-    emulator: Emulator, tmp_path: Path
+    clocked_emulator: Emulator, fake_clock: FakeClock, tmp_path: Path
 ) -> None:
+    # In process, the target's waits and the emulator's rate limit on one fake clock: the ten
+    # requests keep their 2 s pace without 20 s of real waiting (the CLI runs above pace too).
     total = 10_000
-    cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run=total)
-    run = run_target(cfg, people(person(f"p{i}", deleted=True) for i in range(total)), tmp_path)
+    cfg = config_for(clocked_emulator, tmp_path, hard_delete=True, max_deletes_per_run=total)
+    messages = people(person(f"p{i}", deleted=True) for i in range(total))
 
-    assert run.returncode == 0, run.stderr
-    requests = deletes(emulator)
+    def on_fake_clock(**pace: Any) -> Pace:
+        return Pace(**{**pace, "sleep": fake_clock.sleep, "clock": fake_clock})
+
+    with mock.patch("target_userpilot.wire.client.Pace", on_fake_clock):
+        TargetUserpilot(config=cfg).listen(
+            io.StringIO("".join(f"{json.dumps(m)}\n" for m in messages))
+        )
+
+    requests = deletes(clocked_emulator)
     assert [r.status for r in requests] == [202] * 10
-    assert len(scheduled(emulator)) == total
+    assert len(scheduled(clocked_emulator)) == total
+    assert fake_clock.sleeps, "the requests were paced on the fake clock"
 
 
 @pytest.mark.parametrize(
