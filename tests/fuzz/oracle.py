@@ -455,7 +455,14 @@ def check(case: Case, outcome: Outcome) -> list[str]:
             if succeeded and policy == "dead_letter"
             else []
         ),
-        *_check_states(exp, outcome, policy, complete=succeeded and not dry, barred=_barred(case)),
+        *_check_states(
+            exp,
+            outcome,
+            policy,
+            complete=succeeded and not dry,
+            barred=_barred(case),
+            rejected=_rejected_ids(case),
+        ),
         *(
             [f"exit 0 although Userpilot refused every one of {outcome.uploads} uploads"]
             if case.faults.get("refuse_uploads") and outcome.uploads and succeeded
@@ -608,6 +615,24 @@ def _check_dead_letters(case: Case, exp: Expected, outcome: Outcome, policy: str
     return problems
 
 
+@dataclass
+class _RejectedRows:
+    """Rows Userpilot rejects inside completed jobs, and the dead letters a STATE saw for them."""
+
+    rejected: Container[str | None]
+    seen: StateSeen
+    in_jobs: dict[str, set[tuple[str, str]]]
+
+    def unlettered(self, placed: Placed) -> bool:
+        """Whether `placed` is a rejected row with no dead letter yet: none at its position,
+        none naming a job that rejected its id (the job's letter stands for rows a job does
+        not name, and for the earlier records of an id merged into one row)."""
+        if placed.pid not in self.rejected or placed.position in self.seen.dead_letter_positions:
+            return False
+        row = (placed.kind, placed.pid)
+        return not any(row in self.in_jobs.get(job, ()) for job in self.seen.job_letters)
+
+
 class _Every:
     """Every id: a server refusing every upload."""
 
@@ -652,6 +677,7 @@ def _check_states(
     *,
     complete: bool,
     barred: Container[str | None] = frozenset(),
+    rejected: Container[str | None] = frozenset(),
 ) -> list[str]:
     """Each STATE is one the tap sent, in order, non-empty, and gated; the last is the last."""
     problems = []
@@ -667,7 +693,14 @@ def _check_states(
             continue
         cursor = match
         before = exp.states[match][0]
-        problems += _gating(exp, seen, before, letters=policy == "dead_letter", barred=barred)
+        problems += _gating(
+            exp,
+            seen,
+            before,
+            letters=policy == "dead_letter",
+            barred=barred,
+            rejected=_RejectedRows(rejected, seen, outcome.rejected_in_jobs),
+        )
     if complete:
         non_empty = [v for _, v in exp.states if v not in ({}, None)]
         last = outcome.states[-1].line if outcome.states else None
@@ -683,6 +716,7 @@ def _gating(
     *,
     letters: bool,
     barred: Container[str | None],
+    rejected: _RejectedRows,
 ) -> list[str]:
     """Every record before this STATE was in Userpilot (or dead-lettered) when it came out."""
     problems = []
@@ -692,6 +726,12 @@ def _gating(
             problems.append(
                 f"STATE {seen.line[:60]} came out past record {placed.position} "
                 f"({placed.kind} {placed.pid!r}), which Userpilot did not take"
+            )
+        elif placed.status == "valid" and letters and rejected.unlettered(placed):
+            problems.append(
+                f"STATE {seen.line[:60]} came out before record {placed.position} "
+                f"({placed.kind} {placed.pid!r}), which Userpilot rejected in a job, was "
+                "dead-lettered"
             )
         elif placed.status == "valid" and placed.pid in exp.profiles[placed.kind]:
             if placed.pid not in held:

@@ -30,6 +30,7 @@ from singer_io import run_target
 
 from fuzz.strategies import WORK
 from target_userpilot.emulator import EmulatorConfig
+from target_userpilot.emulator.validation import ID_KEY
 from target_userpilot.fingerprints import open_store as real_open_store
 from target_userpilot.run.deadletters import DRY_RUN_LETTERS
 from target_userpilot.target import TargetUserpilot
@@ -60,6 +61,8 @@ class StateSeen:
     events: int | None = None
     deletions: set[tuple[str, str]] = field(default_factory=set)
     """(kind, id) of the deletions Userpilot had accepted right then (in-process runs)."""
+    job_letters: set[str] = field(default_factory=set)
+    """The jobs dead letters named right then (a subprocess run: those named at its end)."""
 
 
 @dataclass
@@ -85,6 +88,8 @@ class Outcome:
     """(kind, id) of every deletion Userpilot accepted (in-process runs)."""
     jobs_completed: int | None = None
     """Jobs Userpilot completed in the run (in-process runs)."""
+    rejected_in_jobs: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    """Per job Userpilot completed: the (kind, id) of the rows it rejected."""
 
 
 # Job phases beyond queued/processing, where the emulator has them: instant here, as the rate.
@@ -276,6 +281,7 @@ class _StateTap(io.StringIO):
                     {d["position"] for d in letters if isinstance(d.get("position"), int)},
                     events=self._emu.events["count"],
                     deletions=accepted_deletions(self._emu),
+                    job_letters=_job_letters(letters),
                 )
             )
         return super().write(text)
@@ -402,6 +408,7 @@ class InProcessRunner:
             faults_drawn=[*describe_faults(case.faults), *[STORE_GONE] * store_gone],
             deletions=accepted_deletions(self.emu),
             jobs_completed=sum(job.status == "completed" for job in self.emu.jobs),
+            rejected_in_jobs=rejected_in_jobs(self.emu),
         )
 
 
@@ -412,6 +419,20 @@ def input_lines(case: Case, work: Path) -> list[str]:
     if not case.files:
         return case.lines
     return [line.replace(WORK, str(work)) for line in case.lines]
+
+
+def rejected_in_jobs(emu: Emulator) -> dict[str, set[tuple[str, str]]]:
+    """Per completed job of the emulator: (kind, id) of the rows it rejected."""
+    return {
+        job.job_id: {(job.kind, str(row[ID_KEY[job.kind]])) for row in job.errors}
+        for job in emu.jobs
+        if job.status == "completed" and job.errors
+    }
+
+
+def _job_letters(letters: list[dict[str, Any]]) -> set[str]:
+    """The jobs named by dead letters (rows Userpilot rejected in a completed job)."""
+    return {d["job_id"] for d in letters if isinstance(d.get("job_id"), str)}
 
 
 def accepted_deletions(emu: Emulator) -> set[tuple[str, str]]:
@@ -452,6 +473,7 @@ def run_subprocess(emu: Emulator, case: Case, work: Path) -> Outcome:
     dead = letters_path(case, work)
     letters, unreadable = _read_dead_letters(dead)
     positions = {d["position"] for d in letters if isinstance(d.get("position"), int)}
+    jobs = _job_letters(letters)
     texts: dict[str, str | bytes] = {"stdout": "\n".join(run.stdout_lines), "stderr": run.stderr}
     texts.update(_files(work / DRY_RUN_DIR))
     if dead.exists():
@@ -459,7 +481,7 @@ def run_subprocess(emu: Emulator, case: Case, work: Path) -> Outcome:
     return Outcome(
         exit_code=run.returncode,
         states=[
-            StateSeen(line, seen.users, seen.companies, positions)
+            StateSeen(line, seen.users, seen.companies, positions, job_letters=jobs)
             for line, seen in zip(run.stdout_lines, run.states, strict=True)
         ],
         log=run.stderr,
@@ -475,4 +497,5 @@ def run_subprocess(emu: Emulator, case: Case, work: Path) -> Outcome:
         seconds=seconds,
         peak_rss_kb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
         faults_drawn=describe_faults(case.faults),
+        rejected_in_jobs=rejected_in_jobs(emu),
     )
