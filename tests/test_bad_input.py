@@ -1,4 +1,4 @@
-"""Bad input, as real taps and tables produce it, through the real CLI: every case a clear outcome.
+"""Bad input, as real taps and tables produce it, through the CLI: every case a clear outcome.
 
 One table: each case is the raw input lines (and settings) a user would have, and what they
 see: the exit status, the one ERROR line (never a traceback), the dead letter, the STATE
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from singer_io import dead_letters, run_target
+from singer_io import Run, dead_letters, run_in_process, run_target
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -512,8 +512,39 @@ CASES = [
 ]
 
 
+# Every case runs in process (the CLI's entry point on the same input bytes, from a file
+# descriptor as from a pipe); these also through the real CLI, one of each kind: stdin a pipe,
+# the process's exit status and stderr. A full disk needs the process's file-size limit.
+THROUGH_THE_CLI = {
+    "a lone surrogate in a rejected record",
+    "a lone surrogate in a STATE value",
+    "batch_dir under a regular file",
+    "malformed JSON",
+    "nesting 5,000 deep",
+    "a BATCH message with an s3:// manifest",
+    "a UTF-8 byte order mark at the start is skipped",
+}
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_input_has_a_clear_outcome(case: Case, emulator: Emulator, tmp_path: Path) -> None:
+    check_outcome(case, emulator, tmp_path, cli=case.max_file_bytes is not None)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [case for case in CASES if case.name in THROUGH_THE_CLI],
+    ids=lambda case: case.name,
+)
+def test_bad_input_has_a_clear_outcome_through_the_cli(
+    case: Case, emulator: Emulator, tmp_path: Path
+) -> None:
+    check_outcome(case, emulator, tmp_path, cli=True)
+
+
+def check_outcome(case: Case, emulator: Emulator, tmp_path: Path, *, cli: bool) -> None:
+    """Run `case` through the CLI (or in process) and check all a user would notice."""
+
     def at(text: str) -> str:
         return text.replace("{tmp}", str(tmp_path))
 
@@ -532,8 +563,17 @@ def test_bad_input_has_a_clear_outcome(case: Case, emulator: Emulator, tmp_path:
         },
     }
     lines = [at(text) for text in case.lines]
-    run = run_target(config, lines, tmp_path, max_file_bytes=case.max_file_bytes, timeout=120)
+    if cli:
+        run = run_target(config, lines, tmp_path, max_file_bytes=case.max_file_bytes, timeout=120)
+    else:
+        run = run_in_process(config, lines, tmp_path)
+    assert_clear(case, run, emulator, dead, at)
 
+
+def assert_clear(
+    case: Case, run: Run, emulator: Emulator, dead: Path, at: Callable[[str], str]
+) -> None:
+    """The exit status, the one ERROR line, STATE, the dead letter and Userpilot: as `case` says."""
     assert run.returncode == case.exit_status, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     errors = [text for text in run.stderr.splitlines() if ERROR_MARK in text]
