@@ -1,4 +1,5 @@
-"""Send only what changed: fingerprints of confirmed profiles, through the real CLI.
+"""Send only what changed: fingerprints of confirmed profiles, through the target (in process;
+through the real CLI where a process matters: a kill, an overlapping run, the environment).
 
 Every test that is not about the SQLite file itself runs on both stores: the SQLite file
 (`fingerprint_store_path`) and PostgreSQL (`fingerprint_store_url`).
@@ -23,7 +24,17 @@ from pg_fixtures import (  # noqa: F401 - fixtures, found by name
     store_location_fixture,
     store_settings,
 )
-from singer_io import USER_SCHEMA, StateSeen, interleaved, record, run_target, schema, state, user
+from singer_io import (
+    USER_SCHEMA,
+    StateSeen,
+    interleaved,
+    record,
+    run_in_process,
+    run_target,
+    schema,
+    state,
+    user,
+)
 from sqlalchemy.engine import make_url
 
 if TYPE_CHECKING:
@@ -69,17 +80,17 @@ def test_unchanged_profiles_are_not_sent_again(
 ) -> None:
     emu = make_emulator(token=TOKEN, rows_per_minute=float("inf"))
     cfg = config_for(emu, tmp_path, store_location)
-    first = run_target(cfg, users_input(300), tmp_path, emulator=emu)
+    first = run_in_process(cfg, users_input(300), tmp_path, emulator=emu)
     assert first.returncode == 0, first.stderr[-2000:]
     assert rows_sent(emu) == 300
 
-    again = run_target(cfg, users_input(300), tmp_path, emulator=emu)
+    again = run_in_process(cfg, users_input(300), tmp_path, emulator=emu)
     assert again.returncode == 0, again.stderr[-2000:]
     assert rows_sent(emu) == 300, "nothing new sent"
     assert "300 unchanged skipped" in again.stderr
     assert [s.value for s in again.states] == [{"records": 300}]
 
-    changed = run_target(
+    changed = run_in_process(
         cfg, users_input(300, changed=frozenset({7, 8, 9})), tmp_path, emulator=emu
     )
     assert changed.returncode == 0, changed.stderr[-2000:]
@@ -92,11 +103,11 @@ def test_a_failed_job_marks_nothing_as_sent(
 ) -> None:
     emu = make_emulator(token=TOKEN, rows_per_minute=float("inf"))
     cfg = config_for(emu, tmp_path, store_location, job_retries=0)
-    first = run_target(cfg, users_input(100), tmp_path, emulator=emu)
+    first = run_in_process(cfg, users_input(100), tmp_path, emulator=emu)
     assert first.returncode == 0, first.stderr[-2000:]
     # The next job (users 1-100, all changed) fails and the run stops.
     emu.set_faults(fail_jobs=1)
-    failing = run_target(
+    failing = run_in_process(
         cfg, users_input(200, changed=frozenset(range(1, 101))), tmp_path, emulator=emu
     )
     assert failing.returncode == 1
@@ -104,7 +115,7 @@ def test_a_failed_job_marks_nothing_as_sent(
     assert len([j for j in emu.jobs if j.status == "completed"]) == 1
 
     emu.set_faults(fail_jobs=0)
-    rerun = run_target(
+    rerun = run_in_process(
         cfg, users_input(200, changed=frozenset(range(1, 101))), tmp_path, emulator=emu
     )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
@@ -117,12 +128,12 @@ def test_resend_all_and_resend_after_days_send_everything(
 ) -> None:
     emu = make_emulator(token=TOKEN, rows_per_minute=float("inf"))
     cfg = config_for(emu, tmp_path, store_location)
-    assert run_target(cfg, users_input(50), tmp_path).returncode == 0
+    assert run_in_process(cfg, users_input(50), tmp_path).returncode == 0
     assert rows_sent(emu) == 50
-    run = run_target({**cfg, "resend_all": True}, users_input(50), tmp_path)
+    run = run_in_process({**cfg, "resend_all": True}, users_input(50), tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert rows_sent(emu) == 100
-    run = run_target({**cfg, "resend_after_days": 0}, users_input(50), tmp_path)
+    run = run_in_process({**cfg, "resend_after_days": 0}, users_input(50), tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert rows_sent(emu) == 150
 
@@ -133,8 +144,8 @@ def test_fingerprints_are_per_host_and_account(
     first = make_emulator(token=TOKEN, rows_per_minute=float("inf"))
     other = make_emulator(token=TOKEN, rows_per_minute=float("inf"))
     cfg = config_for(first, tmp_path, store_location)
-    assert run_target(cfg, users_input(20), tmp_path).returncode == 0
-    run = run_target(config_for(other, tmp_path, store_location), users_input(20), tmp_path)
+    assert run_in_process(cfg, users_input(20), tmp_path).returncode == 0
+    run = run_in_process(config_for(other, tmp_path, store_location), users_input(20), tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert rows_sent(other) == 20, "another host starts from nothing"
 

@@ -1,4 +1,5 @@
-"""Awkward tap records through the real CLI: the exact profiles sent, the exact dead letters."""
+"""Awkward tap records through the target (in process; the `fail` policy through the real CLI):
+the exact profiles sent, the exact dead letters."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from singer_io import dead_letters, dry_run_output, record, run_target, schema, state
+from singer_io import (
+    dead_letters,
+    dry_run_output,
+    record,
+    run_in_process,
+    run_target,
+    schema,
+    state,
+)
 
 from target_userpilot.run.deadletters import DRY_RUN_LETTERS
 
@@ -165,7 +174,7 @@ def test_dry_run_writes_the_exact_lines_and_uploads_nothing(
         "dead_letter_path": str(tmp_path / "dead.ndjson"),
         "max_batch_rows": 1_000,
     }
-    run = run_target(cfg, messages(), tmp_path)
+    run = run_in_process(cfg, messages(), tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert emulator.requests == []
     assert run.stdout_lines == [], "a dry run moves no bookmark"
@@ -203,7 +212,7 @@ def test_every_good_record_arrives_and_every_bad_one_is_dead_lettered(
         "dead_letter_path": str(dead),
         "max_batch_rows": 10,  # several jobs, so id 42's update lands in a later one
     }
-    run = run_target(cfg, messages(), tmp_path, emulator=emu)
+    run = run_in_process(cfg, messages(), tmp_path, emulator=emu)
     assert run.returncode == 0, run.stderr[-2000:]
     for case in CASES:
         if case.line is not None:
@@ -255,7 +264,7 @@ def test_skip_policy_counts_without_a_file(emulator: Emulator, tmp_path: Path) -
         record("users", {"id": 1}),
         state({"n": 2}),
     ]
-    run = run_target(cfg, msgs, tmp_path, emulator=emulator)
+    run = run_in_process(cfg, msgs, tmp_path, emulator=emulator)
     assert run.returncode == 0, run.stderr
     assert not dead.exists()
     assert "1 skipped" in run.stderr
@@ -279,7 +288,7 @@ def test_rows_userpilot_rejects_become_dead_letters(
     msgs = [schema("users", SCHEMA, key=None)]
     msgs += [record("users", {"id": i, "name": f"n{i}"}) for i in (1, 2, 3)]
     msgs.append(state({"n": 3}))
-    run = run_target(cfg, msgs, tmp_path, emulator=emu)
+    run = run_in_process(cfg, msgs, tmp_path, emulator=emu)
     assert run.returncode == 0, run.stderr
     assert set(emu.users) == {"1", "3"}
     [letter] = dead_letters(dead)
@@ -321,7 +330,7 @@ def test_stream_maps_rename_compute_ids_and_drop_properties(
         record("contacts", {"id": 5, "tenant": "acme", "internal_note": "secret"}),
         state({"n": 1}),
     ]
-    run = run_target(cfg, msgs, tmp_path, emulator=emulator)
+    run = run_in_process(cfg, msgs, tmp_path, emulator=emulator)
     assert run.returncode == 0, run.stderr
     assert emulator.users == {
         "acme-5": {"user_id": "acme-5", "metadata": {"id": 5, "tenant": "acme"}},
