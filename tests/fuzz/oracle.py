@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import jsonschema
 
-from fuzz.strategies import WORK
+from fuzz.strategies import FILTERS, WORK
 
 if TYPE_CHECKING:
-    from collections.abc import Container
+    from collections.abc import Callable, Container
 
     from fuzz.runner import Outcome, StateSeen
     from fuzz.strategies import Case
@@ -776,6 +776,7 @@ def last_words(case: Case) -> tuple[dict[tuple[str, str], int], list[str]]:
     """Per (kind, id) whose last word in the input is a deletion: the position of the first
     deletion record since its last update (what holds STATE); and how each record read."""
     prop = case.settings.get("deleted_property")
+    kept_by = _filter_of(case)
     pending: dict[tuple[str, str], int] = {}
     readings: list[str] = []
     position = 0
@@ -785,6 +786,13 @@ def last_words(case: Case) -> tuple[dict[tuple[str, str], int], list[str]]:
             continue
         position += 1
         record = message["record"]
+        try:
+            if not kept_by(record):
+                readings.append("filtered out")
+                continue  # as if the tap never sent it
+        except KeyError:
+            readings.append("invalid")  # the filter cannot tell: a dead letter
+            continue
         marks = [mark_reads(record.get("_sdc_deleted_at"))]
         if prop:
             marks.append(mark_reads(record.get(prop)))
@@ -796,6 +804,14 @@ def last_words(case: Case) -> tuple[dict[tuple[str, str], int], list[str]]:
         elif reading == "kept":
             pending.pop(key, None)
     return pending, readings
+
+
+def _filter_of(case: Case) -> Callable[[dict[str, Any]], bool]:
+    """The drawn stream map's `__filter__`, as what it says of a record (True: no filter)."""
+    maps = case.settings.get("stream_maps") or {}
+    expressions = {m.get("__filter__") for m in maps.values() if m}
+    (expression,) = expressions or {None}
+    return FILTERS[expression] if expression is not None else lambda _: True
 
 
 def check_deletions(case: Case, outcome: Outcome) -> list[str]:

@@ -13,9 +13,12 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 Json = Any
 
@@ -718,6 +721,15 @@ DELETION_MAPS: dict[str, dict[str, Any] | None] = {
     "whitelist": {"id": "id", "email": "email", "__else__": None},
     "one field": {"email": "email.upper()"},
     "renamed id": {"user_id": "id", "id": "__NULL__", "__key_properties__": ["user_id"]},
+    "filter on the key": {"__filter__": "record['id'] != 'b'"},
+    "filter on a field": {"__filter__": "record['email'] != 'c@x.io'"},
+}
+FILTERS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    # What each `__filter__` above says of a record (docs/deletes.md): a record it leaves out is
+    # neither deleted nor loaded; where it cannot be evaluated (KeyError: a key-only record under
+    # the field filter) the record is a dead letter, never a deletion.
+    "record['id'] != 'b'": lambda record: record["id"] != "b",
+    "record['email'] != 'c@x.io'": lambda record: record["email"] != "c@x.io",
 }
 _DELETE_IDS = st.sampled_from(("a", "b", "c", "d"))
 _MARK_ROWS = st.sampled_from(MARK_VALUES)
