@@ -1,5 +1,6 @@
-"""Deletions that follow the source (`hard_delete`), through the real CLI against the emulator
-(the ten thousand deletions in process, on a fake clock)."""
+"""Deletions that follow the source (`hard_delete`) against the emulator: through the real CLI
+where a process matters (kills, a stop, the daily run, each dry run's folder), the rest in
+process (the ten thousand deletions on a fake clock)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from unittest import mock
 
 import pytest
 from fuzz.strategies import MARK_VALUES
-from singer_io import dead_letters, dry_run_output, record, run_target, schema, state
+from singer_io import (
+    dead_letters,
+    dry_run_output,
+    record,
+    run_in_process,
+    run_target,
+    schema,
+    state,
+)
 from test_target import config_for
 
 from target_userpilot.target import TargetUserpilot
@@ -117,7 +126,9 @@ def test_records_marked_deleted_delete_their_profiles_at_the_daily_run(
 def test_without_hard_delete_a_marked_record_is_identified_as_before(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    run = run_target(config_for(emulator, tmp_path), people([person("p1", deleted=True)]), tmp_path)
+    run = run_in_process(
+        config_for(emulator, tmp_path), people([person("p1", deleted=True)]), tmp_path
+    )
     assert run.returncode == 0, run.stderr
     assert set(emulator.users) == {"p1"}
     assert not deletes(emulator)
@@ -129,7 +140,7 @@ def test_the_guard_stops_a_run_that_would_delete_too_much_with_no_deletion_sent(
     messages = people(
         person(f"p{i}", deleted=i % 2 == 0) for i in range(1, 401)
     )  # 200 deletions of 400 records: past the default 10%
-    run = run_target(config_for(emulator, tmp_path, hard_delete=True), messages, tmp_path)
+    run = run_in_process(config_for(emulator, tmp_path, hard_delete=True), messages, tmp_path)
 
     assert run.returncode == 1
     assert "This run would delete 200 profiles (200 users, 0 companies)" in run.stderr
@@ -139,7 +150,7 @@ def test_the_guard_stops_a_run_that_would_delete_too_much_with_no_deletion_sent(
     assert not run.states  # the STATE comes after the deletions
     # The same input passes once the limit allows it.
     cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run="50%")
-    assert run_target(cfg, messages, tmp_path).returncode == 0
+    assert run_in_process(cfg, messages, tmp_path).returncode == 0
     assert len(scheduled(emulator)) == 200
 
 
@@ -147,7 +158,7 @@ def test_delete_then_recreate_the_last_word_for_an_id_wins(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     setup = people(person(p) for p in ("a", "b", "c"))
-    assert run_target(config_for(emulator, tmp_path), setup, tmp_path).returncode == 0
+    assert run_in_process(config_for(emulator, tmp_path), setup, tmp_path).returncode == 0
     messages = people(
         [
             person("a", deleted=True),
@@ -160,7 +171,7 @@ def test_delete_then_recreate_the_last_word_for_an_id_wins(
         ]
     )
     cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run=10)
-    run = run_target(cfg, messages, tmp_path)
+    run = run_in_process(cfg, messages, tmp_path)
 
     assert run.returncode == 0, run.stderr
     assert "2 cancelled by a later record" in run.stderr
@@ -176,7 +187,7 @@ def test_a_dry_run_lists_the_deletions_and_sends_nothing(
     dry = tmp_path / "dry"
     cfg = config_for(emulator, tmp_path, hard_delete=True, dry_run=True, dry_run_dir=str(dry))
     messages = people([person("p1", deleted=True), person("p2"), person("p3", deleted=True)])
-    run = run_target(cfg, messages, tmp_path)
+    run = run_in_process(cfg, messages, tmp_path)
 
     assert run.returncode == 0, run.stderr
     assert "would delete 2 users and 0 companies in 1 file" in run.stderr
@@ -197,11 +208,11 @@ def test_a_recreated_profile_is_sent_again_after_its_deletion_with_send_only_cha
         fingerprint_store_path=str(tmp_path / "fp.sqlite"),
         max_deletes_per_run=10,
     )
-    assert run_target(cfg, people([person("p1")]), tmp_path).returncode == 0
-    assert run_target(cfg, people([person("p1", deleted=True)]), tmp_path).returncode == 0
+    assert run_in_process(cfg, people([person("p1")]), tmp_path).returncode == 0
+    assert run_in_process(cfg, people([person("p1", deleted=True)]), tmp_path).returncode == 0
     emulator.run_daily_deletions()
     assert not emulator.users
-    run = run_target(cfg, people([person("p1")]), tmp_path)  # the same line as the first run
+    run = run_in_process(cfg, people([person("p1")]), tmp_path)  # the same line as the first run
     assert run.returncode == 0, run.stderr
     assert set(emulator.users) == {"p1"}
 
@@ -268,7 +279,7 @@ def test_every_record_path_sees_the_deletion_mark(
     emulator: Emulator, tmp_path: Path, path: dict[str, Any]
 ) -> None:
     cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run=1, **path)
-    run = run_target(cfg, people([person("p1", deleted=True), person("p2")]), tmp_path)
+    run = run_in_process(cfg, people([person("p1", deleted=True), person("p2")]), tmp_path)
 
     assert run.returncode == 0, run.stderr
     assert scheduled(emulator) == ["p1"]
@@ -340,13 +351,13 @@ def test_a_stream_map_never_turns_a_deletion_into_an_update(
     emulator: Emulator, tmp_path: Path, stream_maps: dict[str, Any]
 ) -> None:
     setup = people(person(p) for p in ("p1", "p2", "p3"))
-    assert run_target(config_for(emulator, tmp_path), setup, tmp_path).returncode == 0
+    assert run_in_process(config_for(emulator, tmp_path), setup, tmp_path).returncode == 0
     key_only = record("users", {"id": "p3", "_sdc_deleted_at": GONE})
     messages = people([person("p1", deleted=True), person("p2", email="new@x.io"), key_only])
     cfg = config_for(
         emulator, tmp_path, hard_delete=True, max_deletes_per_run=5, stream_maps=stream_maps
     )
-    run = run_target(cfg, messages, tmp_path)
+    run = run_in_process(cfg, messages, tmp_path)
 
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr
@@ -364,7 +375,7 @@ def test_an_answer_that_is_no_acceptance_never_releases_state(
     cfg = config_for(
         emulator, tmp_path, hard_delete=True, max_deletes_per_run=5, request_retry_max_time=1
     )
-    run = run_target(cfg, people([person("p1"), person("p2", deleted=True)]), tmp_path)
+    run = run_in_process(cfg, people([person("p1"), person("p2", deleted=True)]), tmp_path)
 
     assert run.returncode == 1
     assert "accepted the deletion" not in run.stderr
@@ -485,7 +496,7 @@ def test_a_key_only_deletion_is_not_held_to_the_streams_schema(
         state({"done": True}),
     ]
     cfg = config_for(emulator, tmp_path, hard_delete=True, max_deletes_per_run=5)
-    run = run_target(cfg, messages, tmp_path)
+    run = run_in_process(cfg, messages, tmp_path)
 
     assert run.returncode == 0, run.stderr
     assert scheduled(emulator) == ["p1"]
@@ -510,7 +521,7 @@ def test_a_stream_maps_filter_decides_for_deletion_records_too(
         return record("users", {"id": pid, "region": region, **more})
 
     setup = [schema("users", REGIONS), *(user(p, "us") for p in ("p1", "p2", "p3"))]
-    assert run_target(config_for(emulator, tmp_path), setup, tmp_path).returncode == 0
+    assert run_in_process(config_for(emulator, tmp_path), setup, tmp_path).returncode == 0
     messages = [
         schema("users", REGIONS),
         user("p1", "eu", _sdc_deleted_at=GONE),
@@ -523,7 +534,7 @@ def test_a_stream_maps_filter_decides_for_deletion_records_too(
     cfg = config_for(
         emulator, tmp_path, hard_delete=True, max_deletes_per_run=5, stream_maps=eu_only
     )
-    run = run_target(cfg, messages, tmp_path)
+    run = run_in_process(cfg, messages, tmp_path)
 
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr
