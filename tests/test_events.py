@@ -1,4 +1,5 @@
-"""Events through the Track API, end to end: the target CLI against the emulator."""
+"""Events through the Track API, end to end against the emulator: through the real CLI for the
+pace, STATE as it comes out and a kill; the rest in process."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from singer_io import (
     dead_letters,
     dry_run_output,
     record,
+    run_in_process,
     run_target,
     schema,
     state,
@@ -135,7 +137,7 @@ def test_metadata_follows_the_profile_rules_and_names_come_from_settings(
         event_names={"payments": "invoice_paid"},
         **FAST,
     )
-    run = run_target(cfg, messages, tmp_path)
+    run = run_in_process(cfg, messages, tmp_path)
     assert run.returncode == 0, run.stderr
     [event] = events_of(emulator)
     assert event["user_id"] == "7"
@@ -155,12 +157,12 @@ def test_a_rerun_with_send_only_changes_sends_no_event_twice(
     cfg = config_for(
         emulator, tmp_path, send_only_changes=True, **store_settings(store_location), **FAST
     )
-    first = run_target(cfg, users_then_events(3), tmp_path)
+    first = run_in_process(cfg, users_then_events(3), tmp_path)
     assert first.returncode == 0, first.stderr
     assert emulator.events["count"] == 3
 
     messages = [*users_then_events(3)[:-1], paid("e4", 1), state({"events": "again"})]
-    again = run_target(cfg, messages, tmp_path)
+    again = run_in_process(cfg, messages, tmp_path)
     assert again.returncode == 0, again.stderr
     assert [e["metadata"]["event_id"] for e in events_of(emulator)] == ["e1", "e2", "e3", "e4"]
     assert "tracked 1 event (3 sent before skipped, 0 refused by Userpilot)" in again.stderr
@@ -179,7 +181,7 @@ def test_refused_and_invalid_events_are_dead_letters_and_the_run_goes_on(
         paid("e7", "u7", name=None),
         state({"events": "done"}),
     ]
-    run = run_target(config_for(emu, tmp_path, **FAST), messages, tmp_path)
+    run = run_in_process(config_for(emu, tmp_path, **FAST), messages, tmp_path)
     assert run.returncode == 0, run.stderr
     assert emu.events["count"] == 4
     found = {
@@ -202,7 +204,7 @@ def test_systematic_refusals_stop_the_run_without_state(
         *(paid(f"e{i}", f"u{i}") for i in range(1, 4)),
         state({"events": "done"}),
     ]
-    run = run_target(config_for(emu, tmp_path, **FAST), messages, tmp_path)
+    run = run_in_process(config_for(emu, tmp_path, **FAST), messages, tmp_path)
     assert run.returncode == 1
     assert "systematic problem" in run.stderr
     assert "Traceback" not in run.stderr
@@ -211,7 +213,7 @@ def test_systematic_refusals_stop_the_run_without_state(
 
 def test_a_dry_run_writes_the_request_bodies(emulator: Emulator, tmp_path: Path) -> None:
     cfg = config_for(emulator, tmp_path, dry_run=True, dry_run_dir=str(tmp_path / "dry"))
-    run = run_target(cfg, users_then_events(2), tmp_path)
+    run = run_in_process(cfg, users_then_events(2), tmp_path)
     assert run.returncode == 0, run.stderr
     bodies = (dry_run_output(tmp_path / "dry") / "track-events.ndjson").read_text().splitlines()
     assert [json.loads(b) for b in bodies] == [

@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from singer_io import record, run_target, schema, state
+from singer_io import record, run_in_process, run_target, schema, state
 
 from target_userpilot.settings import SettingsError
 from target_userpilot.target import TargetUserpilot
@@ -109,7 +109,7 @@ def test_whole_numbers_written_as_floats_are_taken_as_integers(
         record("users", {"id": 2}),
         state({"n": 2}),
     ]
-    run = run_target(config, messages, tmp_path)
+    run = run_in_process(config, messages, tmp_path)
     assert run.returncode == 0, run.stderr
     assert sorted(emulator.users) == ["1", "2"]
     assert len(emulator.jobs) == 2
@@ -158,7 +158,7 @@ def test_metric_lines_count_what_reached_userpilot(emulator: Emulator, tmp_path:
         record("companies", {"id": 9}),
         state({"n": 5}),
     ]
-    first = run_target(config, messages, tmp_path)
+    first = run_in_process(config, messages, tmp_path)
     assert first.returncode == 0, first.stderr
     assert metric_counters(first.stderr) == {
         ("profiles_sent", "users"): 3,
@@ -173,7 +173,7 @@ def test_metric_lines_count_what_reached_userpilot(emulator: Emulator, tmp_path:
         ("events_refused", None): 0,
     }
     # The same input again: nothing is sent, which the SDK's `record_count` (5) does not say.
-    again = run_target(config, messages, tmp_path)
+    again = run_in_process(config, messages, tmp_path)
     assert again.returncode == 0, again.stderr
     counters = metric_counters(again.stderr)
     assert counters[("profiles_sent", "users")] == 0
