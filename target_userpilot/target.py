@@ -37,6 +37,7 @@ from target_userpilot.settings import (
 from target_userpilot.singer.batch_messages import file_lines, manifest_files
 from target_userpilot.singer.envconfig import env_config
 from target_userpilot.singer.fastpath import RecordFastPath
+from target_userpilot.singer.mapguard import MapGuard
 from target_userpilot.singer.metrics import log_counters
 from target_userpilot.singer.premap import DeletionRecords
 from target_userpilot.singer.reader import LineReader
@@ -139,6 +140,7 @@ class TargetUserpilot(SinkHost):
             log_metrics=functools.partial(log_counters, dry_run=self.settings.dry_run),
         )
         self.fast_records = RecordFastPath(self)
+        self.map_guard = MapGuard(self)
         # Before stream maps: a map cannot turn a deletion into an update.
         self.deletion_records = (
             DeletionRecords(self, self.settings.deleted_property)
@@ -306,6 +308,10 @@ class TargetUserpilot(SinkHost):
             return
         if not self.fast_records.handle(message_dict):
             super()._process_record_message(message_dict)
+
+    def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
+        super()._process_schema_message(message_dict)
+        self.map_guard.guard(message_dict["stream"])
 
     def _process_state_message(self, message_dict: dict[str, Any]) -> None:
         self._assert_line_requires(message_dict, requires={"value"})

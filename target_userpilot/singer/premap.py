@@ -12,7 +12,8 @@ takes the SDK's path (or `fastpath.py`), where no mark is read again.
 Each map's `__filter__` still decides, on the record as the tap sent it (as the SDK evaluates
 it): a record it leaves out is neither deleted nor loaded. A filter that cannot be evaluated
 (the SDK raises, e.g. a key-only record under `record['region'] == 'eu'`) must not lead to a
-deletion, and silently dropping one would hide it: that record becomes a dead letter.
+deletion, and silently dropping one would hide it: that record is invalid, as `mapguard.py`
+makes any record a map fails on.
 
 The SDK offers no hook before its maps (`_process_record_message` runs them first thing), so
 the target calls `take` before handing a RECORD to either path.
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk.mapper import RemoveRecordTransform
 
 from target_userpilot.run.deletions import DeletionMarkError, is_deletion
+from target_userpilot.singer.mapguard import unevaluable
 from target_userpilot.singer.sinks import NothingToLoadSink, ProfileSink
 
 if TYPE_CHECKING:
@@ -62,23 +64,15 @@ class DeletionRecords:
         for stream_map, sink in zip(kept, sinks, strict=True):
             if not isinstance(sink, ProfileSink):
                 continue
-            reason = invalid
             try:
                 if not stream_map.get_filter_result(record):
                     continue  # the user's `__filter__` leaves it out: neither loaded nor deleted
             except Exception as exc:  # noqa: BLE001 - whatever the user's expression raises
-                reason = _unfiltered(exc)
+                reason = unevaluable(stream_map, "`__filter__`", exc)
+                sink.take_unmappable(record, f"{reason}; it is not deleted")
+                continue
             sink.tally_record_read()
             keys = stream_map.raw_key_properties or ()
-            sink.take_deletion(record, position, reason, keys)
+            sink.take_deletion(record, position, invalid, keys)
             sink.record_counter_metric.increment()
         return True
-
-
-def _unfiltered(exc: Exception) -> str:
-    """Why a deletion record whose `__filter__` cannot be evaluated is a dead letter instead."""
-    return (
-        f"the stream map's `__filter__` cannot be evaluated on this record "
-        f"({type(exc).__name__}: {str(exc)[:80]}), so it is not deleted: a filter that reads "
-        "more than the keys can use `record.get(...)` to decide for key-only deletion records."
-    )

@@ -54,6 +54,8 @@ class SinkHost(Target):
 class RecordSink(BatchSink):
     """What both sinks share: the tap's schema checks, turned into dead letters."""
 
+    rejected_as: str  # the kind a rejected record of the stream is counted in
+
     def __init__(
         self,
         target: SinkHost,
@@ -76,6 +78,13 @@ class RecordSink(BatchSink):
     def is_full(self) -> bool:
         """Never: batches are cut by the pipeline at the API's row and byte limits."""
         return False
+
+    def take_unmappable(self, record: dict[str, Any], reason: str) -> None:
+        """A record read but never mapped (its stream map failed on it): an invalid record."""
+        self.tally_record_read()
+        position = self._pipeline.position
+        self._pipeline.reject(self.rejected_as, self.stream_name, position, reason, record)
+        self.record_counter_metric.increment()
 
     def get_validator(self) -> BaseJSONSchemaValidator | None:
         """The SDK's validator, behind a fast check that lets the common valid record through."""
@@ -155,6 +164,7 @@ class ProfileSink(RecordSink):
         super().__init__(target, stream_name, schema, key_properties)
         settings = target.settings
         self.kind = settings.kind_of(stream_name)
+        self.rejected_as = self.kind
         configured = (
             settings.user_id_property if self.kind == "users" else settings.company_id_property
         )
@@ -277,6 +287,8 @@ def event_mapping(stream: str, key_properties: Sequence[str], settings: Settings
 
 class EventSink(RecordSink):
     """Sink for one stream of events: each record is one Track API request."""
+
+    rejected_as = "events"
 
     def __init__(
         self,
