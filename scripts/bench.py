@@ -32,6 +32,9 @@ Measurements (`--only` takes one of these names):
 - large_reruns: `rerun` at 3,000,000 users (and 10,000,000 with `--long`, outside CI: hours
   and ~4 GB of scratch input), with SQLite and with PostgreSQL.
 - states: peak RSS of 300,000 users with a 2 KB STATE after every record.
+- waiting: in this process, what a row costs while its batch waits in the spool behind others
+  (200,000 rows in batches of 10,000): memory held a row (`tracemalloc`), and CPU time a row to
+  join the spool, be looked up once, leave it and be sealed, beside batches that leave at once.
 - events: an `events` stream beside a users stream, against the emulator's Track API limit of
   600 a minute, at the default `track_requests_per_minute` (540): events accepted a minute
   (first to last arrival), 429 answers, and the bulk slot's utilization beside the same users
@@ -65,6 +68,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +78,8 @@ import requests
 
 from target_userpilot.emulator import EmulatorConfig, JobRecord, RequestRecord, serve
 from target_userpilot.profiles import Profile, to_profile
+from target_userpilot.run.batches import BatchFile, BatchLimits
+from target_userpilot.run.spool import Spool
 from target_userpilot.singer.sinks import ProfileSink
 from target_userpilot.target import TargetUserpilot
 
@@ -142,6 +148,7 @@ class Sizes:
     states: int = 300_000
     events: int = 1_620  # three minutes at 540 a minute
     event_users: int = 60_000
+    waiting: int = 200_000
 
 
 FULL = Sizes(
@@ -172,6 +179,7 @@ QUICK = Sizes(
     states=5_000,
     events=180,
     event_users=6_000,
+    waiting=20_000,
 )
 LONG_RERUNS = (3_000_000, 10_000_000)
 # Userpilot's pace is 20 to 30 rows/s; this is it sped up ~160 times, for a run of a minute.
@@ -1137,6 +1145,63 @@ def _unchanged_rerun(
     return figures
 
 
+def measure_waiting(sizes: Sizes, scratch: Path, _out_dir: Path, table: Table) -> dict[str, Any]:
+    """Memory and CPU a row costs while its batch waits in the spool behind others."""
+    n, per_batch = sizes.waiting, min(10_000, sizes.waiting)
+    folder = Path(tempfile.mkdtemp(prefix="waiting-", dir=scratch))
+
+    def batches() -> list[BatchFile]:
+        full = []
+        for start in range(0, n, per_batch):
+            batch = BatchFile("users", folder, BatchLimits(max_rows=per_batch))
+            for i in range(start, min(n, start + per_batch)):
+                pid = f"user-{i}"
+                batch.add(Profile(pid, None, {"v": i, "email": f"{pid}@example.com"}), i, "users")
+            full.append(batch)
+        return full
+
+    def cpu_per_row(behind: int) -> float:
+        spool, full = Spool(), batches()
+        started = time.process_time()
+        for batch in full:
+            spool.put(batch)
+            for i in range(batch.rows):  # each record read meanwhile looks its id up
+                ("users", f"new-{i}") in spool  # noqa: B015 - the lookup is what is timed
+            if len(spool) > behind:
+                spool.take().seal().delete()
+        while spool:
+            spool.take().seal().delete()
+        return (time.process_time() - started) / n * 1e6
+
+    figures: dict[str, Any] = {"rows": n, "rows_per_batch": per_batch}
+    figures["cpu_us_per_row_none_behind"] = round(cpu_per_row(0), 2)
+    figures["cpu_us_per_row_all_behind"] = round(cpu_per_row(n), 2)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        spool = Spool()
+        for batch in batches():
+            spool.put(batch)
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    spool.discard()
+    shutil.rmtree(folder)
+    figures["bytes_per_waiting_row"] = round(held / n)
+    table.append(
+        (
+            f"spool, {n:,} rows waiting",
+            (
+                f"{figures['bytes_per_waiting_row']} bytes a row held; CPU a row "
+                f"{figures['cpu_us_per_row_all_behind']} us behind others, "
+                f"{figures['cpu_us_per_row_none_behind']} us leaving at once"
+            ),
+        )
+    )
+    return figures
+
+
 # --- goals ---------------------------------------------------------------------------------
 
 
@@ -1453,6 +1518,7 @@ MEASUREMENTS: dict[str, Measurement] = {
     "large_reruns": measure_large_reruns,
     "states": measure_states,
     "events": measure_events,
+    "waiting": measure_waiting,
 }
 NAMES = tuple(MEASUREMENTS)
 

@@ -48,6 +48,7 @@ def test_bench_writes_every_figure_and_the_timeline(tmp_path: Path) -> None:
         states=300,
         events=10,
         event_users=300,
+        waiting=300,
     )
     bench.run(list(bench.NAMES), tiny, tmp_path)
 
