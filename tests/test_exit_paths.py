@@ -97,7 +97,17 @@ def test_a_failure_with_a_job_still_running_is_one_error_line(
 ) -> None:
     emu = make_emulator(token=TOKEN, rows_per_minute=600)  # a 100-row job takes 10 s
     cfg = config_for(emu, tmp_path, termination_grace=1)
-    run = run_target(cfg, [*users(150), "{not json"], tmp_path, timeout=60)
+
+    def tap() -> Iterable[dict[str, Any] | str]:
+        """150 users, then, once the first batch's job runs, a line that fails the run."""
+        yield from users(150)
+        deadline = time.monotonic() + 30
+        while not emu.jobs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the target learns the job's id on its next tick (0.25 s)
+        yield "{not json"
+
+    run = run_target(cfg, tap(), tmp_path, timeout=60, flush_each=True)
     assert run.returncode == 1, run.stderr[-2000:]
     assert "still running" in run.stderr, "the test fails while a job runs"
     errors = [line for line in run.stderr.splitlines() if "| ERROR" in line]
