@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, MappingError
 from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.helpers.capabilities import TargetCapabilities
 from singer_sdk.mapper import RemoveRecordTransform
@@ -37,7 +37,7 @@ from target_userpilot.settings import (
 from target_userpilot.singer.batch_messages import file_lines, manifest_files
 from target_userpilot.singer.envconfig import env_config
 from target_userpilot.singer.fastpath import RecordFastPath
-from target_userpilot.singer.mapguard import MapGuard
+from target_userpilot.singer.mapguard import MapGuard, StreamMapSchemaError
 from target_userpilot.singer.metrics import log_counters
 from target_userpilot.singer.premap import DeletionRecords
 from target_userpilot.singer.reader import LineReader
@@ -310,7 +310,14 @@ class TargetUserpilot(SinkHost):
             super()._process_record_message(message_dict)
 
     def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
-        super()._process_schema_message(message_dict)
+        try:
+            super()._process_schema_message(message_dict)
+        except MappingError as exc:
+            msg = (
+                f"the stream maps cannot apply to stream {message_dict['stream']!r} as its "
+                f"SCHEMA declares it: {exc} Fix `stream_maps` (or the tap's SCHEMA) and rerun."
+            )
+            raise StreamMapSchemaError(msg) from None
         self.map_guard.guard(message_dict["stream"])
 
     def _process_state_message(self, message_dict: dict[str, Any]) -> None:

@@ -140,3 +140,23 @@ def test_an_expression_that_fails_on_every_record_stops_the_run_in_one_line(
     letters = dead_letters(tmp_path / "dead-letters.ndjson")
     assert len(letters) == 100
     assert "NameNotDefined: 'regoin' is not defined" in letters[0]["reason"]
+
+
+def test_a_map_the_sdk_refuses_for_a_streams_schema_stops_the_run_in_one_line(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    messages = [
+        schema("users", ACCOUNTS, key="uid"),  # a key property the schema does not declare
+        account("u1", region="eu", uid="1"),
+        state({"done": True}),
+    ]
+    run = run_in_process(
+        config_for(emulator, tmp_path, stream_maps=EU_ONLY), messages, tmp_path, emulator=emulator
+    )
+
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    (error,) = error_lines(run.stderr)
+    assert "stream maps cannot apply to stream 'users'" in error
+    assert "'uid' was not detected in schema" in error
+    assert run.states == []

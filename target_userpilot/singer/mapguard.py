@@ -9,7 +9,9 @@ raised, counted against `max_invalid_percent`), and the SDK's loop goes on to th
 other maps.
 
 The SDK offers no hook around a map, so `guard` wraps the `transform` of each custom map as
-the SDK registers a stream's maps (on its SCHEMA); default maps evaluate nothing.
+the SDK registers a stream's maps (on its SCHEMA); default maps evaluate nothing. A map the
+SDK refuses for a stream's SCHEMA (a key property the schema lacks) is no record's fault: it
+stops the run in one line (`StreamMapSchemaError`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk.exceptions import MapExpressionError
 from singer_sdk.mapper import CustomStreamMap
 
+from target_userpilot.errors import UserFacingError
 from target_userpilot.singer.sinks import RecordSink
 
 if TYPE_CHECKING:
@@ -27,6 +30,11 @@ if TYPE_CHECKING:
 
     from singer_sdk.mapper import StreamMap
     from singer_sdk.target_base import Target
+
+
+class StreamMapSchemaError(UserFacingError):
+    """A stream map cannot apply to a stream as its SCHEMA declares it (the SDK refuses it)."""
+
 
 # The longest part of an expression's error quoted into a reason.
 ERROR_CHARS = 160
