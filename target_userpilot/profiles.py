@@ -1,6 +1,6 @@
 """From one tap record to one Userpilot profile line (or a rejection saying what to fix).
 
-Pure functions, standard library only. Records arrive as the SDK hands them to a sink:
+Pure functions, standard library and msgspec only. Records arrive as the SDK hands them to a sink:
 top-level `date-time`/`date`/`time` properties as `datetime`/`date`/`time` objects, numbers
 with a fraction as `Decimal`, nested values as plain JSON types.
 
@@ -34,6 +34,8 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeGuard
+
+import msgspec
 
 from target_userpilot.kinds import NOUN
 
@@ -141,8 +143,14 @@ class Profile:
         return {"company_id": self.id, "metadata": self.metadata}
 
     def line(self, kind: Kind) -> bytes:
-        """The profile as one NDJSON line, without the trailing newline."""
-        return encode_line(self.fields(kind))
+        """The profile as one NDJSON line, without the trailing newline (`encode_line`'s bytes)."""
+        fields = self.fields(kind)
+        if _msgspec_writes_alike(self.metadata):
+            try:
+                return _MSGSPEC.encode(fields)
+            except UnicodeEncodeError:  # a lone surrogate: `encode_line` escapes the whole line
+                pass
+        return encode_line(fields)
 
 
 @dataclass(frozen=True)
@@ -332,6 +340,28 @@ class _Codec:
 
 
 _STRICT = _Codec.build(_fast_default, allow_nan=False)
+# A profile line is fingerprinted: stores filled by earlier runs hold `encode_line`'s bytes.
+# msgspec writes strings, ints, booleans and nulls byte for byte as `json` does (every code
+# point but lone surrogates, which it refuses), and floats too but in exponent form (`1e16`
+# where `json` writes `1e+16`, `1e-5` for `1e-05`), used only where `repr` has none. It is
+# about seven times faster than the C encoder, a tenth of an unchanged rerun.
+_MSGSPEC = msgspec.json.Encoder()
+_MSGSPEC_ALIKE = frozenset({str, int, bool, type(None)})
+_EXPONENT_BELOW = 1e-4
+_EXPONENT_FROM = 1e16
+
+
+def _msgspec_writes_alike(metadata: Metadata) -> bool:
+    """Whether msgspec writes these values exactly as `encode_line` does (strings may yet fail)."""
+    for value in metadata.values():
+        if type(value) in _MSGSPEC_ALIKE:
+            continue
+        if type(value) is float and (_EXPONENT_BELOW <= abs(value) < _EXPONENT_FROM or value == 0):
+            continue
+        return False
+    return True
+
+
 _LOSSLESS = _Codec.build(_lossless_default, allow_nan=True)
 
 
