@@ -291,8 +291,8 @@ def expect(case: Case) -> Expected:  # noqa: C901, PLR0912 - one walk over the i
         message = parse(line)
         kind_msg = message["type"]
         if kind_msg == "SCHEMA":
-            if kind_of(message["stream"], settings) is None:
-                exp.fatal = f"stream {message['stream']!r} is unmapped"
+            exp.fatal = _schema_fatal(message, settings)
+            if exp.fatal:
                 break
             schemas[message["stream"]] = (message["schema"], message["key_properties"])
         elif kind_msg == "STATE":
@@ -340,6 +340,16 @@ def expect(case: Case) -> Expected:  # noqa: C901, PLR0912 - one walk over the i
     return exp
 
 
+def _schema_fatal(message: dict[str, Any], settings: dict[str, Any]) -> str | None:
+    """Why a SCHEMA stops the run, if it does."""
+    if kind_of(message["stream"], settings) is None:
+        return f"stream {message['stream']!r} is unmapped"
+    declared = message["schema"].get("properties", {})
+    if "stream_maps" in settings and set(message["key_properties"]) - set(declared):
+        return "the SDK refuses a stream map for a key property not in the schema"
+    return None
+
+
 def batch_records(case: Case, message: dict[str, Any]) -> list[Any] | None:
     """README "BATCH messages": the records of a local jsonl file; None for what it refuses."""
     (entry,) = message["manifest"]
@@ -368,6 +378,10 @@ def _place(
 ) -> None:
     """What README makes of one record: a profile, an invalid record, or an unpinned one."""
     kind = placed.kind
+    if "stream_maps" in settings and "email" not in record:
+        placed.status = "invalid"  # `EMAIL_FILTER` fails on it, before any other check
+        exp.placed.append(placed)
+        return
     try:
         pid, profile = profile_of(kind, record, schema, keys, settings)
     except Invalid:
