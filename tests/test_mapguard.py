@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from singer_io import dead_letters, record, run_in_process, schema, state
+from singer_io import USER_SCHEMA, dead_letters, record, run_in_process, schema, state, user
+from test_events import EVENT_SCHEMA, FAST, paid
 from test_target import config_for
 
 if TYPE_CHECKING:
@@ -160,3 +161,28 @@ def test_a_map_the_sdk_refuses_for_a_streams_schema_stops_the_run_in_one_line(
     assert "stream maps cannot apply to stream 'users'" in error
     assert "'uid' was not detected in schema" in error
     assert run.states == []
+
+
+def test_an_event_a_map_fails_on_is_a_dead_letter_and_the_others_are_sent(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    messages = [
+        schema("users", USER_SCHEMA),
+        record("users", user(1)),
+        record("users", user(2)),
+        schema("events", EVENT_SCHEMA, key="event_id"),
+        paid("e1", 1),
+        record("events", {"event_id": "e2", "user_id": 2, "event_name": None}),
+        state({"done": True}),
+    ]
+    shout = {"events": {"label": "event_name.upper()"}}
+    cfg = config_for(emulator, tmp_path, stream_maps=shout, **FAST)
+    run = run_in_process(cfg, messages, tmp_path, emulator=emulator)
+
+    assert run.returncode == 0, run.stderr
+    assert [e["user_id"] for e in emulator.events["events"]] == ["1"]
+    (letter,) = dead_letters(tmp_path / "dead-letters.ndjson")
+    assert letter["record"]["event_id"] == "e2"
+    assert "stream map for 'events'" in letter["reason"]
+    assert "Attribute 'upper' does not exist" in letter["reason"]
+    assert [s.value for s in run.states] == [{"done": True}]
