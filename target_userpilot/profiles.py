@@ -550,6 +550,9 @@ def _id_hint(settings: MappingSettings) -> str:
 
 def _profile_id(record: Mapping[str, Any], settings: MappingSettings) -> str:
     """The profile id as a string; raises _RejectError."""
+    raw_id = record.get(settings.id_property)
+    if _plain_id(raw_id):  # the common id, without the words a rejection would need
+        return raw_id
     return _required_id(
         record, settings.id_property, f"{NOUN[settings.kind]} id", _id_hint(settings)
     )
@@ -645,6 +648,6 @@ def to_profile(record: Mapping[str, Any], settings: MappingSettings) -> Profile 
     """One record as a Profile, or a Rejection whose reason says what to fix."""
     try:
         profile_id, company_id = _ids(record, settings)
-        return Profile(id=profile_id, company_id=company_id, metadata=_metadata(record, settings))
+        return Profile(profile_id, company_id, _metadata(record, settings))
     except _RejectError as exc:
         return Rejection(str(exc))
