@@ -61,6 +61,8 @@ _UTC = dt.timezone.utc
 # Singer bookkeeping fields (`_sdc_extracted_at`, `_sdc_deleted_at`, ...; the SDK adds seven
 # with `add_record_metadata`): never metadata.
 SDC_PREFIX = "_sdc_"
+# Keys `MappingSettings.sends` remembers per stream (a dict of about 0.5 MB at most).
+_JUDGED_KEYS = 4096
 _EXCLUDE_HINT = "fix it in the source, or leave the property out with 'exclude_properties'"
 
 
@@ -84,6 +86,22 @@ class MappingSettings:
         if self.kind == "users" and self.company_property is not None:
             links.add(self.company_property)
         return self.exclude | links
+
+    @functools.cached_property
+    def judged(self) -> dict[str, bool]:
+        """`sends` of the keys seen so far (a stream's records share a handful of keys)."""
+        return {}
+
+    def sends(self, key: str) -> bool:
+        """Whether a record's top-level property becomes metadata; `judged` remembers it."""
+        sent = (
+            key not in self.dropped
+            and (self.include is None or key in self.include)
+            and not key.startswith(SDC_PREFIX)  # the SDK's and taps' bookkeeping, never a trait
+        )
+        if len(self.judged) < _JUDGED_KEYS:  # a record may bring any key: the memo is bounded
+            self.judged[key] = sent
+        return sent
 
 
 def resolve_id_property(
@@ -603,12 +621,12 @@ def _ids(record: Mapping[str, Any], settings: MappingSettings) -> tuple[str, str
 def _metadata(record: Mapping[str, Any], settings: MappingSettings) -> Metadata:
     """Every other property, converted; raises _RejectError."""
     metadata: Metadata = {}
-    include = settings.include
-    dropped = settings.dropped
+    judged = settings.judged
     for key, value in record.items():
-        if key in dropped or (include is not None and key not in include):
-            continue
-        if key.startswith(SDC_PREFIX):  # the SDK's and taps' bookkeeping, never a trait
+        sent = judged.get(key)
+        if sent is None:
+            sent = settings.sends(key)
+        if not sent:
             continue
         kind = type(value)
         if kind is str or kind is int or kind is bool:  # the common case, inlined
