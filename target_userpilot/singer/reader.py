@@ -184,6 +184,9 @@ class LineReader(SingerReader):
 
 def _shape_problem(kind: str, message: dict[str, Any]) -> str | None:
     """What makes a message of a known type unusable, before the SDK trips over it."""
+    record, stream = message.get("record"), message.get("stream", "")
+    if kind == "RECORD" and type(record) is dict and type(stream) is str:  # the common message
+        return None
     for key, expected in _SHAPES.get(kind, {}).items():
         if key in message and not isinstance(message[key], expected):
             return f"is a {kind} message whose {key!r} is not {_NOUNS[expected]}"
