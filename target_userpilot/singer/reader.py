@@ -136,10 +136,11 @@ class LineReader(SingerReader):
     @staticmethod
     def assert_line_requires(line_dict: dict[str, Any], requires: set[str]) -> None:
         """The SDK's check of required keys, saying which without quoting the line."""
-        missing = [key for key in requires if key not in line_dict]  # once a line: no set built
-        if missing:
-            msg = f"lacks the required key(s) {', '.join(map(repr, sorted(missing)))}"
-            raise _LineProblemError(msg)
+        for key in requires:  # once a line: no set, nor a list, built while nothing is missing
+            if key not in line_dict:
+                missing = sorted(name for name in requires if name not in line_dict)
+                msg = f"lacks the required key(s) {', '.join(map(repr, missing))}"
+                raise _LineProblemError(msg)
         if "type" in requires and not isinstance(line_dict["type"], str):
             msg = f"has a message type that is not a string ({line_dict['type']!r})"
             raise _LineProblemError(msg)
