@@ -144,10 +144,13 @@ class RecordSink(BatchSink):
         )
 
     def _singer_validate_message(self, record: dict[str, Any]) -> None:
-        missing = [key for key in self.key_properties if key not in record]
-        if missing and self._invalid is None:
-            self._invalid = f"lacks key properties {missing}"
-            self._invalid_error = MissingKeyError
+        for key in self.key_properties:  # once a record: no list built while none is missing
+            if key not in record:
+                missing = [name for name in self.key_properties if name not in record]
+                if self._invalid is None:
+                    self._invalid = f"lacks key properties {missing}"
+                    self._invalid_error = MissingKeyError
+                return
 
 
 class ProfileSink(RecordSink):
