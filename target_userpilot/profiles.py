@@ -421,7 +421,12 @@ class _RejectError(Exception):
 def _datetime_text(value: dt.datetime) -> str:
     """ISO 8601 in UTC with a `Z`; naive values are taken as UTC. Raises OverflowError."""
     tz = value.tzinfo
-    if tz is _UTC:  # the SDK's parse of a `Z` timestamp: the cheapest path
+    if type(value) is dt.datetime and (tz is _UTC or tz is None):
+        # The SDK's parse of a `Z` or `+00:00` timestamp, or a naive one: msgspec writes
+        # `isoformat`'s text (UTC as `Z`) about six times faster (it refuses subclasses).
+        text = _MSGSPEC.encode(value)[1:-1].decode()
+        return text if tz is _UTC else text + "Z"
+    if tz is _UTC:
         return value.isoformat()[:-6] + "Z"
     if tz is None:
         return value.isoformat() + "Z"

@@ -663,6 +663,13 @@ def test_profile_line_is_encode_lines_bytes(metadata: dict[str, Any], company: s
         assert profile.line(kind) == encode_line(profile.fields(kind))
 
 
+@given(st.datetimes(timezones=st.sampled_from([None, UTC])))
+def test_date_time_metadata_is_iso_8601_in_utc(value: dt.datetime) -> None:
+    profile = to_profile({"user_id": "u1", "at": value}, USERS)
+    assert isinstance(profile, Profile)
+    assert profile.metadata["at"] == value.replace(tzinfo=None).isoformat() + "Z"
+
+
 MERGES = [
     pytest.param(
         Profile("u1", "c1", {"a": 1, "b": "old", "gone": None}),
