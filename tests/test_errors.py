@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import pkgutil
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from target_userpilot.run.jobs import JobFailedError
 from target_userpilot.run.pipeline import Pipeline
 from target_userpilot.run.rejections import TooManyInvalidError
 from target_userpilot.settings import SettingsError
+from target_userpilot.singer.mapguard import StreamMapSchemaError
 from target_userpilot.singer.reader import InputError, RecordBeforeSchemaError
 from target_userpilot.singer.sinks import MissingKeyError
 from target_userpilot.target import StateOutputError, TargetUserpilot
@@ -59,6 +62,7 @@ ONE_OF_EACH: list[UserFacingError] = [
     DeletionGuardError("this run would delete too much"),
     StateOutputError("cannot write STATE to standard output"),
     SettingsError("`stream_kinds` names no kind for stream 'audit_log'"),
+    StreamMapSchemaError("the stream map for 'users' cannot apply to its SCHEMA"),
 ]
 
 
@@ -70,6 +74,11 @@ def subclasses(cls: type[UserFacingError]) -> set[type[UserFacingError]]:
 
 
 def test_every_user_facing_error_class_is_tried() -> None:
+    # Every module imported first: a class counts whether or not another test loaded it.
+    package = importlib.import_module("target_userpilot")
+    for module in pkgutil.walk_packages(package.__path__, "target_userpilot."):
+        if not module.name.endswith("__main__"):  # the emulator's starts a server
+            importlib.import_module(module.name)
     assert {type(error) for error in ONE_OF_EACH} == subclasses(UserFacingError)
 
 
