@@ -1128,7 +1128,8 @@ def _unchanged_rerun(
     write_shape(path, "flat", n)
     settings: dict[str, Any] = {"send_only_changes": True, **store}
     figures: dict[str, Any] = {"records": n}
-    with serve(unlimited(), port=0) as emu:
+    # The emulator keeps no profiles: at ten million it would need more memory than the target.
+    with serve(dataclasses.replace(unlimited(), keep_profiles=False), port=0) as emu:
         figures["first"] = _run_figures(run_userpilot(emu, path, n, scratch, **settings))
         unchanged = run_userpilot(emu, path, n, scratch, **settings)
     path.unlink()

@@ -93,6 +93,15 @@ def test_later_jobs_and_later_lines_win() -> None:
     }
 
 
+def test_without_keep_profiles_a_job_completes_and_counts_but_keeps_no_profile() -> None:
+    clock = Clock()
+    store = Store(EmulatorConfig(profile="legacy", rows_per_minute=0, keep_profiles=False), clock)
+    submit(store, rows(50))
+    record = store.jobs()[0]
+    assert (record.status, record.processed_count) == ("completed", 50)
+    assert store.users() == {}  # a ten-million-row benchmark holds none of them
+
+
 def test_rejections_accumulate_while_processing_and_failures_apply_nothing() -> None:
     clock = Clock()
     store = Store(

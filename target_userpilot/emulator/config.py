@@ -139,6 +139,8 @@ class EmulatorConfig:
             body over this many bytes, however few rows it holds (0: no proxy).
         track_per_minute: Track API requests a token may make in any 60 seconds; more answer
             429 (0: no limit). Userpilot's documented limit is 600.
+        keep_profiles: False: a completed job's rows are counted, not upserted (nothing to
+            inspect), so a benchmark of ten million profiles does not hold them all in memory.
     """
 
     token: str = "test-token"  # noqa: S105 - a test server's default key
@@ -170,6 +172,7 @@ class EmulatorConfig:
     refuse_multipart: int = 0
     proxy_body_limit: int = 0
     track_per_minute: int = 600
+    keep_profiles: bool = True
     shapes: Shapes = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -220,9 +220,10 @@ class Store:
             logger.info("job %s (%s) failed", job.job_id, self._describe(job))
             return
         rejected = set(job.rejected)
-        # Upserted later, in job order (`_apply_completed`): the status answer that tells a
-        # client its job is done, and the upload that follows, do not pay for it.
-        self._unapplied.append((job.kind, rows, rejected))
+        if self._config.keep_profiles:
+            # Upserted later, in job order (`_apply_completed`): the status answer that tells a
+            # client its job is done, and the upload that follows, do not pay for it.
+            self._unapplied.append((job.kind, rows, rejected))
         logger.info(
             "job %s (%s) completed, %d rows applied, %d rejected",
             job.job_id,
