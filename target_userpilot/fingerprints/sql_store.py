@@ -66,7 +66,7 @@ _LOGGER = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 _COMMENT_PREFIX = "target-userpilot "
 _IN_CHUNK = 1_000  # ids per `IN (...)`: far below any database's bound-parameter limit
-_YIELD_PER = 50_000  # rows per fetch when loading a kind (a server-side cursor on PostgreSQL)
+_YIELD_PER = 10_000  # rows per fetch when loading a kind (a server-side cursor on PostgreSQL)
 # libpq options we set unless the URL does: name the connection, fail fast, notice dead peers.
 _PG_CONNECT_ARGS: dict[str, Any] = {
     "application_name": "target-userpilot",
